@@ -1,0 +1,68 @@
+// swift-tools-version:6.0
+// ALBEF pretraining on CPU clusters: Swift over OpenBLAS, Open MPI, ZeroMQ, protobuf-c.
+import PackageDescription
+
+/// Release-friendly settings shared by every Swift target.
+let swiftSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "albef-swift",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "Tensor", targets: ["Tensor"]),
+        .library(name: "NN", targets: ["NN"]),
+        .library(name: "ALBEF", targets: ["ALBEF"]),
+        .library(name: "DataPipeline", targets: ["DataPipeline"]),
+        .library(name: "Distributed", targets: ["Distributed"]),
+        .library(name: "Control", targets: ["Control"]),
+        .executable(name: "albef-worker", targets: ["albef-worker"]),
+        .executable(name: "albef-coord", targets: ["albef-coord"]),
+        .executable(name: "albef-data", targets: ["albef-data"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        // C libraries: one target each.
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CMPISystem", path: "Sources/CMPISystem", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "CMPI", dependencies: ["CMPISystem"]),
+        .systemLibrary(name: "CZMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .target(name: "CControlProto", linkerSettings: [.linkedLibrary("protobuf-c")]),
+        .target(name: "CImage", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
+
+        // Swift layers.
+        .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: swiftSettings),
+        .target(name: "NN", dependencies: ["Tensor", "Yams"], swiftSettings: swiftSettings),
+        .target(name: "ALBEF", dependencies: ["NN", "Tensor"], swiftSettings: swiftSettings),
+        .target(name: "DataPipeline", dependencies: ["Tensor", "CImage"], swiftSettings: swiftSettings),
+        .target(name: "Distributed", dependencies: ["CMPI", "Tensor"], swiftSettings: swiftSettings),
+        .target(name: "Control", dependencies: ["CZMQ", "CControlProto"], swiftSettings: swiftSettings),
+
+        // Executables (thin).
+        .executableTarget(name: "albef-worker", dependencies: [
+            "ALBEF", "NN", "Tensor", "DataPipeline", "Distributed", "Control",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "albef-coord", dependencies: [
+            "Control", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "albef-data", dependencies: [
+            "DataPipeline", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+
+        // Tests.
+        .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "Tensor"]),
+        .testTarget(name: "ALBEFTests", dependencies: ["ALBEF", "NN", "Tensor"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "Tensor", "CImage"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Tensor", "CMPI"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "CZMQ", "CControlProto"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

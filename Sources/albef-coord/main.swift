@@ -1,0 +1,1 @@
+print("albef-coord: not yet")

@@ -1,0 +1,1 @@
+print("albef-data: not yet")

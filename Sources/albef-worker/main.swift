@@ -1,0 +1,1 @@
+print("albef-worker: not yet")

@@ -1,0 +1,6 @@
+import XCTest
+@testable import ALBEF
+
+final class ALBEFPlaceholderTests: XCTestCase {
+    func testTargetLinks() { XCTAssertTrue(true) }
+}
