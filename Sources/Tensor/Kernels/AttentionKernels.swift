@@ -1,0 +1,81 @@
+/// Multi-head scaled dot-product attention with an additive key mask, forward.
+///
+/// Concretely, for batch b and head h (head h reads columns h·D..<(h+1)·D of each row):
+///   S = scale · Q_bh K_bhᵀ + mask_b (broadcast over query rows),  P = softmax_rows(S),
+///   O_bh = P V_bh.
+/// Q rows live at `q + (b·Lq + i)·ldq`, K/V rows at `k + (b·Lk + j)·ldk` (so a packed
+/// `[B, L, 3C]` qkv buffer is read in place with ld = 3C). `out` is `[B, Lq, H·D]`.
+/// `probs` (`[B, H, Lq, Lk]`) is saved for the backward. `mask` is `[B, Lk]` additive
+/// (0 or −10000 as BERT builds it) or nil.
+/// PyTorch counterpart: timm `Attention.forward` / xbert `BertSelfAttention.forward` (no dropout).
+public func attentionForward(out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
+                             q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
+                             v: UnsafePointer<Float>, ldv: Int, mask: UnsafePointer<Float>?,
+                             batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float) {
+    let hd = heads * headDim
+    Threading.parallelFor(batch * heads) { range in
+        for bh in range {
+            let b = bh / heads, h = bh % heads
+            let qb = q + b * lq * ldq + h * headDim
+            let kb = k + b * lk * ldk + h * headDim
+            let vb = v + b * lk * ldv + h * headDim
+            let p = probs + bh * lq * lk
+            sgemm(transB: true, m: lq, n: lk, k: headDim, alpha: scale, a: qb, lda: ldq, b: kb, ldb: ldk,
+                  c: p, ldc: lk)
+            if let mask {
+                let mb = mask + b * lk
+                for i in 0..<lq {
+                    let row = p + i * lk
+                    for j in 0..<lk { row[j] += mb[j] }
+                }
+            }
+            for i in 0..<lq { softmaxRow(p + i * lk, p + i * lk, lk) }
+            sgemm(m: lq, n: headDim, k: lk, a: p, lda: lk, b: vb, ldb: ldv, c: out + b * lq * hd + h * headDim,
+                  ldc: hd)
+        }
+    }
+}
+
+/// Attention backward, accumulating into dq, dk, dv (same strides as the forward inputs).
+///
+/// dP = dO Vᵀ; dV += Pᵀ dO; dS = P ⊙ (dP − rowsum(dP ⊙ P)); dQ += scale·dS K; dK += scale·dSᵀ Q.
+public func attentionBackward(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
+                              dv: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
+                              probs: UnsafePointer<Float>,
+                              q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
+                              v: UnsafePointer<Float>, ldv: Int,
+                              batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float) {
+    let hd = heads * headDim
+    Threading.parallelFor(batch * heads) { range in
+        let scratch = Storage(count: lq * lk, zeroed: false)
+        let dp = scratch.pointer
+        for bh in range {
+            let b = bh / heads, h = bh % heads
+            let qo = b * lq * ldq + h * headDim
+            let ko = b * lk * ldk + h * headDim
+            let vo = b * lk * ldv + h * headDim
+            let dob = dout + b * lq * hd + h * headDim
+            let p = probs + bh * lq * lk
+            sgemm(transB: true, m: lq, n: lk, k: headDim, a: dob, lda: hd, b: v + vo, ldb: ldv, c: dp, ldc: lk)
+            if let dv {
+                sgemm(transA: true, m: lk, n: headDim, k: lq, a: p, lda: lk, b: dob, ldb: hd, beta: 1,
+                      c: dv + vo, ldc: ldv)
+            }
+            for i in 0..<lq {
+                let pr = p + i * lk, dr = dp + i * lk
+                var s: Float = 0
+                for j in 0..<lk { s += pr[j] * dr[j] }
+                for j in 0..<lk { dr[j] = pr[j] * (dr[j] - s) }
+            }
+            if let dq {
+                sgemm(m: lq, n: headDim, k: lk, alpha: scale, a: dp, lda: lk, b: k + ko, ldb: ldk, beta: 1,
+                      c: dq + qo, ldc: ldq)
+            }
+            if let dk {
+                sgemm(transA: true, m: lk, n: headDim, k: lq, alpha: scale, a: dp, lda: lk, b: q + qo, ldb: ldq,
+                      beta: 1, c: dk + ko, ldc: ldk)
+            }
+        }
+        withExtendedLifetime(scratch) {}
+    }
+}

@@ -1,0 +1,32 @@
+import CBLAS
+
+/// Row-major single-precision GEMM: C[M,N] = alpha · op(A) · op(B) + beta · C.
+///
+/// `op(A)` is A[M,K] (lda ≥ K) or, with `transA`, Aᵀ where A is [K,M] (lda ≥ M); likewise B.
+/// Thin wrapper over `cblas_sgemm`; the leading dimensions allow strided views (attention heads
+/// read columns h·D..<(h+1)·D of a [L, H·D] matrix with ld = H·D).
+@inline(__always)
+public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                  b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+        if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
+        return
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// y ← alpha·x + beta·y over `n` elements (`cblas_saxpby`; used for the momentum EMA).
+@inline(__always)
+public func saxpby(_ n: Int, alpha: Float, x: UnsafePointer<Float>, beta: Float, y: UnsafeMutablePointer<Float>) {
+    cblas_saxpby(Int32(n), alpha, x, 1, beta, y, 1)
+}
+
+/// y ← y + alpha·x (`cblas_saxpy`).
+@inline(__always)
+public func saxpy(_ n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    cblas_saxpy(Int32(n), alpha, x, 1, y, 1)
+}

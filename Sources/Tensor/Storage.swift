@@ -1,0 +1,106 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reference-counted Float32 memory. Owned storage comes from `BufferPool` and goes back to it
+/// on `deinit`, so a steady-state training step reuses the same buffers instead of touching fresh
+/// pages. Borrowed storage (a view into a flat parameter buffer) frees nothing.
+public final class Storage {
+    /// Base address (64-byte aligned when owned).
+    public let pointer: UnsafeMutablePointer<Float>
+    /// Number of Float32 elements.
+    public let count: Int
+    let capacity: Int
+    let owner: AnyObject?
+    let pooled: Bool
+
+    /// Fresh storage of `count` elements from the pool; contents are zero when `zeroed`.
+    public init(count: Int, zeroed: Bool = true) {
+        let (p, cap) = BufferPool.shared.take(count)
+        pointer = p
+        capacity = cap
+        self.count = count
+        owner = nil
+        pooled = true
+        if zeroed && count > 0 { p.update(repeating: 0, count: count) }
+    }
+
+    /// A non-owning view of `count` elements at `pointer`, kept alive by `owner`.
+    public init(borrowing pointer: UnsafeMutablePointer<Float>, count: Int, owner: AnyObject?) {
+        self.pointer = pointer
+        self.count = count
+        capacity = count
+        self.owner = owner
+        pooled = false
+    }
+
+    deinit {
+        if pooled { BufferPool.shared.give(pointer, capacity: capacity) }
+    }
+}
+
+/// A size-bucketed free list of 64-byte-aligned Float32 buffers (power-of-two capacities).
+///
+/// `take` reuses a freed buffer of the same bucket when one exists; `give` returns it. The pool
+/// keeps at most `maxBytesCached` idle; the rest goes back to the system.
+public final class BufferPool: @unchecked Sendable {
+    public static let shared = BufferPool()
+    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    private var cachedBytes = 0
+    private var lock = pthread_mutex_t()
+    /// Upper bound on idle cached memory.
+    public var maxBytesCached = 8 << 30
+    /// Statistics: buffers allocated from the system / served from the cache.
+    public private(set) var systemAllocations = 0
+    public private(set) var reuses = 0
+
+    init() { pthread_mutex_init(&lock, nil) }
+
+    @inline(__always) static func bucket(_ n: Int) -> Int {
+        if n <= 16 { return 16 }
+        return 1 << (Int.bitWidth - (n - 1).leadingZeroBitCount)
+    }
+
+    func take(_ n: Int) -> (UnsafeMutablePointer<Float>, Int) {
+        let cap = BufferPool.bucket(max(n, 1))
+        pthread_mutex_lock(&lock)
+        if var list = free[cap], let p = list.popLast() {
+            free[cap] = list
+            cachedBytes -= cap * 4
+            reuses += 1
+            pthread_mutex_unlock(&lock)
+            return (p, cap)
+        }
+        systemAllocations += 1
+        pthread_mutex_unlock(&lock)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: cap * 4, alignment: 64)
+        return (raw.bindMemory(to: Float.self, capacity: cap), cap)
+    }
+
+    func give(_ p: UnsafeMutablePointer<Float>, capacity: Int) {
+        pthread_mutex_lock(&lock)
+        if cachedBytes + capacity * 4 <= maxBytesCached {
+            free[capacity, default: []].append(p)
+            cachedBytes += capacity * 4
+            pthread_mutex_unlock(&lock)
+        } else {
+            pthread_mutex_unlock(&lock)
+            UnsafeMutableRawPointer(p).deallocate()
+        }
+    }
+
+    /// Releases every idle buffer to the system.
+    public func trim() {
+        pthread_mutex_lock(&lock)
+        for (_, list) in free { for p in list { UnsafeMutableRawPointer(p).deallocate() } }
+        free = [:]
+        cachedBytes = 0
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// (system allocations, reuses) so far; a steady-state step should only reuse.
+    public var counters: (allocations: Int, reuses: Int) {
+        pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }
+        return (systemAllocations, reuses)
+    }
+}

@@ -1,0 +1,176 @@
+/// A dense, row-major Float32 tensor that records its own gradient function (a runtime tape).
+///
+/// Every tensor is contiguous. `reshaped` shares storage; `permuted`, slicing and concatenation
+/// copy (and are differentiable). A tensor produced by an op while `GradMode.isEnabled` and with
+/// at least one input that requires grad keeps its `parents` and a `backwardFn`; `backward()` on a
+/// scalar runs those closures in reverse topological order, accumulating (`+=`) into `grad`.
+///
+/// PyTorch counterpart: `torch.Tensor` (float32, CPU, always contiguous).
+public final class Tensor {
+    /// Dimensions, outermost first.
+    public let shape: [Int]
+    /// Number of elements (product of `shape`; 1 for a 0-dim tensor).
+    public let count: Int
+    /// Backing memory.
+    public let storage: Storage
+    /// Whether gradients flow into this tensor.
+    public var requiresGrad: Bool
+    /// The gradient buffer (same shape), allocated on first accumulation or preset for parameters.
+    public var gradStorage: Storage?
+    var parents: [Tensor] = []
+    var backwardFn: ((Tensor) -> Void)?
+    /// Debug name (parameters carry their state_dict key).
+    public var name: String?
+
+    /// Element pointer.
+    @inline(__always) public var data: UnsafeMutablePointer<Float> { storage.pointer }
+
+    /// A new tensor over `storage` (which must hold `shape`'s element count).
+    public init(shape: [Int], storage: Storage, requiresGrad: Bool = false) {
+        let n = shape.reduce(1, *)
+        precondition(storage.count >= n, "Tensor: storage of \(storage.count) < \(n) for shape \(shape)")
+        self.shape = shape
+        self.count = n
+        self.storage = storage
+        self.requiresGrad = requiresGrad
+    }
+
+    /// Zeros of `shape`.
+    public convenience init(zeros shape: [Int], requiresGrad: Bool = false) {
+        self.init(shape: shape, storage: Storage(count: shape.reduce(1, *)), requiresGrad: requiresGrad)
+    }
+
+    /// Uninitialised memory of `shape` (for kernels that write every element).
+    public convenience init(uninitialized shape: [Int]) {
+        self.init(shape: shape, storage: Storage(count: shape.reduce(1, *), zeroed: false))
+    }
+
+    /// A tensor holding `values` (row-major) with `shape`.
+    public convenience init(_ values: [Float], shape: [Int], requiresGrad: Bool = false) {
+        precondition(values.count == shape.reduce(1, *), "Tensor: \(values.count) values for shape \(shape)")
+        self.init(uninitialized: shape)
+        values.withUnsafeBufferPointer { src in
+            if let b = src.baseAddress { data.update(from: b, count: values.count) }
+        }
+        self.requiresGrad = requiresGrad
+    }
+
+    /// A 0-dim tensor.
+    public convenience init(scalar: Float, requiresGrad: Bool = false) {
+        self.init([scalar], shape: [], requiresGrad: requiresGrad)
+    }
+
+    /// Filled with `value`.
+    public convenience init(repeating value: Float, shape: [Int]) {
+        self.init(uninitialized: shape)
+        data.update(repeating: value, count: count)
+    }
+
+    /// Number of dimensions.
+    public var rank: Int { shape.count }
+
+    /// Contents as an array.
+    public var scalars: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+
+    /// The single value of a one-element tensor.
+    public var item: Float {
+        precondition(count == 1, "item: tensor of shape \(shape) has \(count) elements")
+        return data[0]
+    }
+
+    /// The gradient as a tensor (nil until something was accumulated).
+    public var grad: Tensor? {
+        gradStorage.map { Tensor(shape: shape, storage: $0) }
+    }
+
+    /// Pointer to the gradient, allocating zeros on first use.
+    @inline(__always)
+    public var gradPointer: UnsafeMutablePointer<Float> {
+        if let g = gradStorage { return g.pointer }
+        let g = Storage(count: count)
+        gradStorage = g
+        return g.pointer
+    }
+
+    /// Drops the gradient (parameters with a preset flat-buffer gradient are zeroed instead).
+    public func zeroGrad() {
+        gradStorage?.pointer.update(repeating: 0, count: count)
+    }
+
+    /// A copy that shares nothing and records nothing.
+    public func detachedCopy() -> Tensor {
+        let t = Tensor(uninitialized: shape)
+        t.data.update(from: data, count: count)
+        return t
+    }
+
+    /// The same storage without autograd history.
+    public func detached() -> Tensor { Tensor(shape: shape, storage: storage) }
+
+    /// Whether an op on these inputs should record a backward closure.
+    @inline(__always)
+    static func needsGrad(_ inputs: Tensor?...) -> Bool {
+        guard GradMode.isEnabled else { return false }
+        for t in inputs where t?.requiresGrad == true { return true }
+        return false
+    }
+
+    /// Registers `fn` as the backward of `self`, produced from `inputs`.
+    @inline(__always)
+    func record(_ inputs: [Tensor], _ fn: @escaping (Tensor) -> Void) {
+        requiresGrad = true
+        parents = inputs
+        backwardFn = fn
+    }
+
+    /// Reverse-mode differentiation from this scalar: seeds d(self)/d(self) = 1 (or `seed`),
+    /// runs every recorded backward once in reverse topological order, then frees the tape
+    /// (saved activations go back to the pool). Leaf gradients accumulate.
+    public func backward(seed: Float = 1) {
+        precondition(count == 1, "backward: needs a scalar, got shape \(shape)")
+        var order: [Tensor] = []
+        var visited = Set<ObjectIdentifier>()
+        var stack: [(Tensor, Bool)] = [(self, false)]
+        while let (t, expanded) = stack.popLast() {
+            if expanded { order.append(t); continue }
+            let id = ObjectIdentifier(t)
+            if visited.contains(id) { continue }
+            visited.insert(id)
+            stack.append((t, true))
+            for p in t.parents where p.backwardFn != nil && !visited.contains(ObjectIdentifier(p)) {
+                stack.append((p, false))
+            }
+        }
+        gradPointer[0] += seed
+        for t in order.reversed() {
+            if let fn = t.backwardFn { fn(t) }
+            t.backwardFn = nil
+            t.parents = []
+            if t !== self { t.gradStorage = nil }
+        }
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String {
+        let head = scalars.prefix(8).map { String($0) }.joined(separator: ", ")
+        return "Tensor(shape: \(shape), [\(head)\(count > 8 ? ", ..." : "")])"
+    }
+}
+
+/// A small integer tensor (token ids, labels, buffers such as `queue_ptr`). Not differentiable.
+public struct IntTensor: Equatable, Sendable {
+    /// Dimensions.
+    public var shape: [Int]
+    /// Row-major values.
+    public var values: [Int64]
+
+    public init(_ values: [Int64], shape: [Int]) {
+        precondition(values.count == shape.reduce(1, *), "IntTensor: \(values.count) values for \(shape)")
+        self.values = values
+        self.shape = shape
+    }
+
+    /// Values as Int32 (token ids).
+    public var int32: [Int32] { values.map { Int32(truncatingIfNeeded: $0) } }
+}

@@ -1,0 +1,36 @@
+import CBLAS
+import Dispatch
+
+/// The per-rank thread-count knob, obeyed by OpenBLAS and by our own kernels.
+///
+/// Our kernels split *rows* into `count` fixed contiguous chunks, each computed by one thread with
+/// the same arithmetic as the single-threaded loop, so results never depend on timing or on the
+/// thread count (reductions across rows use per-chunk partials combined in chunk order only where
+/// the chunking is a function of the row count alone).
+public enum Threading {
+    nonisolated(unsafe) public private(set) static var count: Int = 1
+
+    /// Sets the number of threads for BLAS and our kernels (≥ 1).
+    public static func setThreads(_ n: Int) {
+        count = max(1, n)
+        openblas_set_num_threads(Int32(count))
+    }
+
+    /// Runs `body` over `0..<n` split into at most `count` contiguous ranges of at least
+    /// `grain` items, in parallel; ranges are disjoint, so writes to per-row outputs never race.
+    @inline(__always)
+    public static func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+        let t = min(count, max(1, n / max(grain, 1)))
+        if t <= 1 || n <= 1 {
+            if n > 0 { body(0..<n) }
+            return
+        }
+        let chunk = (n + t - 1) / t
+        withoutActuallyEscaping(body) { b in
+            DispatchQueue.concurrentPerform(iterations: t) { i in
+                let lo = i * chunk, hi = min(n, lo + chunk)
+                if lo < hi { b(lo..<hi) }
+            }
+        }
+    }
+}
