@@ -12,7 +12,7 @@ public final class Tensor {
     /// Number of elements (product of `shape`; 1 for a 0-dim tensor).
     public let count: Int
     /// Backing memory.
-    public let storage: Storage
+    public internal(set) var storage: Storage
     /// Whether gradients flow into this tensor.
     public var requiresGrad: Bool
     /// The gradient buffer (same shape), allocated on first accumulation or preset for parameters.
@@ -173,4 +173,22 @@ public struct IntTensor: Equatable, Sendable {
 
     /// Values as Int32 (token ids).
     public var int32: [Int32] { values.map { Int32(truncatingIfNeeded: $0) } }
+}
+
+extension Tensor {
+    /// Re-points this tensor at `storage` (same element count), e.g. a slice of a flat parameter
+    /// buffer; the old contents are copied over first when `copy` is set.
+    public func rebind(to newStorage: Storage, gradient: Storage?, copy: Bool = true) {
+        precondition(newStorage.count >= count, "rebind: storage too small for \(shape)")
+        if copy { newStorage.pointer.update(from: data, count: count) }
+        storage = newStorage
+        gradStorage = gradient
+    }
+}
+
+extension Tensor {
+    /// Records a backward closure defined outside this module (for custom differentiable ops).
+    public func recordExternal(_ inputs: [Tensor], _ fn: @escaping (Tensor) -> Void) {
+        record(inputs, fn)
+    }
 }

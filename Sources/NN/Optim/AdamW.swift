@@ -1,0 +1,76 @@
+import Tensor
+
+/// AdamW with PyTorch (`torch.optim.AdamW`) semantics over a `FlatParameters` buffer.
+///
+/// Concretely, per element with gradient g at step t (t starts at 1):
+/// ```
+/// p ← p·(1 − lr·wd)
+/// m ← β1·m + (1−β1)·g;   v ← β2·v + (1−β2)·g²
+/// p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + eps)
+/// ```
+/// Weight decay per tensor follows ALBEF's `create_optimizer`: tensors that are 1-D or whose
+/// key ends in `.bias` get 0, every other (including 0-dim `temp`, embeddings, `pos_embed`) gets `weightDecay`.
+public final class AdamW {
+    public var lr: Float
+    public let beta1: Float, beta2: Float, eps: Float
+    public let params: FlatParameters
+    /// Moments, same layout as the parameters.
+    public let m: Storage, v: Storage
+    /// Number of steps taken.
+    public var step: Int = 0
+    /// Weight decay per segment.
+    public let decay: [Float]
+
+    public init(_ params: FlatParameters, lr: Float, weightDecay: Float, beta1: Float = 0.9, beta2: Float = 0.999,
+                eps: Float = 1e-8, noDecay: (FlatParameters.Segment) -> Bool = AdamW.albefNoDecay) {
+        self.params = params
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        m = Storage(count: params.count)
+        v = Storage(count: params.count)
+        decay = params.segments.map { noDecay($0) ? 0 : weightDecay }
+    }
+
+    /// ALBEF's rule: no decay for 1-D tensors and names ending in `.bias`.
+    public static func albefNoDecay(_ s: FlatParameters.Segment) -> Bool {
+        s.shape.count == 1 || s.key.hasSuffix(".bias")
+    }
+
+    /// One update with the current gradients.
+    public func update() {
+        guard let gbuf = params.gradients else { return }
+        step += 1
+        let t = Float(step)
+        let bc1 = 1 - Float(pow1(Double(beta1), step)), bc2 = 1 - Float(pow1(Double(beta2), step))
+        let stepSize = lr / bc1
+        let bc2Sqrt = bc2.squareRoot()
+        let p = params.values.pointer, g = gbuf.pointer, mp = m.pointer, vp = v.pointer
+        let b1 = beta1, b2 = beta2, e = eps
+        _ = t
+        for (si, s) in params.segments.enumerated() {
+            let wdFactor = 1 - lr * decay[si]
+            Threading.parallelFor(s.count, grain: 1 << 15) { range in
+                for j in range {
+                    let i = s.offset + j
+                    var pv = p[i] * wdFactor
+                    let gi = g[i]
+                    let mi = b1 * mp[i] + (1 - b1) * gi
+                    let vi = b2 * vp[i] + (1 - b2) * gi * gi
+                    mp[i] = mi
+                    vp[i] = vi
+                    let denom = vi.squareRoot() / bc2Sqrt + e
+                    pv -= stepSize * mi / denom
+                    p[i] = pv
+                }
+            }
+        }
+    }
+}
+
+@inline(__always) func pow1(_ x: Double, _ n: Int) -> Double {
+    var r = 1.0
+    for _ in 0..<n { r *= x }
+    return r
+}

@@ -1,1 +1,0 @@
-print("albef-worker: not yet")
