@@ -1,6 +1,0 @@
-import XCTest
-@testable import ALBEF
-
-final class ALBEFPlaceholderTests: XCTestCase {
-    func testTargetLinks() { XCTAssertTrue(true) }
-}

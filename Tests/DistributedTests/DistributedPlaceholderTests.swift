@@ -1,6 +1,0 @@
-import XCTest
-@testable import Distributed
-
-final class DistributedPlaceholderTests: XCTestCase {
-    func testTargetLinks() { XCTAssertTrue(true) }
-}
