@@ -9,6 +9,14 @@ func runFixture(directory: URL, weights: String?, report: SelfCheckReport) throw
     switch kind {
     case "albef-pretrain-step":
         try PretrainStepSelfCheck.run(directory: directory, report: report)
+    case "bert-encoder":
+        let roots = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
+                     URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+                        .appendingPathComponent("../../..").standardized]
+        guard let w = weights.map({ URL(fileURLWithPath: $0) }) ?? BertEncoderSelfCheck.defaultWeights(json, searchRoots: roots) else {
+            throw SelfCheckError.missing("bert-encoder: no weights: pass --weights model.safetensors (scripts/setup unpacks MiniLM into vendor/minilm/)")
+        }
+        try BertEncoderSelfCheck.run(directory: directory, weights: w, report: report)
     default:
         throw SelfCheckError.invalid("unknown fixture kind '\(kind)' (known: albef-pretrain-step, bert-encoder, tokenizer)")
     }
