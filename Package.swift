@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "DataPipeline", targets: ["DataPipeline"]),
         .library(name: "Distributed", targets: ["Distributed"]),
         .library(name: "Control", targets: ["Control"]),
+        .library(name: "Training", targets: ["Training"]),
         .executable(name: "albef-worker", targets: ["albef-worker"]),
         .executable(name: "albef-coord", targets: ["albef-coord"]),
         .executable(name: "albef-data", targets: ["albef-data"]),
@@ -37,15 +38,17 @@ let package = Package(
 
         // Swift layers.
         .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: swiftSettings),
-        .target(name: "NN", dependencies: ["Tensor", "Yams"], swiftSettings: swiftSettings),
+        .target(name: "NN", dependencies: ["Tensor"], swiftSettings: swiftSettings),
         .target(name: "ALBEF", dependencies: ["NN", "Tensor"], swiftSettings: swiftSettings),
         .target(name: "DataPipeline", dependencies: ["Tensor", "CImage"], swiftSettings: swiftSettings),
         .target(name: "Distributed", dependencies: ["CMPI", "Tensor"], swiftSettings: swiftSettings),
         .target(name: "Control", dependencies: ["CZMQ", "CControlProto"], swiftSettings: swiftSettings),
+        .target(name: "Training", dependencies: ["ALBEF", "NN", "Tensor", "Distributed", "DataPipeline", "Control", "Yams"],
+                swiftSettings: swiftSettings),
 
         // Executables (thin).
         .executableTarget(name: "albef-worker", dependencies: [
-            "ALBEF", "NN", "Tensor", "DataPipeline", "Distributed", "Control",
+            "Training", "ALBEF", "NN", "Tensor", "DataPipeline", "Distributed", "Control",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "albef-coord", dependencies: [
@@ -62,6 +65,7 @@ let package = Package(
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "Tensor", "CImage"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Tensor", "CMPI"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "ALBEF", "NN", "Tensor", "Distributed"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "CZMQ", "CControlProto"]),
     ],
     swiftLanguageModes: [.v5]

@@ -127,6 +127,13 @@ public final class Tensor {
     /// runs every recorded backward once in reverse topological order, then frees the tape
     /// (saved activations go back to the pool). Leaf gradients accumulate.
     public func backward(seed: Float = 1) {
+        backward(seed: seed, prepare: nil, afterNode: nil)
+    }
+
+    /// `backward()` with hooks for gradient bucketing: `prepare` sees the nodes in the order
+    /// their backward closures will run; `afterNode` is called after each one has run (its
+    /// `parents` are still attached), so a caller can tell when a leaf's gradient is final.
+    public func backward(seed: Float = 1, prepare: (([Tensor]) -> Void)?, afterNode: ((Tensor) -> Void)?) {
         precondition(count == 1, "backward: needs a scalar, got shape \(shape)")
         var order: [Tensor] = []
         var visited = Set<ObjectIdentifier>()
@@ -142,13 +149,19 @@ public final class Tensor {
             }
         }
         gradPointer[0] += seed
-        for t in order.reversed() {
+        order.reverse()
+        prepare?(order)
+        for t in order {
             if let fn = t.backwardFn { fn(t) }
+            afterNode?(t)
             t.backwardFn = nil
             t.parents = []
             if t !== self { t.gradStorage = nil }
         }
     }
+
+    /// The tensors this one was computed from (empty for leaves and after backward).
+    public var inputs: [Tensor] { parents }
 }
 
 extension Tensor: CustomStringConvertible {

@@ -1,0 +1,91 @@
+import Distributed
+import NN
+import Tensor
+
+/// Averages gradients across ranks in buckets that start reducing during backward.
+///
+/// Before backward, `prepare` counts for each packed parameter how many tape nodes consume it;
+/// after each node runs, those counts drop, and a parameter whose count reaches zero has its
+/// final gradient. When every parameter of a bucket is final, the bucket's non-blocking
+/// allreduce starts (llm.c / PyTorch DDP). `finish` waits for all buckets, starts any bucket
+/// whose parameters were never used, and scales by 1/world size.
+public final class GradientSync {
+    public let comm: Communicator
+    public let params: FlatParameters
+    public let bucketer: GradientBucketer
+    let segmentOf: [ObjectIdentifier: Int]
+    var consumers: [Int] = []
+    var pendingInBucket: [Int] = []
+    var requests: [CollectiveRequest?] = []
+    /// Time spent waiting for communication at the end of backward (seconds), last step.
+    public private(set) var waitSeconds: Double = 0
+    /// Whether communication is performed (off: for measuring the step without it).
+    public var enabled = true
+
+    public init(comm: Communicator, params: FlatParameters, bucketBytes: Int = 4 << 20) {
+        self.comm = comm
+        self.params = params
+        bucketer = GradientBucketer(segments: params.segments.map { ($0.offset, $0.count) }, targetElements: bucketBytes / 4)
+        var m: [ObjectIdentifier: Int] = [:]
+        for (i, t) in params.tensors.enumerated() { m[ObjectIdentifier(t)] = i }
+        segmentOf = m
+    }
+
+    /// Hook for `Tensor.backward(prepare:)`.
+    public func prepare(_ order: [Tensor]) {
+        consumers = [Int](repeating: 0, count: params.segments.count)
+        for node in order { for p in node.inputs { if let s = segmentOf[ObjectIdentifier(p)] { consumers[s] += 1 } } }
+        pendingInBucket = bucketer.segmentsPerBucket
+        requests = Array(repeating: nil, count: bucketer.buckets.count)
+        // Parameters no node consumes are final from the start.
+        for s in 0..<consumers.count where consumers[s] == 0 { segmentFinal(s) }
+    }
+
+    /// Hook for `Tensor.backward(afterNode:)`.
+    public func afterNode(_ node: Tensor) {
+        for p in node.inputs {
+            guard let s = segmentOf[ObjectIdentifier(p)] else { continue }
+            consumers[s] -= 1
+            if consumers[s] == 0 { segmentFinal(s) }
+        }
+    }
+
+    func segmentFinal(_ s: Int) {
+        let b = bucketer.bucketOfSegment[s]
+        pendingInBucket[b] -= 1
+        if pendingInBucket[b] == 0 { start(b) }
+    }
+
+    func start(_ b: Int) {
+        guard enabled, comm.size > 1, requests[b] == nil, let g = params.gradients else { return }
+        let r = bucketer.buckets[b]
+        requests[b] = comm.startAllReduceSum(g.pointer + r.lowerBound, count: r.count)
+    }
+
+    /// Completes every bucket and divides by the world size.
+    public func finish() {
+        let t0 = monotonicSeconds()
+        guard enabled, comm.size > 1, let g = params.gradients else { waitSeconds = 0; return }
+        for b in 0..<bucketer.buckets.count where requests.indices.contains(b) && requests[b] == nil { start(b) }
+        if requests.count != bucketer.buckets.count {  // backward ran without the hooks
+            for r in bucketer.buckets { comm.allReduceSum(g.pointer + r.lowerBound, count: r.count) }
+        }
+        for r in requests { r?.wait() }
+        requests = []
+        let inv = 1 / Float(comm.size)
+        let p = g.pointer
+        for i in 0..<params.count { p[i] *= inv }
+        waitSeconds = monotonicSeconds() - t0
+    }
+}
+
+/// Seconds from a monotonic clock.
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,131 @@
+import ALBEF
+import Foundation
+import Yams
+
+/// A training configuration in ALBEF's `Pretrain.yaml` format. ALBEF's keys are read as they
+/// are (`image_res`, `vision_width`, `embed_dim`, `batch_size`, `temp`, `mlm_probability`,
+/// `queue_size`, `momentum`, `alpha`, `bert_config`, `optimizer`, `schedular`, `train_file`);
+/// our additions have their own keys (`vit`, `max_length`, `text_init`, `schedule`, ...).
+/// A wrong type or a missing required key is reported by name and file.
+public struct TrainConfig: Sendable {
+    public var model = ALBEFModelConfig()
+    public var batchSize = 64
+    public var maxLength = 25
+    public var trainFiles: [String] = []
+    public var lr = 1e-4
+    public var weightDecay = 0.02
+    public var schedule = LRSchedule.albef(baseLR: 1e-4, warmupLR: 1e-5, minLR: 1e-5, warmupEpochs: 20, stepSize: 100, epochs: 30)
+    public var epochs = 30
+    public var alphaRampEpochs = 1
+    /// A plain BERT safetensors file (e.g. MiniLM) that initialises `text_encoder.bert` (+ `_m`).
+    public var textInit: String?
+    /// Path of the file this came from.
+    public var path: String = "(defaults)"
+
+    public init() {}
+
+    /// Reads an ALBEF-style YAML file; `bert_config` and `text_init` paths are relative to it.
+    public static func load(_ path: String) throws -> TrainConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ConfigError.missingFile(path) }
+        let any: Any?
+        do { any = try Yams.load(yaml: text) } catch { throw ConfigError.parse(file: path, message: "\(error)") }
+        guard let root = any as? [String: Any] else { throw ConfigError.parse(file: path, message: "the top level must be a mapping") }
+        return try TrainConfig(root, path: path)
+    }
+
+    init(_ y: [String: Any], path: String) throws {
+        self.path = path
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+        let r = YAMLReader(y, file: path)
+        if let bertPath: String = try r.opt("bert_config") {
+            let p = bertPath.hasPrefix("/") ? bertPath : dir.appendingPathComponent(bertPath).path
+            do { model.bert = try BertConfig.load(p) } catch let e as ConfigError { throw e } catch {
+                throw ConfigError.parse(file: p, message: "\(error)")
+            }
+        }
+        if let b = y["bert"] as? [String: Any] {
+            model.bert = try JSONDecoder().decode(BertConfig.self, from: JSONSerialization.data(withJSONObject: b))
+        }
+        model.imageRes = try r.opt("image_res") ?? model.imageRes
+        model.visionWidth = try r.opt("vision_width") ?? model.visionWidth
+        model.embedDim = try r.opt("embed_dim") ?? model.embedDim
+        batchSize = try r.opt("batch_size") ?? batchSize
+        model.temp = Float(try r.opt("temp") as Double? ?? Double(model.temp))
+        model.mlmProbability = try r.opt("mlm_probability") ?? model.mlmProbability
+        model.queueSize = try r.opt("queue_size") ?? model.queueSize
+        model.momentum = Float(try r.opt("momentum") as Double? ?? Double(model.momentum))
+        model.alpha = Float(try r.opt("alpha") as Double? ?? Double(model.alpha))
+        maxLength = try r.opt("max_length") ?? maxLength
+        alphaRampEpochs = try r.opt("alpha_ramp_epochs") ?? alphaRampEpochs
+        if let tf = y["train_file"] {
+            if let s = tf as? String { trainFiles = [s] } else if let l = tf as? [String] { trainFiles = l } else {
+                throw ConfigError.wrongType(key: "train_file", expected: "a path or a list of paths", file: path)
+            }
+        }
+        if let t: String = try r.opt("text_init") { textInit = t.hasPrefix("/") ? t : dir.appendingPathComponent(t).path }
+        if let v = try r.section("vit") {
+            model.patchSize = try v.opt("patch_size") ?? model.patchSize
+            model.vitDepth = try v.opt("depth") ?? model.vitDepth
+            model.vitHeads = try v.opt("num_heads") ?? model.vitHeads
+            model.vitMlpRatio = Float(try v.opt("mlp_ratio") as Double? ?? Double(model.vitMlpRatio))
+        }
+        if let o = try r.section("optimizer") {
+            let opt: String = try o.opt("opt") ?? "adamW"
+            guard opt.lowercased() == "adamw" else { throw ConfigError.invalid(key: "optimizer.opt", message: "only adamW is supported, got \(opt)", file: path) }
+            lr = try o.opt("lr") ?? lr
+            weightDecay = try o.opt("weight_decay") ?? weightDecay
+        }
+        if let s = try r.section("schedular") ?? r.section("scheduler") {
+            let kind: String = try s.opt("sched") ?? "cosine"
+            epochs = try s.opt("epochs") ?? epochs
+            let minLR: Double = try s.opt("min_lr") ?? 1e-5
+            let warmLR: Double = try s.opt("warmup_lr") ?? 1e-5
+            let warmE: Int = try s.opt("warmup_epochs") ?? 20
+            switch kind {
+            case "cosine":
+                schedule = .albef(baseLR: lr, warmupLR: warmLR, minLR: minLR, warmupEpochs: warmE,
+                                  stepSize: try s.opt("warmup_step_size") ?? 100, epochs: epochs)
+            case "cosine_per_step":
+                schedule = .cosinePerStep(baseLR: lr, minLR: minLR, warmupSteps: try s.opt("warmup_steps") ?? 100,
+                                          totalSteps: try s.opt("total_steps") ?? 10_000)
+            case "constant":
+                schedule = .constant(lr)
+            default:
+                throw ConfigError.invalid(key: "schedular.sched", message: "unknown schedule '\(kind)' (cosine, cosine_per_step, constant)", file: path)
+            }
+        }
+        guard model.bert.encoderWidth == model.visionWidth else {
+            throw ConfigError.invalid(key: "vision_width", message: "\(model.visionWidth) differs from bert encoder_width \(model.bert.encoderWidth)", file: path)
+        }
+        guard model.visionWidth % model.vitHeads == 0 else {
+            throw ConfigError.invalid(key: "vit.num_heads", message: "vision_width \(model.visionWidth) is not divisible by \(model.vitHeads)", file: path)
+        }
+        guard model.imageRes % model.patchSize == 0 else {
+            throw ConfigError.invalid(key: "image_res", message: "\(model.imageRes) is not a multiple of the patch size \(model.patchSize)", file: path)
+        }
+        guard batchSize >= 2 else { throw ConfigError.invalid(key: "batch_size", message: "must be ≥ 2 (ITM negatives need another sample)", file: path) }
+    }
+}
+
+/// Typed access to a YAML mapping with errors that name the key.
+struct YAMLReader {
+    let y: [String: Any]
+    let file: String
+    let prefix: String
+    init(_ y: [String: Any], file: String, prefix: String = "") { self.y = y; self.file = file; self.prefix = prefix }
+
+    func opt<T>(_ key: String) throws -> T? {
+        guard let v = y[key], !(v is NSNull) else { return nil }
+        if let t = v as? T { return t }
+        if T.self == Double.self, let i = v as? Int { return Double(i) as? T }
+        if T.self == Double.self, let s = v as? String, let d = Double(s) { return d as? T }  // YAML "1e-4" is a string
+        if T.self == Int.self, let d = v as? Double, d == d.rounded() { return Int(d) as? T }
+        throw ConfigError.wrongType(key: prefix + key, expected: "\(T.self) (got \(type(of: v)) \(v))", file: file)
+    }
+
+    func section(_ key: String) throws -> YAMLReader? {
+        guard let v = y[key] else { return nil }
+        guard let d = v as? [String: Any] else { throw ConfigError.wrongType(key: prefix + key, expected: "a mapping", file: file) }
+        return YAMLReader(d, file: file, prefix: prefix + key + ".")
+    }
+}

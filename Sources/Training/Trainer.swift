@@ -1,0 +1,157 @@
+import ALBEF
+import Distributed
+import Foundation
+import NN
+import Tensor
+
+/// Errors that stop a training run, with what to do about them.
+public enum TrainingError: Error, CustomStringConvertible {
+    case queueNotDivisible(queue: Int, globalBatch: Int)
+    case divergence(step: Int, tensor: String, checksums: [UInt64])
+    case nonFinite(step: Int, what: String)
+    case checkpoint(String)
+    case data(String)
+
+    public var description: String {
+        switch self {
+        case let .queueNotDivisible(q, g):
+            return "queue_size \(q) is not divisible by the global batch \(g) (batch_size × world size). HINT: pick queue_size = k·\(g), or change batch_size / the number of ranks."
+        case let .divergence(step, t, c):
+            return "ranks diverged at step \(step): first differing tensor '\(t)' (per-rank checksums \(c.map { String($0, radix: 16) })). The run stops; resume from the last checkpoint."
+        case let .nonFinite(step, what): return "non-finite \(what) at step \(step); the run stops (resume from the last checkpoint with a lower lr)."
+        case .checkpoint(let s): return "checkpoint: \(s)"
+        case .data(let s): return "data: \(s)"
+        }
+    }
+}
+
+/// Per-step numbers (averaged over ranks where noted).
+public struct StepMetrics: Codable, Sendable {
+    public var step: Int, epoch: Int, iteration: Int
+    public var lossITA: Double, lossITM: Double, lossMLM: Double, loss: Double
+    public var lr: Double, alpha: Double
+    public var forwardSeconds: Double, backwardSeconds: Double, commWaitSeconds: Double, optimizerSeconds: Double, stepSeconds: Double
+}
+
+/// One data-parallel ALBEF rank: model, optimizer, schedule, gradient sync and the random
+/// streams; `step` runs ALBEF's iteration (zero grad, α, forward, backward + bucketed allreduce,
+/// AdamW).
+public final class Trainer {
+    public let config: TrainConfig
+    public let comm: Communicator
+    public let model: ALBEFPretrain
+    public let optimizer: AdamW
+    public let sync: GradientSync
+    public let seed: UInt64
+    /// This rank's stream for ITM negatives and MLM masks.
+    public var rng: RandomGenerator
+    public private(set) var globalStep = 0
+
+    /// Builds the model (same init on every rank, then rank 0's state is broadcast, as DDP does).
+    public init(config: TrainConfig, comm: Communicator, seed: UInt64) throws {
+        let g = config.batchSize * comm.size
+        guard config.model.queueSize % g == 0 else { throw TrainingError.queueNotDivisible(queue: config.model.queueSize, globalBatch: g) }
+        self.config = config
+        self.comm = comm
+        self.seed = seed
+        model = ALBEFPretrain(config.model, seed: seed)
+        if let t = config.textInit {
+            let file = try SafeTensorsFile(path: t)
+            let r = try model.loadPlainBert(file)
+            if comm.rank == 0 { print("text_init \(t): \(r.summary)") }
+        }
+        model.pack()
+        optimizer = AdamW(model.online!, lr: Float(config.lr), weightDecay: Float(config.weightDecay))
+        sync = GradientSync(comm: comm, params: model.online!)
+        rng = RandomGenerator(seed: seed).split(UInt64(comm.rank) &+ 1)
+        model.dropoutRandom.generator = RandomGenerator(seed: seed).split(0x1000 &+ UInt64(comm.rank))
+        broadcastState(root: 0)
+    }
+
+    /// Copies `root`'s parameters, momentum parameters, queues and queue pointer to every rank.
+    public func broadcastState(root: Int) {
+        guard comm.size > 1 else { return }
+        comm.broadcast(model.online!.values.pointer, count: model.online!.count, root: root)
+        comm.broadcast(model.momentum!.values.pointer, count: model.momentum!.count, root: root)
+        comm.broadcast(model.imageQueue.data, count: model.imageQueue.count, root: root)
+        comm.broadcast(model.textQueue.data, count: model.textQueue.count, root: root)
+        var ptr = model.queuePtr.value.values[0]
+        withUnsafeMutableBytes(of: &ptr) { comm.broadcast(bytes: $0.baseAddress!, count: 8, root: root) }
+        model.queuePtr.value = IntTensor([ptr], shape: [1])
+    }
+
+    /// Gathers `[B, E]` features from every rank in rank order → `[G, E]`.
+    func allGather(_ t: Tensor) -> Tensor {
+        if comm.size == 1 { return t }
+        let out = Tensor(uninitialized: [t.shape[0] * comm.size, t.shape[1]])
+        comm.allGather(t.data, count: t.count, into: out.data)
+        return out
+    }
+
+    /// One training iteration on this rank's `batch`.
+    public func step(_ batch: PretrainBatch, epoch: Int, iteration: Int, iterationsPerEpoch: Int,
+                     injection: StepInjection = StepInjection()) throws -> StepMetrics {
+        let t0 = monotonicSeconds()
+        let lr = config.schedule.lr(epoch: epoch, iteration: iteration, globalStep: globalStep)
+        optimizer.lr = Float(lr)
+        let alpha = alphaRamp(alpha: config.model.alpha, epoch: epoch, iteration: iteration,
+                              iterationsPerEpoch: iterationsPerEpoch, rampEpochs: config.alphaRampEpochs)
+        model.online!.zeroGradients()
+        let out = model.forwardStep(batch, alpha: alpha, rng: &rng, injection: injection, allGather: allGather)
+        let t1 = monotonicSeconds()
+        out.total.backward(prepare: sync.prepare, afterNode: sync.afterNode)
+        let t2 = monotonicSeconds()
+        sync.finish()
+        let t3 = monotonicSeconds()
+        guard out.total.item.isFinite else { throw TrainingError.nonFinite(step: globalStep, what: "loss \(out.total.item)") }
+        optimizer.update()
+        let t4 = monotonicSeconds()
+        var sums: [Double] = [Double(out.lossITA.item), Double(out.lossITM.item), Double(out.lossMLM.item)]
+        sums.withUnsafeMutableBufferPointer { comm.allReduceSum($0.baseAddress!, count: 3) }
+        let w = Double(comm.size)
+        globalStep += 1
+        return StepMetrics(step: globalStep, epoch: epoch, iteration: iteration, lossITA: sums[0] / w, lossITM: sums[1] / w,
+                           lossMLM: sums[2] / w, loss: (sums[0] + sums[1] + sums[2]) / w, lr: lr, alpha: Double(alpha),
+                           forwardSeconds: t1 - t0, backwardSeconds: t2 - t1 - 0, commWaitSeconds: t3 - t2,
+                           optimizerSeconds: t4 - t3, stepSeconds: monotonicSeconds() - t0)
+    }
+
+    /// Named tensors whose equality across ranks the divergence check verifies.
+    public func syncedTensors() -> [(String, UnsafeMutablePointer<Float>, Int)] {
+        var out: [(String, UnsafeMutablePointer<Float>, Int)] = []
+        for s in model.online!.segments { out.append((s.key, model.online!.values.pointer + s.offset, s.count)) }
+        for s in model.momentum!.segments { out.append((s.key, model.momentum!.values.pointer + s.offset, s.count)) }
+        out.append(("image_queue", model.imageQueue.data, model.imageQueue.count))
+        out.append(("text_queue", model.textQueue.data, model.textQueue.count))
+        return out
+    }
+
+    /// Compares a checksum of parameters, momentum parameters and queues across ranks; throws
+    /// naming the first differing tensor.
+    public func checkDivergence() throws {
+        guard comm.size > 1 else { return }
+        let tensors = syncedTensors()
+        var total: UInt64 = 0xcbf2_9ce4_8422_2325
+        let per = tensors.map { checksum($0.1, $0.2) }
+        for c in per { total = (total ^ c) &* 0x100_0000_01b3 }
+        total ^= UInt64(bitPattern: model.queuePtr.value.values[0])
+        let all = comm.allGather(total)
+        guard Set(all).count > 1 else { return }
+        for (i, t) in tensors.enumerated() {
+            let cs = comm.allGather(per[i])
+            if Set(cs).count > 1 { throw TrainingError.divergence(step: globalStep, tensor: t.0, checksums: cs) }
+        }
+        throw TrainingError.divergence(step: globalStep, tensor: "queue_ptr", checksums: all)
+    }
+
+    /// Sets the step counter (resume).
+    public func restoreStep(_ s: Int) { globalStep = s }
+}
+
+/// FNV-1a over the bit patterns of `n` floats.
+public func checksum(_ p: UnsafePointer<Float>, _ n: Int) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    let u = UnsafeRawPointer(p).assumingMemoryBound(to: UInt32.self)
+    for i in 0..<n { h = (h ^ UInt64(u[i])) &* 0x100_0000_01b3 }
+    return h
+}
