@@ -1,0 +1,38 @@
+import ALBEF
+import Foundation
+
+/// Where a rank's batches come from (a corpus loader, leases from the coordinator, or
+/// synthetic data). Positions are opaque JSON strings so checkpoints resume sample-exactly.
+public protocol BatchSource: AnyObject {
+    /// Batches per rank per epoch (ALBEF's `len(data_loader)`; drives the α ramp and warmup).
+    var iterationsPerEpoch: Int { get }
+    /// Prepares epoch `epoch`, starting after `iteration` batches already consumed.
+    func start(epoch: Int, iteration: Int) throws
+    /// The next batch of the current epoch, or nil at its end.
+    func next() throws -> PretrainBatch?
+    /// The position after the last batch returned (JSON).
+    func position() -> String?
+    /// Counters of skipped bad samples, by kind (for logs and metrics).
+    var badSampleCounts: [String: Int] { get }
+}
+
+/// Synthetic batches from `SyntheticBatches` (tests and benchmarks).
+public final class SyntheticSource: BatchSource {
+    let data: SyntheticBatches
+    let rank: Int
+    public let iterationsPerEpoch: Int
+    var epoch = 0, iteration = 0
+    public init(_ data: SyntheticBatches, rank: Int, iterationsPerEpoch: Int) {
+        self.data = data
+        self.rank = rank
+        self.iterationsPerEpoch = iterationsPerEpoch
+    }
+    public func start(epoch: Int, iteration: Int) throws { self.epoch = epoch; self.iteration = iteration }
+    public func next() throws -> PretrainBatch? {
+        guard iteration < iterationsPerEpoch else { return nil }
+        defer { iteration += 1 }
+        return data.batch(rank: rank, step: epoch * iterationsPerEpoch + iteration)
+    }
+    public func position() -> String? { "{\"epoch\":\(epoch),\"iteration\":\(iteration)}" }
+    public var badSampleCounts: [String: Int] { [:] }
+}

@@ -1,0 +1,144 @@
+import ALBEF
+import Distributed
+import Foundation
+import NN
+import Tensor
+
+/// What a checkpoint's `state.json` holds besides the tensors.
+public struct CheckpointState: Codable, Sendable {
+    public struct Rank: Codable, Sendable {
+        public var rank: Int
+        public var rng: RandomGenerator
+        public var dropoutRng: RandomGenerator
+        /// The data source's position (its own JSON), sample-exact.
+        public var dataPosition: String?
+    }
+    public var format = "albef-swift-checkpoint-v1"
+    public var step: Int
+    public var epoch: Int
+    /// Iterations already done in `epoch` (the next iteration to run).
+    public var iteration: Int
+    public var adamStep: Int
+    public var lr: Double
+    public var worldSize: Int
+    public var seed: UInt64
+    public var config: String
+    public var ranks: [Rank]
+    public var created: String
+}
+
+/// Atomic checkpoints: `DIR/checkpoints/step_%08d/` with `model.safetensors` (the full ALBEF
+/// state dict, PyTorch names), `optimizer.safetensors` (AdamW moments `exp_avg.<key>`,
+/// `exp_avg_sq.<key>`), `state.json`; written under a temporary name, fsynced, renamed, then the
+/// `latest` pointer is replaced atomically. Resume only ever sees complete checkpoints.
+public enum Checkpointer {
+    public static func directory(_ output: String) -> URL { URL(fileURLWithPath: output).appendingPathComponent("checkpoints") }
+
+    /// Collective: every rank calls it; rank 0 writes the tensors, each rank its own state line.
+    @discardableResult
+    public static func save(trainer: Trainer, output: String, epoch: Int, iteration: Int, dataPosition: String?) throws -> URL {
+        let comm = trainer.comm
+        let root = directory(output)
+        let name = String(format: "step_%08d", trainer.globalStep)
+        let tmp = root.appendingPathComponent(".tmp-" + name)
+        let final = root.appendingPathComponent(name)
+        let fm = FileManager.default
+        if comm.rank == 0 {
+            try? fm.removeItem(at: tmp)
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        }
+        comm.barrier()
+        let mine = CheckpointState.Rank(rank: comm.rank, rng: trainer.rng, dropoutRng: trainer.model.dropoutRandom.generator,
+                                        dataPosition: dataPosition)
+        try atomicWrite(JSONEncoder().encode(mine), to: tmp.appendingPathComponent(String(format: "rank_%05d.json", comm.rank)).path)
+        comm.barrier()
+        var failure: Error?
+        if comm.rank == 0 {
+            do {
+                try trainer.model.save(to: tmp.appendingPathComponent("model.safetensors").path,
+                                       metadata: ["step": String(trainer.globalStep), "format": "albef-pretrain"])
+                try saveOptimizer(trainer.optimizer, to: tmp.appendingPathComponent("optimizer.safetensors").path)
+                var ranks: [CheckpointState.Rank] = []
+                for r in 0..<comm.size {
+                    let d = try Data(contentsOf: tmp.appendingPathComponent(String(format: "rank_%05d.json", r)))
+                    ranks.append(try JSONDecoder().decode(CheckpointState.Rank.self, from: d))
+                }
+                let state = CheckpointState(step: trainer.globalStep, epoch: epoch, iteration: iteration, adamStep: trainer.optimizer.step,
+                                            lr: Double(trainer.optimizer.lr), worldSize: comm.size, seed: trainer.seed,
+                                            config: trainer.config.path, ranks: ranks, created: ISO8601DateFormatter().string(from: Date()))
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try atomicWrite(enc.encode(state), to: tmp.appendingPathComponent("state.json").path)
+                fsyncDirectory(tmp.path)
+                try? fm.removeItem(at: final)
+                guard rename(tmp.path, final.path) == 0 else { throw TrainingError.checkpoint("rename \(tmp.path) → \(final.path) failed (errno \(errno))") }
+                fsyncDirectory(root.path)
+                try atomicWrite(Data((name + "\n").utf8), to: root.appendingPathComponent("latest").path)
+                fsyncDirectory(root.path)
+            } catch { failure = error }
+        }
+        var ok: Float = failure == nil ? 0 : 1
+        comm.allReduceSum(&ok, count: 1)
+        if let failure { throw failure }
+        if ok > 0 { throw TrainingError.checkpoint("rank 0 failed to write \(final.path)") }
+        return final
+    }
+
+    /// The checkpoint `latest` points at, if any.
+    public static func latest(_ output: String) -> URL? {
+        let root = directory(output)
+        guard let s = try? String(contentsOf: root.appendingPathComponent("latest"), encoding: .utf8) else { return nil }
+        let dir = root.appendingPathComponent(s.trimmingCharacters(in: .whitespacesAndNewlines))
+        return FileManager.default.fileExists(atPath: dir.appendingPathComponent("state.json").path) ? dir : nil
+    }
+
+    /// Loads a checkpoint into `trainer` (every rank reads the shared files). Returns the state;
+    /// this rank's RNG streams are restored when the checkpoint has its rank, else derived fresh.
+    public static func load(_ dir: URL, into trainer: Trainer) throws -> CheckpointState {
+        let sd = try Data(contentsOf: dir.appendingPathComponent("state.json"))
+        let state = try JSONDecoder().decode(CheckpointState.self, from: sd)
+        let file = try SafeTensorsFile(path: dir.appendingPathComponent("model.safetensors").path)
+        try trainer.model.load(from: file, strict: true)
+        try loadOptimizer(trainer.optimizer, from: dir.appendingPathComponent("optimizer.safetensors").path)
+        trainer.optimizer.step = state.adamStep
+        trainer.restoreStep(state.step)
+        if let mine = state.ranks.first(where: { $0.rank == trainer.comm.rank }), state.worldSize == trainer.comm.size {
+            trainer.rng = mine.rng
+            trainer.model.dropoutRandom.generator = mine.dropoutRng
+        } else {
+            trainer.rng = RandomGenerator(seed: trainer.seed).split(UInt64(trainer.comm.rank) &+ 1).split(UInt64(state.step))
+            trainer.model.dropoutRandom.generator = RandomGenerator(seed: trainer.seed).split(0x1000 &+ UInt64(trainer.comm.rank)).split(UInt64(state.step))
+        }
+        return state
+    }
+
+    static func saveOptimizer(_ o: AdamW, to path: String) throws {
+        var items: [(String, StateEntry)] = []
+        for s in o.params.segments {
+            let m = Tensor(shape: s.shape, storage: Storage(borrowing: o.m.pointer + s.offset, count: s.count, owner: o.m))
+            let v = Tensor(shape: s.shape, storage: Storage(borrowing: o.v.pointer + s.offset, count: s.count, owner: o.v))
+            items.append(("exp_avg." + s.key, .float(m)))
+            items.append(("exp_avg_sq." + s.key, .float(v)))
+        }
+        try SafeTensorsFile.write(items, to: path, metadata: ["step": String(o.step), "optimizer": "AdamW"])
+    }
+
+    static func loadOptimizer(_ o: AdamW, from path: String) throws {
+        let f = try SafeTensorsFile(path: path)
+        for s in o.params.segments {
+            for (prefix, buf) in [("exp_avg.", o.m), ("exp_avg_sq.", o.v)] {
+                let k = prefix + s.key
+                guard let e = f.entries[k] else { throw CheckpointError.missingKey(path: path, key: k) }
+                guard e.shape == s.shape else { throw CheckpointError.shapeMismatch(key: k, expected: s.shape, got: e.shape, path: path) }
+                let v = try f.floats(k)
+                v.withUnsafeBufferPointer { (buf.pointer + s.offset).update(from: $0.baseAddress!, count: s.count) }
+            }
+        }
+    }
+}
+
+/// fsync on a directory so a rename inside it is durable.
+func fsyncDirectory(_ path: String) {
+    let fd = open(path, O_RDONLY)
+    if fd >= 0 { fsync(fd); close(fd) }
+}

@@ -1,0 +1,139 @@
+import ALBEF
+import Distributed
+import Foundation
+
+/// Options of a training run (the `albef-worker train` flags).
+public struct RunOptions: Sendable {
+    public var outputDir = "runs/albef"
+    public var maxSteps: Int? = nil
+    public var maxSeconds: Double? = nil
+    public var logEvery = 10
+    public var checkpointEvery = 0
+    public var divergenceCheckEvery = 50
+    public var resume = false
+    public init() {}
+}
+
+/// Control hooks between steps (the coordinator plugs in here): return a command for this
+/// step boundary. Only rank 0's answer counts; it is broadcast so every rank acts at the same step.
+public enum StepCommand: UInt8, Sendable {
+    case none = 0, stop = 1, checkpoint = 2, pause = 3
+}
+
+/// The training loop of one rank: epochs × iterations from a `BatchSource`, logging on rank 0
+/// (stdout + `metrics.jsonl`), atomic checkpoints, divergence checks, resume.
+public final class TrainingRun {
+    public let trainer: Trainer
+    public let source: BatchSource
+    public let options: RunOptions
+    /// Called on rank 0 at every step boundary.
+    public var commandSource: (() -> StepCommand)?
+    /// Called on every rank after each step with its metrics (progress reports).
+    public var onStep: ((StepMetrics) -> Void)?
+    /// Called on every rank after a checkpoint is committed.
+    public var onCheckpoint: ((URL, Int) -> Void)?
+    public private(set) var history: [StepMetrics] = []
+    public private(set) var lastCheckpoint: URL?
+    public private(set) var stoppedByCommand = false
+
+    public init(trainer: Trainer, source: BatchSource, options: RunOptions) {
+        self.trainer = trainer
+        self.source = source
+        self.options = options
+    }
+
+    var rank0: Bool { trainer.comm.rank == 0 }
+
+    /// Runs until `maxSteps`, `maxSeconds`, the configured epochs, or a stop command.
+    public func run() throws {
+        let comm = trainer.comm
+        var epoch = 0, iteration = 0
+        if options.resume, let dir = Checkpointer.latest(options.outputDir) {
+            let st = try Checkpointer.load(dir, into: trainer)
+            epoch = st.epoch
+            iteration = st.iteration
+            if rank0 { print("resumed from \(dir.path): step \(st.step), epoch \(epoch), iteration \(iteration)") }
+        } else if options.resume, rank0 {
+            print("resume: no checkpoint under \(Checkpointer.directory(options.outputDir).path); starting fresh")
+        }
+        try FileManager.default.createDirectory(atPath: options.outputDir, withIntermediateDirectories: true)
+        let metricsURL = URL(fileURLWithPath: options.outputDir).appendingPathComponent("metrics.jsonl")
+        let metrics: FileHandle? = rank0 ? try openAppend(metricsURL) : nil
+        let start = monotonicSeconds()
+        let startStep = trainer.globalStep
+        var windowStart = start, windowSamples = 0
+        let globalBatch = trainer.config.batchSize * comm.size
+        let totalSteps = options.maxSteps ?? (trainer.config.epochs * source.iterationsPerEpoch)
+        outer: while epoch < trainer.config.epochs {
+            try source.start(epoch: epoch, iteration: iteration)
+            while let batch = try source.next() {
+                let m = try trainer.step(batch, epoch: epoch, iteration: iteration, iterationsPerEpoch: source.iterationsPerEpoch)
+                iteration += 1
+                history.append(m)
+                onStep?(m)
+                windowSamples += globalBatch
+                let step = trainer.globalStep
+                if options.divergenceCheckEvery > 0, step % options.divergenceCheckEvery == 0 { try trainer.checkDivergence() }
+                if rank0, options.logEvery > 0, step % options.logEvery == 0 || step == startStep + 1 {
+                    let now = monotonicSeconds()
+                    let sps = Double(windowSamples) / max(now - windowStart, 1e-9)
+                    let done = step - startStep
+                    let eta = Double(totalSteps - step) * (now - start) / Double(max(done, 1))
+                    print(String(format: "epoch %d step %d | loss_ita %.4f | loss_itm %.4f | loss_mlm %.4f | lr %.2e | %.1f samples/s | ETA %@",
+                                 epoch, step, m.lossITA, m.lossITM, m.lossMLM, m.lr, sps, formatDuration(eta)))
+                    var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "loss_ita": m.lossITA, "loss_itm": m.lossITM,
+                                              "loss_mlm": m.lossMLM, "loss": m.loss, "lr": m.lr, "alpha": m.alpha, "samples_per_s": sps,
+                                              "step_s": m.stepSeconds, "forward_s": m.forwardSeconds, "backward_s": m.backwardSeconds,
+                                              "comm_wait_s": m.commWaitSeconds, "optimizer_s": m.optimizerSeconds, "elapsed_s": now - start]
+                    let bad = source.badSampleCounts
+                    if !bad.isEmpty { obj["bad_samples"] = bad }
+                    if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) {
+                        metrics?.write(d + Data("\n".utf8))
+                    }
+                    windowStart = now
+                    windowSamples = 0
+                }
+                // Step-boundary commands from rank 0, agreed by every rank.
+                var cmd: UInt8 = rank0 ? (commandSource?() ?? .none).rawValue : 0
+                if let ms = options.maxSeconds, rank0, monotonicSeconds() - start >= ms { cmd = StepCommand.stop.rawValue }
+                if let mx = options.maxSteps, step >= mx { cmd = StepCommand.stop.rawValue }
+                withUnsafeMutableBytes(of: &cmd) { comm.broadcast(bytes: $0.baseAddress!, count: 1, root: 0) }
+                let command = StepCommand(rawValue: cmd) ?? .none
+                let periodic = options.checkpointEvery > 0 && step % options.checkpointEvery == 0
+                if periodic || command == .checkpoint || command == .stop {
+                    try checkpoint(epoch: epoch, iteration: iteration)
+                }
+                if command == .stop { stoppedByCommand = options.maxSteps.map { step < $0 } ?? true; break outer }
+            }
+            epoch += 1
+            iteration = 0
+        }
+        try? metrics?.close()
+    }
+
+    func checkpoint(epoch: Int, iteration: Int) throws {
+        // A finished epoch is stored as the start of the next one.
+        let done = iteration >= source.iterationsPerEpoch
+        let url = try Checkpointer.save(trainer: trainer, output: options.outputDir, epoch: done ? epoch + 1 : epoch,
+                                        iteration: done ? 0 : iteration, dataPosition: source.position())
+        lastCheckpoint = url
+        onCheckpoint?(url, trainer.globalStep)
+        if rank0 { print("checkpoint \(url.path)") }
+    }
+}
+
+func openAppend(_ url: URL) throws -> FileHandle {
+    if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+    let h = try FileHandle(forWritingTo: url)
+    h.seekToEndOfFile()
+    return h
+}
+
+/// "1h02m", "3m05s", "12s".
+public func formatDuration(_ s: Double) -> String {
+    guard s.isFinite, s >= 0 else { return "?" }
+    let t = Int(s.rounded())
+    if t >= 3600 { return String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) }
+    if t >= 60 { return String(format: "%dm%02ds", t / 60, t % 60) }
+    return "\(t)s"
+}
