@@ -11,6 +11,7 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
                   b: UnsafePointer<Float>, ldb: Int,
                   beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
     if m == 0 || n == 0 { return }
+    if FlopCounter.enabled { FlopCounter.add(2 * m * n * k, shape: FlopCounter.byShape ? "\(transA ? "T" : "N")\(transB ? "T" : "N") \(m)x\(n)x\(k)" : nil) }
     if k == 0 {
         if beta == 0 { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
         return
@@ -30,3 +31,33 @@ public func saxpby(_ n: Int, alpha: Float, x: UnsafePointer<Float>, beta: Float,
 public func saxpy(_ n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
     cblas_saxpy(Int32(n), alpha, x, 1, y, 1)
 }
+
+/// Counts matrix-multiply floating-point operations (2·m·n·k per GEMM) when enabled (benchmarks).
+public enum FlopCounter {
+    nonisolated(unsafe) public static var enabled = false
+    nonisolated(unsafe) static var total = 0
+    nonisolated(unsafe) static var lock = pthread_mutex_t()
+    nonisolated(unsafe) static var initialized = false
+
+    /// Also aggregate by GEMM shape (for profiling).
+    nonisolated(unsafe) public static var byShape = false
+    nonisolated(unsafe) public static var shapes: [String: (calls: Int, flops: Int)] = [:]
+
+    static func add(_ n: Int, shape: String? = nil) {
+        pthread_mutex_lock(&lock)
+        total += n
+        if let shape { let o = shapes[shape] ?? (0, 0); shapes[shape] = (o.calls + 1, o.flops + n) }
+        pthread_mutex_unlock(&lock)
+    }
+
+    /// Returns the count since the last call and resets it.
+    public static func take() -> Int {
+        pthread_mutex_lock(&lock)
+        defer { total = 0; pthread_mutex_unlock(&lock) }
+        return total
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -49,8 +49,18 @@ func forEachBroadcast(_ outShape: [Int], _ sa: [Int], _ sb: [Int], _ body: (Int,
 enum BinaryOp { case add, sub, mul, div }
 
 extension Tensor {
+    /// Whether `b` broadcasts over `a` as whole trailing rows (b's shape, leading 1s dropped,
+    /// is a suffix of a's): then `a` is `[rows, b.count]` and `b` one row.
+    static func isSuffix(_ b: [Int], of a: [Int]) -> Bool {
+        let bs = Array(b.drop(while: { $0 == 1 }))
+        return bs.count <= a.count && Array(a.suffix(bs.count)) == bs
+    }
+
     func binary(_ other: Tensor, _ op: BinaryOp) -> Tensor {
         let a = self, b = other
+        if a.shape != b.shape, a.count >= b.count, Tensor.isSuffix(b.shape, of: a.shape), b.rank <= a.rank || b.count == 1 {
+            return rowBroadcast(b, op)
+        }
         let outShape = a.shape == b.shape ? a.shape : broadcastShape(a.shape, b.shape)
         let out = Tensor(uninitialized: outShape)
         let y = out.data, x1 = a.data, x2 = b.data
@@ -84,6 +94,49 @@ extension Tensor {
                     case .div:
                         da?[i] += gk / x2[j]
                         db?[j] -= gk * x1[i] / (x2[j] * x2[j])
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// `a ∘ b` with b one row repeated over a's rows (fast path of `binary`).
+    func rowBroadcast(_ b: Tensor, _ op: BinaryOp) -> Tensor {
+        let a = self
+        let n = b.count, rows = a.count / Swift.max(n, 1)
+        let out = Tensor(uninitialized: a.shape)
+        let y = out.data, x1 = a.data, x2 = b.data
+        for r in 0..<rows {
+            let yr = y + r * n, ar = x1 + r * n
+            switch op {
+            case .add: for j in 0..<n { yr[j] = ar[j] + x2[j] }
+            case .sub: for j in 0..<n { yr[j] = ar[j] - x2[j] }
+            case .mul: for j in 0..<n { yr[j] = ar[j] * x2[j] }
+            case .div: for j in 0..<n { yr[j] = ar[j] / x2[j] }
+            }
+        }
+        if Tensor.needsGrad(a, b) {
+            out.record([a, b]) { o in
+                let g = o.gradPointer
+                let da = a.gradIfNeeded, db = b.gradIfNeeded
+                for r in 0..<rows {
+                    let gr = g + r * n, ar = x1 + r * n
+                    if let da {
+                        let d = da + r * n
+                        switch op {
+                        case .add, .sub: for j in 0..<n { d[j] += gr[j] }
+                        case .mul: for j in 0..<n { d[j] += gr[j] * x2[j] }
+                        case .div: for j in 0..<n { d[j] += gr[j] / x2[j] }
+                        }
+                    }
+                    if let db {
+                        switch op {
+                        case .add: for j in 0..<n { db[j] += gr[j] }
+                        case .sub: for j in 0..<n { db[j] -= gr[j] }
+                        case .mul: for j in 0..<n { db[j] += gr[j] * ar[j] }
+                        case .div: for j in 0..<n { db[j] -= gr[j] * ar[j] / (x2[j] * x2[j]) }
+                        }
                     }
                 }
             }

@@ -1,0 +1,67 @@
+import ALBEF
+import ArgumentParser
+import Distributed
+import Foundation
+import Tensor
+import Training
+
+/// `albef-worker bench-step`: times full ALBEF training steps on synthetic batches.
+struct BenchStep: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-step",
+        abstract: "Time ALBEF training steps (forward / backward / optimizer, peak RSS, matmul GFLOP/s).")
+
+    @Option(help: "ALBEF YAML config.") var config: String
+    @Option(help: "Name printed in the result line.") var name: String?
+    @Option(help: "Per-rank batch size (default: the config's).") var batchSize: Int?
+    @Option(help: "Text length (default: the config's max_length).") var textLength: Int?
+    @Option(help: "Measured steps.") var steps: Int = 5
+    @Option(help: "Warm-up steps.") var warmup: Int = 2
+    @Option(help: "Threads for BLAS and kernels.") var threads: Int = 2
+
+    func run() throws {
+        Threading.setThreads(threads)
+        var cfg = try TrainConfig.load(config)
+        if let b = batchSize { cfg.batchSize = b }
+        let l = textLength ?? cfg.maxLength
+        // Keep the queue divisible by the batch.
+        if cfg.model.queueSize % cfg.batchSize != 0 { cfg.model.queueSize = (cfg.model.queueSize / cfg.batchSize + 1) * cfg.batchSize }
+        let comm = LocalWorld(size: 1).communicators()[0]
+        let trainer = try Trainer(config: cfg, comm: comm, seed: 1)
+        let data = SyntheticBatches(batchSize: cfg.batchSize, length: l, imageRes: cfg.model.imageRes, vocabSize: cfg.model.bert.vocabSize, seed: 2)
+        let batches = (0..<2).map { data.batch(rank: 0, step: $0) }
+        var times: [Double] = [], fwd: [Double] = [], bwd: [Double] = [], opt: [Double] = []
+        var flops = 0
+        for s in 0..<(warmup + steps) {
+            if s == warmup {
+                FlopCounter.enabled = true
+                FlopCounter.byShape = ProcessInfo.processInfo.environment["ALBEF_GEMM_SHAPES"] != nil
+                _ = FlopCounter.take()
+            }
+            let m = try trainer.step(batches[s % 2], epoch: 1, iteration: s, iterationsPerEpoch: 1000)
+            if s >= warmup {
+                times.append(m.stepSeconds); fwd.append(m.forwardSeconds); bwd.append(m.backwardSeconds); opt.append(m.optimizerSeconds)
+            }
+            print(String(format: "step %d: %.3f s (forward %.3f, backward %.3f, optimizer %.3f) loss %.4f", s, m.stepSeconds, m.forwardSeconds,
+                         m.backwardSeconds, m.optimizerSeconds, m.loss))
+        }
+        flops = FlopCounter.take()
+        if FlopCounter.byShape {
+            for (k, v) in FlopCounter.shapes.sorted(by: { $0.value.flops > $1.value.flops }).prefix(25) {
+                print(String(format: "  gemm %@: %d calls, %.2f GFLOP/step", k, v.calls / steps, Double(v.flops) / Double(steps) / 1e9))
+            }
+        }
+        let total = times.reduce(0, +)
+        let sorted = times.sorted()
+        let median = sorted[sorted.count / 2]
+        var ru = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &ru)
+        let rssMiB = Double(ru.ru_maxrss) / 1024
+        func med(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
+        let label = name ?? URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
+        print(String(format: "params: %d trainable; batch %d, text length %d, image %d, threads %d", trainer.model.online!.count, cfg.batchSize, l,
+                     cfg.model.imageRes, threads))
+        print(String(format: "split (median): forward %.3f s, backward %.3f s, optimizer+EMA %.3f s", med(fwd), med(bwd), med(opt)))
+        print(String(format: "step: config=%@ median_s=%.3f min_s=%.3f max_s=%.3f peak_rss_mib=%.0f gflops=%.1f", label, median, sorted.first!,
+                     sorted.last!, rssMiB, Double(flops) / total / 1e9))
+    }
+}
