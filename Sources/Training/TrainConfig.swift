@@ -129,3 +129,15 @@ struct YAMLReader {
         return YAMLReader(d, file: file, prefix: prefix + key + ".")
     }
 }
+
+extension TrainConfig {
+    /// Replaces the base learning rate (optimizer and schedule).
+    public mutating func overrideLR(_ v: Double) {
+        lr = v
+        switch schedule {
+        case let .albef(_, w, m, we, ss, e): schedule = .albef(baseLR: v, warmupLR: min(w, v), minLR: min(m, v), warmupEpochs: we, stepSize: ss, epochs: e)
+        case let .cosinePerStep(_, m, ws, t): schedule = .cosinePerStep(baseLR: v, minLR: min(m, v), warmupSteps: ws, totalSteps: t)
+        case .constant: schedule = .constant(v)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import ALBEF
+import ArgumentParser
+import Distributed
+import Foundation
+import Tensor
+import Training
+
+/// Options shared by the commands that build a model from a config.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "ALBEF YAML config (Pretrain.yaml keys).") var config: String = "configs/tiny.yaml"
+    @Option(help: "Threads per rank for BLAS and kernels (threads × ranks per host = cores).") var threads: Int = 1
+    @Option(help: "Random seed (model init on rank 0, data order, masks, negatives).") var seed: UInt64 = 42
+
+    func validate() throws {
+        guard FileManager.default.fileExists(atPath: config) else { throw ValidationError("--config \(config): file not found (see configs/)") }
+        guard threads >= 1 else { throw ValidationError("--threads must be ≥ 1") }
+    }
+}
+
+/// `albef-worker train`: one data-parallel rank (run under `mpirun -n N`).
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train ALBEF; run one process per rank under mpirun (or alone for one rank).")
+
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Where checkpoints, metrics.jsonl and logs go.") var outputDir: String = "runs/albef"
+    @Option(help: "Corpus: a corpus index (albef-data index), shards (data/{00000..00009}.tar) or ALBEF JSON list(s), comma-separated; default: the config's train_file.")
+    var corpus: String?
+    @Option(help: "Stop after this many global steps.") var maxSteps: Int?
+    @Option(help: "Stop (with a checkpoint) after this many seconds.") var maxSeconds: Double?
+    @Option(help: "Log every N steps (rank 0).") var logEvery: Int = 10
+    @Option(help: "Checkpoint every N steps (0: only at the end).") var checkpointEvery: Int = 0
+    @Option(help: "Check that ranks hold identical weights every N steps (0: never).") var divergenceCheckEvery: Int = 50
+    @Flag(help: "Resume from the latest checkpoint in --output-dir.") var resume = false
+    @Option(help: "Coordinator endpoint (tcp://host:port) for leases, status and commands; default: static sharding.") var coordinator: String?
+    @Option(help: "Override the config's batch_size (per rank).") var batchSize: Int?
+    @Option(help: "Override the config's epochs.") var epochs: Int?
+    @Option(help: "Override the learning rate (optimizer.lr and the schedule's base).") var lr: Double?
+    @Option(help: "Use synthetic random batches with this many iterations per epoch (no corpus; for smoke tests).") var synthetic: Int?
+    @Option(help: "Data loader threads per rank.") var loaderThreads: Int = 1
+
+    func validate() throws {
+        if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be ≥ 1") }
+        if logEvery < 0 || checkpointEvery < 0 { throw ValidationError("--log-every / --checkpoint-every must be ≥ 0") }
+    }
+
+    func run() throws {
+        let world = try WorldSetup()
+        let comm = world.comm
+        Threading.setThreads(model.threads)
+        var cfg = try TrainConfig.load(model.config)
+        if let b = batchSize { cfg.batchSize = b }
+        if let e = epochs { cfg.epochs = e }
+        if let lr { cfg.overrideLR(lr) }
+        let source: BatchSource
+        if let n = synthetic {
+            source = SyntheticSource(SyntheticBatches(batchSize: cfg.batchSize, length: cfg.maxLength, imageRes: cfg.model.imageRes,
+                                                      vocabSize: cfg.model.bert.vocabSize, seed: model.seed), rank: comm.rank, iterationsPerEpoch: n)
+        } else {
+            source = try makeCorpusSource(config: cfg, corpus: corpus, rank: comm.rank, worldSize: comm.size, seed: model.seed,
+                                          threads: loaderThreads, outputDir: outputDir)
+        }
+        let trainer = try Trainer(config: cfg, comm: comm, seed: model.seed)
+        if comm.rank == 0 {
+            print("albef-worker: \(comm.size) rank(s) × \(model.threads) thread(s); config \(model.config); \(trainer.model.online!.count) trainable parameters; global batch \(cfg.batchSize * comm.size); \(source.iterationsPerEpoch) iterations/epoch")
+        }
+        var opts = RunOptions()
+        opts.outputDir = outputDir
+        opts.maxSteps = maxSteps
+        opts.maxSeconds = maxSeconds
+        opts.logEvery = logEvery
+        opts.checkpointEvery = checkpointEvery
+        opts.divergenceCheckEvery = divergenceCheckEvery
+        opts.resume = resume
+        let run = TrainingRun(trainer: trainer, source: source, options: opts)
+        let control = try attachCoordinator(coordinator, run: run, comm: comm, config: cfg)
+        do { try run.run() } catch {
+            print("rank \(comm.rank): error: \(error)")
+            control?.shutdown()
+            world.abort(2)
+        }
+        control?.finish(run: run)
+        if comm.rank == 0 {
+            let h = run.history
+            if let f = h.first, let l = h.last {
+                print(String(format: "done: %d steps; loss %.4f → %.4f (ita %.3f → %.3f, itm %.3f → %.3f, mlm %.3f → %.3f)", h.count, f.loss, l.loss,
+                             f.lossITA, l.lossITA, f.lossITM, l.lossITM, f.lossMLM, l.lossMLM))
+            }
+            if let c = run.lastCheckpoint { print("last checkpoint: \(c.path)") }
+        }
+        comm.barrier()
+    }
+}
+
+/// The communicator for this process: MPI when launched by mpirun/srun, else a single rank.
+final class WorldSetup {
+    let comm: Communicator
+    let mpi: MPIEnvironment?
+    init() throws {
+        if MPIEnvironment.launchedByMPI {
+            let env = try MPIEnvironment()
+            mpi = env
+            comm = MPICommunicator(env)
+        } else {
+            mpi = nil
+            comm = LocalWorld(size: 1).communicators()[0]
+        }
+    }
+    func abort(_ code: Int32) -> Never {
+        if let mpi { mpi.abort(code) }
+        exit(code)
+    }
+}
