@@ -1,0 +1,63 @@
+import Foundation
+import XCTest
+
+/// Runs a command with a timeout; returns (status, output).
+func runCommand(_ exe: String, _ args: [String], timeout: TimeInterval = 300, env: [String: String] = [:]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    var e = ProcessInfo.processInfo.environment
+    for (k, v) in env { e[k] = v }
+    p.environment = e
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("out-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: out.path, contents: nil)
+    let h = try FileHandle(forWritingTo: out)
+    p.standardOutput = h
+    p.standardError = h
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(50_000) }
+    if p.isRunning { p.terminate() }
+    p.waitUntilExit()
+    try? h.close()
+    let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+    return (p.isRunning ? -1 : p.terminationStatus, text)
+}
+
+let mpiEnvironment = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                      "OMPI_MCA_rmaps_base_oversubscribe": "1", "OPENBLAS_NUM_THREADS": "1"]
+
+func productsDirectory() -> URL {
+    let b = Bundle(for: MPIRunTests.self).bundleURL
+    return b.pathExtension == "xctest" ? b.deletingLastPathComponent() : b
+}
+
+final class MPIRunTests: XCTestCase {
+    /// Under real `mpirun -n 2`: ranks bit-identical after k steps and equal to the single-process reference.
+    func testDataParallelUnderMPIRun() throws {
+        let exe = productsDirectory().appendingPathComponent("albef-worker").path
+        let (status, out) = try runCommand("/usr/bin/mpirun", ["--allow-run-as-root", "--oversubscribe", "-n", "2", exe, "dist-selftest", "--steps", "3"],
+                                    env: mpiEnvironment)
+        XCTAssertEqual(status, 0, out)
+        XCTAssertTrue(out.contains("dist-selftest: PASS (2 ranks, 3 steps, ranks bit-identical)"), out)
+    }
+
+    /// `mpirun -n 2 albef-worker train` end to end: log lines, metrics, checkpoints, resume.
+    func testTrainUnderMPIRunWithResume() throws {
+        let exe = productsDirectory().appendingPathComponent("albef-worker").path
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mpitrain-\(UUID().uuidString)").path
+        let common = ["--allow-run-as-root", "--oversubscribe", "-n", "2", exe, "train", "--config", root.path + "/configs/tiny.yaml",
+                      "--synthetic", "10", "--batch-size", "4", "--output-dir", dir, "--log-every", "1"]
+        let (s1, o1) = try runCommand("/usr/bin/mpirun", common + ["--max-steps", "2"], env: mpiEnvironment)
+        XCTAssertEqual(s1, 0, o1)
+        XCTAssertTrue(o1.contains("epoch 0 step 2 | loss_ita"), o1)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/step_00000002/model.safetensors"), o1)
+        let (s2, o2) = try runCommand("/usr/bin/mpirun", common + ["--max-steps", "3", "--resume"], env: mpiEnvironment)
+        XCTAssertEqual(s2, 0, o2)
+        XCTAssertTrue(o2.contains("resumed from"), o2)
+        XCTAssertTrue(o2.contains("epoch 0 step 3 |"), o2)
+        XCTAssertEqual(try String(contentsOfFile: dir + "/checkpoints/latest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), "step_00000003")
+    }
+}
