@@ -12,13 +12,29 @@ public func softmaxForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<
 
 @inline(__always)
 func softmaxRow(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
-    var mx = -Float.infinity
-    for c in 0..<n where x[c] > mx { mx = x[c] }
-    if mx == -Float.infinity { mx = 0 }
-    var s: Float = 0
-    for c in 0..<n { let e = expf(x[c] - mx); y[c] = e; s += e }
+    let mx = rowMax(x, n)
+    let mv = Float8(repeating: mx)
+    var acc = Float8(repeating: 0)
+    var c = 0
+    while c + 8 <= n { let e = vexp(load8(x + c) - mv); store8(e, y + c); acc += e; c += 8 }
+    var s = acc.sum()
+    while c < n { let e = expf(x[c] - mx); y[c] = e; s += e; c += 1 }
     let inv = 1 / s
-    for c in 0..<n { y[c] *= inv }
+    let iv = Float8(repeating: inv)
+    c = 0
+    while c + 8 <= n { store8(load8(y + c) * iv, y + c); c += 8 }
+    while c < n { y[c] *= inv; c += 1 }
+}
+
+/// max of a row (0 for an empty or all −∞ row).
+@inline(__always)
+func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var mv = Float8(repeating: -Float.infinity)
+    var c = 0
+    while c + 8 <= n { mv = pointwiseMax(mv, load8(x + c)); c += 8 }
+    var mx = mv.max()
+    while c < n { if x[c] > mx { mx = x[c] }; c += 1 }
+    return mx == -Float.infinity ? 0 : mx
 }
 
 /// Row softmax backward: dx += y ⊙ (dy − Σ dy·y).
@@ -58,13 +74,20 @@ public func logSoftmaxBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePo
     }
 }
 
-/// log Σ exp(x) computed stably.
+/// log Σ exp(x) computed stably (vectorised; −∞ for an all −∞ row).
 @inline(__always)
 public func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var mx = -Float.infinity
-    for c in 0..<n where x[c] > mx { mx = x[c] }
+    var mv = Float8(repeating: -Float.infinity)
+    var c = 0
+    while c + 8 <= n { mv = pointwiseMax(mv, load8(x + c)); c += 8 }
+    var mx = mv.max()
+    while c < n { if x[c] > mx { mx = x[c] }; c += 1 }
     if mx == -Float.infinity { return mx }
-    var s: Float = 0
-    for c in 0..<n { s += expf(x[c] - mx) }
+    let m8 = Float8(repeating: mx)
+    var acc = Float8(repeating: 0)
+    c = 0
+    while c + 8 <= n { acc += vexp(load8(x + c) - m8); c += 8 }
+    var s = acc.sum()
+    while c < n { s += expf(x[c] - mx); c += 1 }
     return mx + logf(s)
 }
