@@ -52,6 +52,7 @@ public final class DataParallelReference {
             let out = model.forwardStep(batches[r], alpha: alpha, rng: &rngs[r],
                                         allGather: { t in captured.append(t.detachedCopy()); return Tensor.concat(Array(repeating: t, count: self.worldSize)) })
             out.total.backward()
+            model.pendingEnqueue = nil
             dropout[r] = model.dropoutRandom.generator
             lastFeatures.append((captured[0], captured[1]))
             let g = on.gradients!.pointer

@@ -100,6 +100,7 @@ public final class Trainer {
         let out = model.forwardStep(batch, alpha: alpha, rng: &rng, injection: injection, allGather: allGather)
         let t1 = monotonicSeconds()
         out.total.backward(prepare: sync.prepare, afterNode: sync.afterNode)
+        model.commitEnqueue()
         let t2 = monotonicSeconds()
         sync.finish()
         let t3 = monotonicSeconds()

@@ -91,6 +91,7 @@ final class PretrainStepTests: XCTestCase {
             model.online!.zeroGradients()
             let out = model.forwardStep(batch, alpha: step == 0 ? 0 : 0.4, rng: &rng)
             out.total.backward()
+            model.commitEnqueue()
             opt.update()
             losses.append(out.total.item)
             XCTAssertTrue(out.total.item.isFinite)

@@ -28,18 +28,16 @@ extension ALBEFPretrain {
         let textFeat = textProj(textEmbeds.select(axis: 1, 0)).l2Normalized()
 
         // 4. Momentum features and soft ITC targets (no grad).
-        let (imageEmbedsM, imageFeatAll, textFeatAll, targetsI2T, targetsT2I, imageFeatM, textFeatM) = withNoGrad {
+        let (imageEmbedsM, targetsI2T, targetsT2I, imageFeatM, textFeatM) = withNoGrad {
             momentumUpdate()
             let xm = visualEncoderM(batch.images)
             let im = visionProjM(xm.select(axis: 1, 0)).l2Normalized()
             let hm = textEncoderM.bert(ids: batch.inputIds, attentionMask: batch.attentionMask, batch: b, length: l, mode: .text)
             let tm = textProjM(hm.select(axis: 1, 0)).l2Normalized()
             if keepActivations { acts["image_embeds_m"] = xm; acts["text_embeds_m"] = hm }
-            let iAll = Tensor.concat([im.transposed(), imageQueue.detached()], axis: 1)   // [E, B+Q]
-            let tAll = Tensor.concat([tm.transposed(), textQueue.detached()], axis: 1)
             let tempValue = Tensor(scalar: temp.data[0])
-            let simI2TM = im.matmul(tAll) / tempValue
-            let simT2IM = tm.matmul(iAll) / tempValue
+            let simI2TM = im.similarity(local: tm, queue: textQueue) / tempValue   // [B, B+Q]
+            let simT2IM = tm.similarity(local: im, queue: imageQueue) / tempValue
             func targets(_ s: Tensor) -> Tensor {
                 let p = s.softmax()
                 let n = s.shape[1]
@@ -49,20 +47,21 @@ extension ALBEFPretrain {
                 }
                 return p
             }
-            return (xm, iAll, tAll, targets(simI2TM), targets(simT2IM), im, tm)
+            return (xm, targets(simI2TM), targets(simT2IM), im, tm)
         }
 
-        // 5–6. ITC against the momentum features + queue.
-        let simI2T = imageFeat.matmul(textFeatAll) / temp
-        let simT2I = textFeat.matmul(imageFeatAll) / temp
+        // 5–6. ITC against the momentum features + queue (constants).
+        let simI2T = imageFeat.similarity(local: textFeatM, queue: textQueue) / temp
+        let simT2I = textFeat.similarity(local: imageFeatM, queue: imageQueue) / temp
         let lossI2T = simI2T.softCrossEntropy(targets: targetsI2T)
         let lossT2I = simT2I.softCrossEntropy(targets: targetsT2I)
         let lossITA = (lossI2T + lossT2I) * 0.5
 
-        // 7. Enqueue the gathered momentum features.
-        withNoGrad {
-            enqueue(imageFeatures: allGather(imageFeatM), textFeatures: allGather(textFeatM))
-        }
+        // 7. Enqueue the gathered momentum features. Nothing after ITC reads the queue, so the
+        // write is deferred to `commitEnqueue()` (after backward, whose ITC gradient reads the
+        // pre-step queue in place instead of a copy).
+        precondition(pendingEnqueue == nil, "forwardStep: the previous step's enqueue was not committed (call commitEnqueue() after backward)")
+        pendingEnqueue = withNoGrad { (allGather(imageFeatM), allGather(textFeatM)) }
 
         // 8. Positive pairs through the fusion layers.
         let outputPos = textEncoder.bert(hidden: textEmbeds, attentionMask: batch.attentionMask, batch: b, length: l,

@@ -70,6 +70,8 @@ public final class ALBEFPretrain: Module {
     /// layout as the online prefix `momentumPairs` so the EMA is one saxpby.
     public private(set) var online: FlatParameters?
     public private(set) var momentum: FlatParameters?
+    /// Gathered momentum features of the current step, written by `commitEnqueue()`.
+    public var pendingEnqueue: (Tensor, Tensor)?
 
     public init(_ c: ALBEFModelConfig, seed: UInt64 = 42) {
         config = c
@@ -143,6 +145,7 @@ public final class ALBEFPretrain: Module {
         guard online == nil else { return }
         online = FlatParameters(trainableParameters(), withGradients: true)
         momentum = FlatParameters(momentumParameters(), withGradients: false)
+        BufferPool.shared.trim()  // the pre-packing copies are garbage now
         precondition(online!.segments.prefix(momentum!.segments.count).map(\.shape) == momentum!.segments.map(\.shape),
                      "ALBEFPretrain.pack: momentum layout differs from the online prefix")
     }
@@ -178,6 +181,13 @@ public final class ALBEFPretrain: Module {
             let nrm = max(s.squareRoot(), 1e-12)
             for i in 0..<e { q.data[i * n + j] /= nrm }
         }
+    }
+
+    /// Applies the enqueue recorded by the last `forwardStep` (call after its backward).
+    public func commitEnqueue() {
+        guard let (i, t) = pendingEnqueue else { return }
+        pendingEnqueue = nil
+        enqueue(imageFeatures: i, textFeatures: t)
     }
 
     /// Writes gathered features `[G, E]` into queue columns [ptr, ptr+G) and advances ptr mod Q.

@@ -78,6 +78,7 @@ public enum PretrainStepSelfCheck {
         model.online!.zeroGradients()
         let out = model.forwardStep(batch, alpha: alpha, rng: &rng, injection: inj, keepActivations: true)
         out.total.backward()
+        model.commitEnqueue()
 
         // Losses and diagnostics.
         let scalars = json["scalars"] as? [String: Any] ?? [:]
