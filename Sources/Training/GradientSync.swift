@@ -89,3 +89,25 @@ public func monotonicSeconds() -> Double {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+extension GradientSync {
+    /// Reduces the whole gradient buffer the way a step does (every bucket's non-blocking
+    /// allreduce started, then all awaited) and returns the seconds it took (benchmarks).
+    public func timeBucketedAllReduce() -> Double {
+        guard let g = params.gradients else { return 0 }
+        comm.barrier()
+        let t0 = monotonicSeconds()
+        let reqs = bucketer.buckets.map { comm.startAllReduceSum(g.pointer + $0.lowerBound, count: $0.count) }
+        for r in reqs { r.wait() }
+        return monotonicSeconds() - t0
+    }
+
+    /// One blocking allreduce of the same bytes (the raw baseline).
+    public func timeRawAllReduce() -> Double {
+        guard let g = params.gradients else { return 0 }
+        comm.barrier()
+        let t0 = monotonicSeconds()
+        comm.allReduceSum(g.pointer, count: params.count)
+        return monotonicSeconds() - t0
+    }
+}

@@ -12,7 +12,10 @@ public typealias Float8 = SIMD8<Float>
 public func vexp(_ x0: Float8) -> Float8 {
     let x = x0.clamped(lowerBound: Float8(repeating: -87.3), upperBound: Float8(repeating: 88.7))
     let log2e: Float = 1.442695040888963
-    let n = (x * log2e).rounded(.toNearestOrEven)
+    // n = round(x·log2e) via the 1.5·2²³ shift: the integer lands in the low mantissa bits.
+    let shifter: Float = 12_582_912
+    let t = x * log2e + shifter
+    let n = t - shifter
     let ln2hi: Float = 0.693359375, ln2lo: Float = -2.12194440e-4
     let r = (x - n * ln2hi) - n * ln2lo
     // eʳ ≈ 1 + r + r²/2 + r³/6 + r⁴/24 + r⁵/120 + r⁶/720 (Horner)
@@ -23,7 +26,8 @@ public func vexp(_ x0: Float8) -> Float8 {
     p = p * r + 0.5
     p = p * r + 1
     p = p * r + 1
-    let bits = (SIMD8<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
+    let ni = unsafeBitCast(t, to: SIMD8<Int32>.self) &- unsafeBitCast(Float8(repeating: shifter), to: SIMD8<Int32>.self)
+    let bits = (ni &+ 127) &<< 23
     return p * unsafeBitCast(bits, to: Float8.self)
 }
 

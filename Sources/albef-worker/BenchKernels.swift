@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import Tensor
+import Training
+
+/// `albef-worker bench-kernels`: our kernels at ALBEF shapes beside raw sgemm and a memory
+/// bandwidth loop measured in the same run.
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-kernels",
+        abstract: "Kernel throughput at ALBEF shapes vs raw cblas_sgemm and measured memory bandwidth.")
+    @Option(help: "Threads (BLAS and kernels).") var threads: Int = 2
+    @Option(help: "Repetitions per measurement (median reported).") var reps: Int = 7
+
+    func median(_ body: () -> Void) -> Double {
+        body()  // warm-up (first touch)
+        var t: [Double] = []
+        for _ in 0..<reps { let a = monotonicSeconds(); body(); t.append(monotonicSeconds() - a) }
+        return t.sorted()[t.count / 2]
+    }
+
+    func buffer(_ n: Int, seed: UInt64) -> UnsafeMutablePointer<Float> {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        var r = RandomGenerator(seed: seed)
+        for i in 0..<n { p[i] = r.uniform(Float(-1), Float(1)) }
+        return p
+    }
+
+    func run() throws {
+        Threading.setThreads(threads)
+        print("threads: \(threads)")
+        // Memory bandwidth: y = a·x + y over 64 MiB arrays (read 2, write 1).
+        let n = 16 << 20
+        let x = buffer(n, seed: 1), y = buffer(n, seed: 2)
+        let tBW = median {
+            Threading.parallelFor(n / 8, grain: 4096) { r in
+                var i = r.lowerBound * 8
+                let e = r.upperBound * 8
+                while i < e {
+                    let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * 0.5
+                        + UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+                    UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD8<Float>.self)
+                    i += 8
+                }
+            }
+        }
+        let bw = Double(3 * n * 4) / tBW / 1e9
+        print(String(format: "%-34@ %8.2f GB/s", "memory bandwidth (axpy, 64 MiB)" as NSString, bw))
+
+        var fwdRatios: [Double] = [], bwdRatios: [Double] = []
+        for (m, k, nOut) in [(4096, 768, 3072), (4096, 3072, 768)] {
+            let a = buffer(m * k, seed: 3), w = buffer(nOut * k, seed: 4), b = buffer(nOut, seed: 5)
+            let o = buffer(m * nOut, seed: 6), dout = buffer(m * nOut, seed: 7)
+            let da = buffer(m * k, seed: 8), dw = buffer(nOut * k, seed: 9), db = buffer(nOut, seed: 10)
+            let flops = 2.0 * Double(m * k * nOut)
+            let rawF = median { sgemm(transB: true, m: m, n: nOut, k: k, a: a, lda: k, b: w, ldb: k, c: o, ldc: nOut) }
+            let ourF = median { linearForward(out: o, inp: a, weight: w, bias: b, n: m, inFeatures: k, outFeatures: nOut) }
+            let rawB = median {
+                sgemm(m: m, n: k, k: nOut, a: dout, lda: nOut, b: w, ldb: k, beta: 1, c: da, ldc: k)
+                sgemm(transA: true, m: nOut, n: k, k: m, a: dout, lda: nOut, b: a, ldb: k, beta: 1, c: dw, ldc: k)
+            }
+            let ourB = median { linearBackward(dinp: da, dweight: dw, dbias: db, dout: dout, inp: a, weight: w, n: m, inFeatures: k, outFeatures: nOut) }
+            fwdRatios.append(rawF / ourF)
+            bwdRatios.append(rawB / ourB)
+            print(String(format: "linear %dx%d→%d forward   ours %7.1f GFLOP/s  raw sgemm %7.1f GFLOP/s  ratio %.3f", m, k, nOut, flops / ourF / 1e9, flops / rawF / 1e9, rawF / ourF))
+            print(String(format: "linear %dx%d→%d backward  ours %7.1f GFLOP/s  raw sgemm %7.1f GFLOP/s  ratio %.3f", m, k, nOut, 2 * flops / ourB / 1e9, 2 * flops / rawB / 1e9, rawB / ourB))
+            for p in [a, w, b, o, dout, da, dw, db] { p.deallocate() }
+        }
+
+        // Attention: 16 × 12 heads × 257 tokens × 64.
+        do {
+            let bsz = 16, h = 12, l = 257, d = 64, c = h * d
+            let qkv = buffer(bsz * l * 3 * c, seed: 11), out = buffer(bsz * l * c, seed: 12), probs = buffer(bsz * h * l * l, seed: 13)
+            let dqkv = buffer(bsz * l * 3 * c, seed: 14), dout = buffer(bsz * l * c, seed: 15)
+            let flops = 4.0 * Double(bsz * h * l * l * d)
+            let tf = median { attentionForward(out: out, probs: probs, q: qkv, ldq: 3 * c, k: qkv + c, ldk: 3 * c, v: qkv + 2 * c, ldv: 3 * c, mask: nil, batch: bsz, heads: h, lq: l, lk: l, headDim: d, scale: 0.125) }
+            let tb = median { attentionBackward(dq: dqkv, dk: dqkv + c, dv: dqkv + 2 * c, dout: dout, probs: probs, q: qkv, ldq: 3 * c, k: qkv + c, ldk: 3 * c, v: qkv + 2 * c, ldv: 3 * c, batch: bsz, heads: h, lq: l, lk: l, headDim: d, scale: 0.125) }
+            print(String(format: "attention 16x12x257x64 forward  %7.1f GFLOP/s (%.2f ms); backward %7.1f GFLOP/s (%.2f ms)", flops / tf / 1e9, tf * 1e3, 2 * flops / tb / 1e9, tb * 1e3))
+        }
+
+        // Layer norm over 4096 × 768 (forward reads x, writes y; backward reads x, dy, dx, writes dx).
+        let rows = 4096, cols = 768
+        let lx = buffer(rows * cols, seed: 16), ly = buffer(rows * cols, seed: 17), ldy = buffer(rows * cols, seed: 18), ldx = buffer(rows * cols, seed: 19)
+        let lw = buffer(cols, seed: 20), lb = buffer(cols, seed: 21), mean = buffer(rows, seed: 22), rstd = buffer(rows, seed: 23)
+        let dw = buffer(cols, seed: 24), dbb = buffer(cols, seed: 25)
+        let lnF = median { layerNormForward(out: ly, mean: mean, rstd: rstd, inp: lx, weight: lw, bias: lb, rows: rows, cols: cols, eps: 1e-6) }
+        let lnB = median { layerNormBackward(dinp: ldx, dweight: dw, dbias: dbb, dout: ldy, inp: lx, weight: lw, mean: mean, rstd: rstd, rows: rows, cols: cols) }
+        let lnBytes = Double(rows * cols * 4) * (2 + 4)
+        let lnBW = lnBytes / (lnF + lnB) / 1e9
+        print(String(format: "layernorm 4096x768 fwd %.3f ms bwd %.3f ms: %7.2f GB/s", lnF * 1e3, lnB * 1e3, lnBW))
+
+        // Softmax over attention rows: 16·12·257 rows × 257.
+        let sr = 16 * 12 * 257, sc = 257
+        let sx = buffer(sr * sc, seed: 26), sy = buffer(sr * sc, seed: 27), sdy = buffer(sr * sc, seed: 28), sdx = buffer(sr * sc, seed: 29)
+        let smF = median { softmaxForward(out: sy, inp: sx, rows: sr, cols: sc) }
+        let smB = median { softmaxBackward(dinp: sdx, dout: sdy, out: sy, rows: sr, cols: sc) }
+        let smBW = Double(sr * sc * 4) * (2 + 4) / (smF + smB) / 1e9
+        print(String(format: "softmax 49344x257 fwd %.3f ms bwd %.3f ms: %7.2f GB/s", smF * 1e3, smB * 1e3, smBW))
+
+        // GELU over 4096 × 3072.
+        let gn = 4096 * 3072
+        let gx = buffer(gn, seed: 30), gy = buffer(gn, seed: 31), gdy = buffer(gn, seed: 32), gdx = buffer(gn, seed: 33)
+        let gF = median { geluForward(out: gy, inp: gx, count: gn) }
+        let gB = median { geluBackward(dinp: gdx, dout: gdy, inp: gx, count: gn) }
+        let gBW = Double(gn * 4) * (2 + 4) / (gF + gB) / 1e9
+        print(String(format: "gelu 4096x3072 fwd %.3f ms bwd %.3f ms: %7.2f GB/s", gF * 1e3, gB * 1e3, gBW))
+
+        print(String(format: "kernels: linear_fwd_vs_sgemm=%.3f linear_bwd_vs_sgemm=%.3f layernorm_vs_bw=%.3f softmax_vs_bw=%.3f gelu_vs_bw=%.3f",
+                     fwdRatios.min()!, bwdRatios.min()!, lnBW / bw, smBW / bw, gBW / bw))
+    }
+}
