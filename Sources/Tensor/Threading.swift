@@ -16,6 +16,16 @@ public enum Threading {
         openblas_set_num_threads(Int32(count))
     }
 
+    /// Like `parallelFor`, for bodies that call BLAS: while our threads run, BLAS is told to use
+    /// one thread (nested BLAS threading would oversubscribe the cores and spin).
+    public static func parallelForBLAS(_ n: Int, _ body: (Range<Int>) -> Void) {
+        let t = min(count, n)
+        if t <= 1 { if n > 0 { body(0..<n) }; return }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(count)) }
+        parallelFor(n, grain: 1, body)
+    }
+
     /// Runs `body` over `0..<n` split into at most `count` contiguous ranges of at least
     /// `grain` items, in parallel; ranges are disjoint, so writes to per-row outputs never race.
     @inline(__always)

@@ -13,7 +13,7 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, probs: UnsafeMuta
                              v: UnsafePointer<Float>, ldv: Int, mask: UnsafePointer<Float>?,
                              batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float) {
     let hd = heads * headDim
-    Threading.parallelFor(batch * heads) { range in
+    Threading.parallelForBLAS(batch * heads) { range in
         for bh in range {
             let b = bh / heads, h = bh % heads
             let qb = q + b * lq * ldq + h * headDim
@@ -46,7 +46,7 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutabl
                               v: UnsafePointer<Float>, ldv: Int,
                               batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float) {
     let hd = heads * headDim
-    Threading.parallelFor(batch * heads) { range in
+    Threading.parallelForBLAS(batch * heads) { range in
         let scratch = Storage(count: lq * lk, zeroed: false)
         let dp = scratch.pointer
         for bh in range {

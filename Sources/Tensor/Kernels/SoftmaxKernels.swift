@@ -31,7 +31,7 @@ func softmaxRow(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n
 func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var mv = Float8(repeating: -Float.infinity)
     var c = 0
-    while c + 8 <= n { mv = pointwiseMax(mv, load8(x + c)); c += 8 }
+    while c + 8 <= n { mv = vmax(mv, load8(x + c)); c += 8 }
     var mx = mv.max()
     while c < n { if x[c] > mx { mx = x[c] }; c += 1 }
     return mx == -Float.infinity ? 0 : mx
@@ -79,7 +79,7 @@ public func logSoftmaxBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePo
 public func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var mv = Float8(repeating: -Float.infinity)
     var c = 0
-    while c + 8 <= n { mv = pointwiseMax(mv, load8(x + c)); c += 8 }
+    while c + 8 <= n { mv = vmax(mv, load8(x + c)); c += 8 }
     var mx = mv.max()
     while c < n { if x[c] > mx { mx = x[c] }; c += 1 }
     if mx == -Float.infinity { return mx }

@@ -10,7 +10,7 @@ public typealias Float8 = SIMD8<Float>
 
 @inline(__always)
 public func vexp(_ x0: Float8) -> Float8 {
-    let x = x0.clamped(lowerBound: Float8(repeating: -87.3), upperBound: Float8(repeating: 88.0))
+    let x = vmin(vmax(x0, Float8(repeating: -87.3)), Float8(repeating: 88.0))
     let log2e: Float = 1.442695040888963
     // n = round(x·log2e) via the 1.5·2²³ shift: the integer lands in the low mantissa bits.
     let shifter: Float = 12_582_912
@@ -59,3 +59,7 @@ func vsum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     while i < n { s += x[i]; i += 1 }
     return s
 }
+
+/// Lane-wise max / min (inlined; the generic stdlib versions are out-of-line calls here).
+@inline(__always) func vmax(_ a: Float8, _ b: Float8) -> Float8 { a.replacing(with: b, where: b .> a) }
+@inline(__always) func vmin(_ a: Float8, _ b: Float8) -> Float8 { a.replacing(with: b, where: b .< a) }
