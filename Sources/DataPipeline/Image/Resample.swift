@@ -1,0 +1,144 @@
+/// Separable bicubic resampling of an RGB8 region, PIL style (`Image.resize(size, BICUBIC, box)`).
+///
+/// Concretely, per axis: scale = boxSize / outSize, filterScale = max(scale, 1) (antialiasing when
+/// shrinking), support = 2·filterScale; output i is centred at c = box0 + (i + 0.5)·scale and takes
+/// the source samples j ∈ [⌊c − support + 0.5⌋, ⌊c + support + 0.5⌋) ∩ [clipLo, clipHi) with
+/// weights K((j − c + 0.5)/filterScale), normalised to sum 1, where K is the Keys cubic with
+/// a = −0.5. Horizontal pass first into an 8-bit intermediate, then vertical; rounding half up,
+/// clamped to [0, 255]. Differences to PIL: float weights instead of 22-bit fixed point (±1).
+public struct BicubicResampler {
+    struct Coefficients {
+        var start: [Int] = []
+        var count: [Int] = []
+        var weights: [Float] = []
+        var kernelSize = 0
+    }
+    var horizontal = Coefficients()
+    var vertical = Coefficients()
+    var intermediate: [UInt8] = []
+
+    public init() {}
+
+    @inline(__always)
+    static func cubic(_ x0: Double) -> Double {
+        let a = -0.5
+        let x = abs(x0)
+        if x < 1 { return ((a + 2) * x - (a + 3)) * x * x + 1 }
+        if x < 2 { return (((x - 5) * x + 8) * x - 4) * a }
+        return 0
+    }
+
+    static func compute(_ c: inout Coefficients, box0: Double, box1: Double, clipLo: Int, clipHi: Int, outSize: Int) {
+        let scale = (box1 - box0) / Double(outSize)
+        let filterScale = max(scale, 1)
+        let support = 2 * filterScale
+        let ksize = Int((support * 2).rounded(.up)) + 2
+        c.kernelSize = ksize
+        c.start = [Int](repeating: 0, count: outSize)
+        c.count = [Int](repeating: 0, count: outSize)
+        if c.weights.count < outSize * ksize { c.weights = [Float](repeating: 0, count: outSize * ksize) }
+        var tmp = [Double](repeating: 0, count: ksize)
+        for i in 0..<outSize {
+            let center = box0 + (Double(i) + 0.5) * scale
+            var lo = Int((center - support + 0.5).rounded(.down))
+            var hi = Int((center + support + 0.5).rounded(.down))
+            lo = max(lo, clipLo)
+            hi = min(hi, clipHi)
+            if hi <= lo { hi = min(lo + 1, clipHi); lo = hi - 1 }
+            let n = min(hi - lo, ksize)
+            var total = 0.0
+            for k in 0..<n {
+                let w = cubic((Double(lo + k) - center + 0.5) / filterScale)
+                tmp[k] = w
+                total += w
+            }
+            c.start[i] = lo
+            c.count[i] = n
+            for k in 0..<ksize { c.weights[i * ksize + k] = k < n && total != 0 ? Float(tmp[k] / total) : 0 }
+        }
+    }
+
+    /// Resamples the box (x0, y0, x1, y1) of `src` (source samples clipped to the integer rectangle
+    /// `clip`, i.e. crop-then-resize semantics) into `dst`, resized to `outWidth`×`outHeight`.
+    public mutating func resample(_ src: RGBImage, box: (Double, Double, Double, Double),
+                                  clip: (x0: Int, y0: Int, x1: Int, y1: Int),
+                                  into dst: inout RGBImage, outWidth: Int, outHeight: Int) {
+        BicubicResampler.compute(&horizontal, box0: box.0, box1: box.2, clipLo: clip.x0, clipHi: clip.x1, outSize: outWidth)
+        BicubicResampler.compute(&vertical, box0: box.1, box1: box.3, clipLo: clip.y0, clipHi: clip.y1, outSize: outHeight)
+        // Rows needed by the vertical pass.
+        var rowLo = Int.max, rowHi = Int.min
+        for i in 0..<outHeight {
+            rowLo = min(rowLo, vertical.start[i])
+            rowHi = max(rowHi, vertical.start[i] + vertical.count[i])
+        }
+        let rows = rowHi - rowLo
+        let need = rows * outWidth * 3
+        if intermediate.count < need { intermediate = [UInt8](repeating: 0, count: need) }
+        dst.reshape(width: outWidth, height: outHeight)
+        let srcW = src.width
+        let hk = horizontal.kernelSize, vk = vertical.kernelSize
+        src.pixels.withUnsafeBufferPointer { sp in
+            intermediate.withUnsafeMutableBufferPointer { ip in
+                horizontal.weights.withUnsafeBufferPointer { hw in
+                    horizontal.start.withUnsafeBufferPointer { hs in
+                        horizontal.count.withUnsafeBufferPointer { hc in
+                            for r in 0..<rows {
+                                let srow = (rowLo + r) * srcW * 3
+                                let irow = r * outWidth * 3
+                                for x in 0..<outWidth {
+                                    let s0 = srow + hs[x] * 3
+                                    let wb = x * hk
+                                    var a0: Float = 0.5, a1: Float = 0.5, a2: Float = 0.5
+                                    for k in 0..<hc[x] {
+                                        let w = hw[wb + k]
+                                        let p = s0 + k * 3
+                                        a0 += w * Float(sp[p]); a1 += w * Float(sp[p + 1]); a2 += w * Float(sp[p + 2])
+                                    }
+                                    ip[irow + x * 3] = clamp8(a0)
+                                    ip[irow + x * 3 + 1] = clamp8(a1)
+                                    ip[irow + x * 3 + 2] = clamp8(a2)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let rowStride = outWidth * 3
+        intermediate.withUnsafeBufferPointer { ip in
+            dst.pixels.withUnsafeMutableBufferPointer { dp in
+                vertical.weights.withUnsafeBufferPointer { vw in
+                    for y in 0..<outHeight {
+                        let base = (vertical.start[y] - rowLo) * rowStride
+                        let n = vertical.count[y]
+                        let wb = y * vk
+                        let drow = y * rowStride
+                        for x in 0..<rowStride {
+                            var acc: Float = 0.5
+                            var p = base + x
+                            for k in 0..<n {
+                                acc += vw[wb + k] * Float(ip[p])
+                                p += rowStride
+                            }
+                            dp[drow + x] = clamp8(acc)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resizes a whole image (`Resize((h, w), BICUBIC)`).
+    public mutating func resize(_ src: RGBImage, into dst: inout RGBImage, width: Int, height: Int) {
+        resample(src, box: (0, 0, Double(src.width), Double(src.height)), clip: (0, 0, src.width, src.height),
+                 into: &dst, outWidth: width, outHeight: height)
+    }
+}
+
+/// ⌊v⌋ clamped to [0, 255] (v already has the +0.5 rounding offset).
+@inline(__always)
+func clamp8(_ v: Float) -> UInt8 {
+    if v <= 0 { return 0 }
+    if v >= 255 { return 255 }
+    return UInt8(v)
+}
