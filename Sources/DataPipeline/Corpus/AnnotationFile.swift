@@ -52,7 +52,7 @@ public struct AnnotationFile: Sendable {
         let objects: [[String: Any]] = entries.map {
             ["image": $0.image, "caption": (listCaptions || $0.captions.count != 1) ? $0.captions as Any : $0.captions[0]]
         }
-        let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
+        let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try data.write(to: url, options: .atomic)
     }
 }
