@@ -16,12 +16,18 @@ public enum AugmentOps {
     }
 
     static func histograms(_ image: RGBImage) -> [[Int]] {
-        var h = [[Int]](repeating: [Int](repeating: 0, count: 256), count: 3)
+        var flat = [Int](repeating: 0, count: 768)
         let n = image.width * image.height
         image.pixels.withUnsafeBufferPointer { p in
-            for i in 0..<n { for c in 0..<3 { h[c][Int(p[3 * i + c])] += 1 } }
+            flat.withUnsafeMutableBufferPointer { h in
+                for i in 0..<n {
+                    h[Int(p[3 * i])] += 1
+                    h[256 + Int(p[3 * i + 1])] += 1
+                    h[512 + Int(p[3 * i + 2])] += 1
+                }
+            }
         }
-        return h
+        return [Array(flat[0..<256]), Array(flat[256..<512]), Array(flat[512..<768])]
     }
 
     /// AutoContrast, per channel: lo = min, hi = max; identity if hi ≤ lo, else
@@ -123,41 +129,69 @@ public enum AugmentOps {
         }
     }
 
+    /// Bilinear weights of cv2 (`initInterTab2D`): for the 32×32 sub-pixel grid, the four products
+    /// of (1 − fx, fx) × (1 − fy, fy) in 15-bit fixed point, adjusted so each set sums to 32768.
+    static let bilinearTable: [Int32] = {
+        var t = [Int32](repeating: 0, count: 32 * 32 * 4)
+        for iy in 0..<32 {
+            for ix in 0..<32 {
+                let fx = Float(ix) / 32, fy = Float(iy) / 32
+                let f: [Float] = [(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx]
+                var w = f.map { Int32(($0 * 32768).rounded()) }
+                let sum = w.reduce(0, +)
+                if sum != 32768 {
+                    let k = f.indices.max { f[$0] < f[$1] }!
+                    w[k] += 32768 - sum
+                }
+                for k in 0..<4 { t[(iy * 32 + ix) * 4 + k] = w[k] }
+            }
+        }
+        return t
+    }()
+
     /// cv2.warpAffine(img, M, (W, H), flags=INTER_LINEAR, borderValue=fill) with a forward matrix M:
     /// dst(x, y) = bilinear src(M⁻¹ (x, y)), pixel centres at integer coordinates, source taps outside
-    /// the image read `fill`. The source position is quantised to 1/32 pixel as cv2 does; weights are
-    /// float, rounding half up (cv2: 15-bit fixed point, ±1).
+    /// the image read `fill`. As cv2: the source position is computed in 10-bit fixed point and
+    /// quantised to 1/32 pixel, the weights are 15-bit fixed point and the sum is rounded
+    /// ((Σ + 2¹⁴) >> 15).
     public static func warpAffine(_ src: RGBImage, _ forward: Affine, fill: UInt8 = 128, into dst: inout RGBImage) {
         let w = src.width, h = src.height
         dst.reshape(width: w, height: h)
         let m = forward.inverted
-        let fillF = Float(fill)
-        src.pixels.withUnsafeBufferPointer { sp in
-            dst.pixels.withUnsafeMutableBufferPointer { dp in
-                for y in 0..<h {
-                    for x in 0..<w {
-                        let sx = ((m.a * Double(x) + m.b * Double(y) + m.c) * 32).rounded() / 32
-                        let sy = ((m.d * Double(x) + m.e * Double(y) + m.f) * 32).rounded() / 32
-                        let x0 = Int(sx.rounded(.down)), y0 = Int(sy.rounded(.down))
-                        let fx = Float(sx - Double(x0)), fy = Float(sy - Double(y0))
-                        let o = (y * w + x) * 3
-                        if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
-                            let p00 = (y0 * w + x0) * 3, p10 = p00 + 3, p01 = p00 + w * 3, p11 = p01 + 3
-                            for c in 0..<3 {
-                                let top = Float(sp[p00 + c]) + fx * (Float(sp[p10 + c]) - Float(sp[p00 + c]))
-                                let bot = Float(sp[p01 + c]) + fx * (Float(sp[p11 + c]) - Float(sp[p01 + c]))
-                                dp[o + c] = clamp8(top + fy * (bot - top) + 0.5)
-                            }
-                        } else if x0 < -1 || y0 < -1 || x0 >= w || y0 >= h {
-                            dp[o] = fill; dp[o + 1] = fill; dp[o + 2] = fill
-                        } else {
-                            for c in 0..<3 {
-                                @inline(__always) func tap(_ xx: Int, _ yy: Int) -> Float {
-                                    xx >= 0 && yy >= 0 && xx < w && yy < h ? Float(sp[(yy * w + xx) * 3 + c]) : fillF
+        let fillI = Int32(fill)
+        let abScale = 1024.0
+        let ax = (0..<w).map { Int((m.a * Double($0) * abScale).rounded()) }
+        let dx = (0..<w).map { Int((m.d * Double($0) * abScale).rounded()) }
+        let roundDelta = 16  // 1 << (AB_BITS − INTER_BITS − 1)
+        bilinearTable.withUnsafeBufferPointer { tab in
+            src.pixels.withUnsafeBufferPointer { sp in
+                dst.pixels.withUnsafeMutableBufferPointer { dp in
+                    for y in 0..<h {
+                        let x0f = Int(((m.b * Double(y) + m.c) * abScale).rounded()) + roundDelta
+                        let y0f = Int(((m.e * Double(y) + m.f) * abScale).rounded()) + roundDelta
+                        for x in 0..<w {
+                            let X = (ax[x] + x0f) >> 5, Y = (dx[x] + y0f) >> 5
+                            let x0 = X >> 5, y0 = Y >> 5
+                            let t = ((Y & 31) * 32 + (X & 31)) * 4
+                            let w00 = tab[t], w01 = tab[t + 1], w10 = tab[t + 2], w11 = tab[t + 3]
+                            let o = (y * w + x) * 3
+                            if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+                                let p00 = (y0 * w + x0) * 3, p01 = p00 + 3, p10 = p00 + w * 3, p11 = p10 + 3
+                                for c in 0..<3 {
+                                    let v = Int32(sp[p00 + c]) * w00 + Int32(sp[p01 + c]) * w01
+                                        + Int32(sp[p10 + c]) * w10 + Int32(sp[p11 + c]) * w11
+                                    dp[o + c] = UInt8(clamping: (v + 16384) >> 15)
                                 }
-                                let top = tap(x0, y0) + fx * (tap(x0 + 1, y0) - tap(x0, y0))
-                                let bot = tap(x0, y0 + 1) + fx * (tap(x0 + 1, y0 + 1) - tap(x0, y0 + 1))
-                                dp[o + c] = clamp8(top + fy * (bot - top) + 0.5)
+                            } else if x0 < -1 || y0 < -1 || x0 >= w || y0 >= h {
+                                dp[o] = fill; dp[o + 1] = fill; dp[o + 2] = fill
+                            } else {
+                                for c in 0..<3 {
+                                    @inline(__always) func tap(_ xx: Int, _ yy: Int) -> Int32 {
+                                        xx >= 0 && yy >= 0 && xx < w && yy < h ? Int32(sp[(yy * w + xx) * 3 + c]) : fillI
+                                    }
+                                    let v = tap(x0, y0) * w00 + tap(x0 + 1, y0) * w01 + tap(x0, y0 + 1) * w10 + tap(x0 + 1, y0 + 1) * w11
+                                    dp[o + c] = UInt8(clamping: (v + 16384) >> 15)
+                                }
                             }
                         }
                     }

@@ -16,6 +16,7 @@ public struct BicubicResampler {
     var horizontal = Coefficients()
     var vertical = Coefficients()
     var intermediate: [UInt8] = []
+    var accumulator: [Float] = []
 
     public init() {}
 
@@ -89,10 +90,17 @@ public struct BicubicResampler {
                                     let s0 = srow + hs[x] * 3
                                     let wb = x * hk
                                     var a0: Float = 0.5, a1: Float = 0.5, a2: Float = 0.5
-                                    for k in 0..<hc[x] {
-                                        let w = hw[wb + k]
-                                        let p = s0 + k * 3
-                                        a0 += w * Float(sp[p]); a1 += w * Float(sp[p + 1]); a2 += w * Float(sp[p + 2])
+                                    if hc[x] == 4 {
+                                        let w0 = hw[wb], w1 = hw[wb + 1], w2 = hw[wb + 2], w3 = hw[wb + 3]
+                                        a0 += w0 * Float(sp[s0]) + w1 * Float(sp[s0 + 3]) + w2 * Float(sp[s0 + 6]) + w3 * Float(sp[s0 + 9])
+                                        a1 += w0 * Float(sp[s0 + 1]) + w1 * Float(sp[s0 + 4]) + w2 * Float(sp[s0 + 7]) + w3 * Float(sp[s0 + 10])
+                                        a2 += w0 * Float(sp[s0 + 2]) + w1 * Float(sp[s0 + 5]) + w2 * Float(sp[s0 + 8]) + w3 * Float(sp[s0 + 11])
+                                    } else {
+                                        for k in 0..<hc[x] {
+                                            let w = hw[wb + k]
+                                            let p = s0 + k * 3
+                                            a0 += w * Float(sp[p]); a1 += w * Float(sp[p + 1]); a2 += w * Float(sp[p + 2])
+                                        }
                                     }
                                     ip[irow + x * 3] = clamp8(a0)
                                     ip[irow + x * 3 + 1] = clamp8(a1)
@@ -105,22 +113,34 @@ public struct BicubicResampler {
             }
         }
         let rowStride = outWidth * 3
+        if accumulator.count < rowStride { accumulator = [Float](repeating: 0, count: rowStride) }
+        // Vertical pass, vectorised along the row: acc[x] = 0.5 + Σ_k w_k · row_k[x].
         intermediate.withUnsafeBufferPointer { ip in
             dst.pixels.withUnsafeMutableBufferPointer { dp in
-                vertical.weights.withUnsafeBufferPointer { vw in
-                    for y in 0..<outHeight {
-                        let base = (vertical.start[y] - rowLo) * rowStride
-                        let n = vertical.count[y]
-                        let wb = y * vk
-                        let drow = y * rowStride
-                        for x in 0..<rowStride {
-                            var acc: Float = 0.5
-                            var p = base + x
-                            for k in 0..<n {
-                                acc += vw[wb + k] * Float(ip[p])
-                                p += rowStride
+                accumulator.withUnsafeMutableBufferPointer { acc in
+                    vertical.weights.withUnsafeBufferPointer { vw in
+                        for y in 0..<outHeight {
+                            let base = (vertical.start[y] - rowLo) * rowStride
+                            let n = vertical.count[y]
+                            let wb = y * vk
+                            let drow = y * rowStride
+                            if n == 4 {
+                                let w0 = vw[wb], w1 = vw[wb + 1], w2 = vw[wb + 2], w3 = vw[wb + 3]
+                                let r0 = base, r1 = base + rowStride, r2 = base + 2 * rowStride, r3 = base + 3 * rowStride
+                                for x in 0..<rowStride {
+                                    var v: Float = 0.5 + w0 * Float(ip[r0 + x]) + w1 * Float(ip[r1 + x])
+                                    v += w2 * Float(ip[r2 + x]) + w3 * Float(ip[r3 + x])
+                                    dp[drow + x] = UInt8(min(max(v, 0), 255))
+                                }
+                                continue
                             }
-                            dp[drow + x] = clamp8(acc)
+                            for x in 0..<rowStride { acc[x] = 0.5 }
+                            for k in 0..<n {
+                                let w = vw[wb + k]
+                                let row = base + k * rowStride
+                                for x in 0..<rowStride { acc[x] += w * Float(ip[row + x]) }
+                            }
+                            for x in 0..<rowStride { dp[drow + x] = UInt8(min(max(acc[x], 0), 255)) }
                         }
                     }
                 }
@@ -138,7 +158,5 @@ public struct BicubicResampler {
 /// ⌊v⌋ clamped to [0, 255] (v already has the +0.5 rounding offset).
 @inline(__always)
 func clamp8(_ v: Float) -> UInt8 {
-    if v <= 0 { return 0 }
-    if v >= 255 { return 255 }
-    return UInt8(v)
+    UInt8(min(max(v, 0), 255))
 }
