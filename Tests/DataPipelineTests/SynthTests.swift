@@ -59,3 +59,23 @@ final class SynthTests: XCTestCase {
         XCTAssertEqual(Set(held.entries.map { $0.captions[0] }).count, 12)
     }
 }
+
+final class RetrievalEvalSetTests: XCTestCase {
+    func testLoadsHeldoutSplit() throws {
+        let dir = try makeTempDirectory(self)
+        var o = SyntheticCorpus.Options()
+        o.samples = 10; o.shardSize = 10; o.imageSize = 16; o.heldout = 7; o.writeJSON = false
+        try SyntheticCorpus(options: o).write(to: dir)
+        let tok = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
+        let set = try RetrievalEvalSet.load(annotation: dir.appendingPathComponent("heldout.json"), imageSize: 16, tokenizer: tok)
+        XCTAssertEqual(set.imageCount, 7)
+        XCTAssertEqual(set.images.count, 7 * 3 * 16 * 16)
+        XCTAssertEqual(set.textToImage, Array(0..<7))
+        XCTAssertEqual(set.imageToTexts, (0..<7).map { [$0] })
+        XCTAssertEqual(set.texts.batchSize, 7)
+        XCTAssertEqual(set.texts.inputIds[0], 101)
+        XCTAssertEqual(Set(set.captions).count, 7)
+        // Images differ (distinct attribute combinations).
+        XCTAssertNotEqual(Array(set.images[0..<768]), Array(set.images[768..<1536]))
+    }
+}

@@ -175,13 +175,19 @@ public enum AugmentOps {
                             let t = ((Y & 31) * 32 + (X & 31)) * 4
                             let w00 = tab[t], w01 = tab[t + 1], w10 = tab[t + 2], w11 = tab[t + 3]
                             let o = (y * w + x) * 3
-                            if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
-                                let p00 = (y0 * w + x0) * 3, p01 = p00 + 3, p10 = p00 + w * 3, p11 = p10 + 3
-                                for c in 0..<3 {
-                                    let v = Int32(sp[p00 + c]) * w00 + Int32(sp[p01 + c]) * w01
-                                        + Int32(sp[p10 + c]) * w10 + Int32(sp[p11 + c]) * w11
-                                    dp[o + c] = UInt8(clamping: (v + 16384) >> 15)
-                                }
+                            if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h && (y0 + 1) * w + x0 + 2 < w * h {
+                                // 4-byte loads (RGB + one ignored byte; in bounds by the last condition).
+                                let p00 = (y0 * w + x0) * 3, p10 = p00 + w * 3
+                                let raw = UnsafeRawPointer(sp.baseAddress!)
+                                let a = SIMD4<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: p00, as: SIMD4<UInt8>.self))
+                                let b = SIMD4<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: p00 + 3, as: SIMD4<UInt8>.self))
+                                let c = SIMD4<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: p10, as: SIMD4<UInt8>.self))
+                                let d = SIMD4<Int32>(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: p10 + 3, as: SIMD4<UInt8>.self))
+                                var v = a &* w00 &+ b &* w01 &+ c &* w10 &+ d &* w11
+                                v = (v &+ 16384) &>> 15
+                                dp[o] = UInt8(truncatingIfNeeded: v[0])
+                                dp[o + 1] = UInt8(truncatingIfNeeded: v[1])
+                                dp[o + 2] = UInt8(truncatingIfNeeded: v[2])
                             } else if x0 < -1 || y0 < -1 || x0 >= w || y0 >= h {
                                 dp[o] = fill; dp[o + 1] = fill; dp[o + 2] = fill
                             } else {
