@@ -7,7 +7,7 @@ struct AlbefData: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "albef-data",
         abstract: "ALBEF data pipeline tools: synthetic corpus, corpus index, bench.",
-        subcommands: [Synth.self, Index.self, Bench.self, Inspect.self])
+        subcommands: [Synth.self, Index.self, Bench.self, Inspect.self, SelfCheck.self])
 }
 
 struct Synth: ParsableCommand {
@@ -77,6 +77,18 @@ struct Inspect: ParsableCommand {
             print("\(b.keys[i]) \"\(b.captions[i])\" ids \(b.inputIds[(i * b.textLength)..<((i + 1) * b.textLength)].map { $0 })")
         }
         print("images \(b.batchSize)x3x\(b.imageSize)x\(b.imageSize), text \(b.batchSize)x\(b.textLength), position \(b.position)")
+    }
+}
+
+struct SelfCheck: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "selfcheck", abstract: "Compare pre_caption + tokenizer with a reference fixture directory (fixture.json + vocab.txt).")
+    @Argument(help: "Fixture directory of kind \"tokenizer\".") var directory: String
+
+    func run() throws {
+        let (report, passed) = try TokenizerSelfCheck.run(fixtureDirectory: URL(fileURLWithPath: directory))
+        report.forEach { print($0) }
+        if !passed { throw ExitCode.failure }
     }
 }
 

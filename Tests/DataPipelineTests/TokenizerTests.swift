@@ -61,3 +61,22 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(Array(b.attentionMask[50..<52]), [1, 0])
     }
 }
+
+/// Fixture: `Fixtures/tokenizer-fuzz`, 400 random captions over tricky code points (random code
+/// points across the whole range, NFC/NFD/NFKC forms, case changes, long captions), expected
+/// outputs from ALBEF's `pre_caption` and transformers 4.8.1's slow `BertTokenizer`; made once by
+/// `make_fuzz.py tokenizer-fuzz 400 3` (see the script).
+final class TokenizerFuzzTests: XCTestCase {
+    func testSelfCheckPassesOnFuzzFixture() throws {
+        let (report, passed) = try TokenizerSelfCheck.run(fixtureDirectory: fixturesURL().appendingPathComponent("tokenizer-fuzz"))
+        XCTAssertTrue(passed, report.joined(separator: "\n"))
+        XCTAssertTrue(report.last?.contains("400 captions") ?? false)
+    }
+
+    func testRawTextIsLowercasedPerCodePointLikeTransformers() throws {
+        let tok = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
+        // transformers lowercases code point by code point first, so a final capital sigma becomes σ, not ς.
+        XCTAssertEqual(tok.tokenize("ΟΔΟΣ"), tok.tokenize("οδοσ"))
+        XCTAssertNotEqual(tok.ids("οδος"), tok.ids("ΟΔΟΣ"))
+    }
+}

@@ -20,8 +20,12 @@ public struct BertTokenizer: Sendable {
     }
 
     /// Vocabulary ids of `text` (no special tokens, untruncated).
+    ///
+    /// As transformers 4.8.1 `PreTrainedTokenizer.tokenize` with `do_lower_case`, the text is first
+    /// lowercased one code point at a time (no final-sigma context), then basic-tokenized.
     public func ids(_ text: String) -> [Int32] {
-        BasicTokenizer.tokenize(Array(text.unicodeScalars)).flatMap(wordPiece.pieceIds)
+        let lowered = text.unicodeScalars.flatMap { UnicodeRules.pythonLower([$0]) }
+        return BasicTokenizer.tokenize(lowered).flatMap(wordPiece.pieceIds)
     }
 
     /// WordPiece strings of `text` (no special tokens, untruncated); `tokenizer.tokenize(text)`.
