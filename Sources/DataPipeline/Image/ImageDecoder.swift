@@ -1,0 +1,104 @@
+import CImage
+import Foundation
+
+/// Decodes JPEG and PNG bytes into a reusable `RGBImage` (PIL `Image.open(...).convert("RGB")`).
+///
+/// JPEGs can be decoded at 1/2, 1/4 or 1/8 size (libjpeg DCT scaling), which is much faster when
+/// the crop that follows only needs a fraction of the pixels.
+public enum ImageFormat: String, Sendable { case jpeg, png }
+
+public enum ImageDecoder {
+    /// Format from the magic bytes, or nil.
+    public static func format(of data: UnsafeRawBufferPointer) -> ImageFormat? {
+        let p = data.bindMemory(to: UInt8.self)
+        guard let base = p.baseAddress else { return nil }
+        if CImage_is_jpeg(base, p.count) != 0 { return .jpeg }
+        if CImage_is_png(base, p.count) != 0 { return .png }
+        return nil
+    }
+
+    /// Full-size width and height, reading only the header.
+    public static func size(of data: [UInt8], source: String) throws -> (width: Int, height: Int, format: ImageFormat) {
+        try data.withUnsafeBytes { raw in
+            guard let fmt = format(of: raw) else {
+                throw ImageError(kind: data.isEmpty ? .truncated : .unknownFormat, source: source,
+                                 message: data.isEmpty ? "empty file" : "no JPEG/PNG signature")
+            }
+            let p = raw.bindMemory(to: UInt8.self)
+            var w: Int32 = 0, h: Int32 = 0, comps: Int32 = 0
+            var err = [CChar](repeating: 0, count: 256)
+            let status = fmt == .jpeg
+                ? CImage_jpeg_header(p.baseAddress, p.count, &w, &h, &comps, &err, err.count)
+                : CImage_png_header(p.baseAddress, p.count, &w, &h, &err, err.count)
+            try imageCheck(status, source: source, message: err)
+            return (Int(w), Int(h), fmt)
+        }
+    }
+
+    /// Decodes into `image` (buffer reused). `scaleDenominator` ∈ {1, 2, 4, 8} applies to JPEGs only
+    /// (output size ⌈w/d⌉ × ⌈h/d⌉); PNGs always decode at full size.
+    public static func decode(_ data: [UInt8], into image: inout RGBImage, scaleDenominator: Int = 1,
+                              source: String) throws {
+        try data.withUnsafeBytes { raw in
+            guard let fmt = format(of: raw) else {
+                throw ImageError(kind: data.isEmpty ? .truncated : .unknownFormat, source: source,
+                                 message: data.isEmpty ? "empty file" : "no JPEG/PNG signature")
+            }
+            let p = raw.bindMemory(to: UInt8.self)
+            var w: Int32 = 0, h: Int32 = 0, comps: Int32 = 0
+            var err = [CChar](repeating: 0, count: 256)
+            switch fmt {
+            case .jpeg:
+                let d = Int32(scaleDenominator)
+                try imageCheck(CImage_jpeg_scaled_size(p.baseAddress, p.count, d, &w, &h, &err, err.count),
+                               source: source, message: err)
+                image.reshape(width: Int(w), height: Int(h))
+                let status = image.pixels.withUnsafeMutableBufferPointer { out in
+                    CImage_jpeg_decode(p.baseAddress, p.count, d, out.baseAddress, out.count, &w, &h, &err, err.count)
+                }
+                try imageCheck(status, source: source, message: err)
+                _ = comps
+            case .png:
+                try imageCheck(CImage_png_header(p.baseAddress, p.count, &w, &h, &err, err.count),
+                               source: source, message: err)
+                image.reshape(width: Int(w), height: Int(h))
+                let status = image.pixels.withUnsafeMutableBufferPointer { out in
+                    CImage_png_decode(p.baseAddress, p.count, out.baseAddress, out.count, &w, &h, &err, err.count)
+                }
+                try imageCheck(status, source: source, message: err)
+            }
+        }
+    }
+
+    /// Decodes into a new image.
+    public static func decode(_ data: [UInt8], scaleDenominator: Int = 1, source: String) throws -> RGBImage {
+        var image = RGBImage()
+        try decode(data, into: &image, scaleDenominator: scaleDenominator, source: source)
+        return image
+    }
+
+    /// Reads and decodes a file; a missing or unreadable file throws an `ImageError` naming it.
+    public static func decode(file url: URL) throws -> RGBImage {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ImageError(kind: .corrupt, source: url.path, message: "cannot read the file (missing?)")
+        }
+        return try decode([UInt8](data), source: url.path)
+    }
+}
+
+/// JPEG encoding (for the synthetic corpus).
+public enum JPEGEncoder {
+    /// Encodes `image` at `quality` (1–100, 4:2:0 chroma subsampling).
+    public static func encode(_ image: RGBImage, quality: Int = 90) throws -> [UInt8] {
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        var size = 0
+        var err = [CChar](repeating: 0, count: 256)
+        let status = image.pixels.withUnsafeBufferPointer { p in
+            CImage_jpeg_encode(p.baseAddress, Int32(image.width), Int32(image.height), Int32(quality), &out, &size,
+                               &err, err.count)
+        }
+        try imageCheck(status, source: "<encoder>", message: err)
+        defer { CImage_free(out) }
+        return Array(UnsafeBufferPointer(start: out, count: size))
+    }
+}

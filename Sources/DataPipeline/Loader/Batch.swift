@@ -1,0 +1,40 @@
+/// Where a loader stands, for sample-exact resume (saved in the checkpoint manifest).
+///
+/// Static sharding: `cursor` is the index, in this rank's sample sequence for `epoch`, of the next
+/// sample to read; `batches` the batches already produced this epoch. Range mode: `pending` holds
+/// the unread remainder of the range being consumed followed by the fetched-but-unread ranges, so
+/// a resumed loader can be fed them before new leases.
+public struct LoaderPosition: Codable, Equatable, Sendable {
+    public var epoch: Int
+    public var cursor: Int
+    public var batches: Int
+    public var pending: [SampleRange]
+
+    public init(epoch: Int, cursor: Int = 0, batches: Int = 0, pending: [SampleRange] = []) {
+        self.epoch = epoch
+        self.cursor = cursor
+        self.batches = batches
+        self.pending = pending
+    }
+}
+
+/// One training batch.
+public struct Batch: Sendable {
+    /// (batchSize, 3, imageSize, imageSize), CLIP-normalized, row-major.
+    public var images: [Float]
+    /// (batchSize, textLength): `[CLS]` + ≤ maxLength−1 WordPiece ids, `[PAD]` (0) to the longest row.
+    public var inputIds: [Int32]
+    /// (batchSize, textLength): 1 on real tokens, 0 on padding.
+    public var attentionMask: [Int32]
+    public var batchSize: Int
+    public var textLength: Int
+    public var imageSize: Int
+    /// WebDataset keys / JSON entry numbers.
+    public var keys: [String]
+    /// The captions after `pre_caption` (what was tokenized).
+    public var captions: [String]
+    /// The samples, in batch order.
+    public var samples: [SampleRef]
+    /// The loader position right after this batch (resume from here to continue with the next one).
+    public var position: LoaderPosition
+}

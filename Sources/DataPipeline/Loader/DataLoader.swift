@@ -1,0 +1,460 @@
+import Foundation
+import Tensor
+
+/// Background-threaded, deterministic, resumable batch loader.
+///
+/// Work plan (PyTorch counterpart: `DistributedSampler(shuffle=True)` + `DataLoader(drop_last=True)`):
+/// - Static sharding: the usable samples (index-known bad ones excluded) are permuted with
+///   `RandomGenerator(seed).split(0xE90C).split(epoch)`; the permutation is cut to
+///   ⌊N/W⌋·W entries and rank r takes entries r, r+W, r+2W, … (its *sequence*, ⌊N/W⌋ long).
+///   Every rank yields exactly `batchesPerEpoch = ⌊⌊N/W⌋/B⌋` batches. Samples that turn out bad
+///   at read time are skipped and the batch is filled from the following ones; near the end the
+///   sequence wraps around to its start, so the batch count never changes.
+/// - Range mode: the sequence is the concatenation of the ranges handed out by a
+///   `SampleRangeSource` (coordinator leases), in order; it ends when the source returns nil
+///   (the last partial batch is emitted unless `dropLast`).
+/// Per-sample randomness (crop, flip, RandAugment, caption choice) comes from
+/// `RandomGenerator(seed).split(epoch).split(globalIndex)`, so batches do not depend on the
+/// thread count or timing: workers decode sample positions in parallel, and one assembler
+/// consumes them strictly in sequence order into a bounded queue of ready batches.
+public final class DataLoader: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var batchSize: Int
+        public var imageSize: Int
+        /// Token budget including `[CLS]` (ALBEF: 25 = [CLS] + 24 pieces).
+        public var maxTextLength = 25
+        public var preCaptionMaxWords = 30
+        public var seed: UInt64 = 0
+        public var workers = 2
+        /// Ready batches kept ahead of the consumer.
+        public var prefetchBatches = 2
+        public var mode = ImageTransform.Mode.pretrain
+        public var useRandAugment = true
+        public var flipProbability = 0.5
+        public var cropScale = (0.2, 1.0)
+        public var maxCaptionBytes = CaptionCheck.defaultMaxBytes
+        /// Throw `DataError.tooManyBadSamples` when bad / seen exceeds this, checked once at least
+        /// `minSamplesForBadFraction` samples were seen (and at the end of the stream).
+        public var maxBadFraction = 0.1
+        public var minSamplesForBadFraction = 20
+        /// JSON-lines file that receives every skipped sample.
+        public var quarantineFile: URL? = nil
+        /// Range mode: drop the final partial batch.
+        public var dropLast = false
+        public var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+
+        public init(batchSize: Int, imageSize: Int) {
+            self.batchSize = batchSize
+            self.imageSize = imageSize
+        }
+    }
+
+    /// Counters of skipped samples.
+    public struct Stats: Sendable, Equatable {
+        public var seen = 0
+        public var bad = 0
+        public var badByKind: [BadSampleKind: Int] = [:]
+        /// Samples marked bad in the index and excluded from the static plan.
+        public var excludedByIndex = 0
+    }
+
+    enum Plan {
+        case staticShard(sequence: [Int])
+        case ranges(source: SampleRangeSource)
+    }
+
+    struct Decoded {
+        var ref: SampleRef
+        var key: String
+        var caption: String
+        var ids: [Int32]
+        var image: [Float]
+    }
+
+    public let index: CorpusIndex
+    public let configuration: Configuration
+    public let rank: Int
+    public let worldSize: Int
+    public let epoch: Int
+    /// Batches this loader yields (static mode); nil in range mode.
+    public let batchesPerEpoch: Int?
+    let reader: CorpusReader
+    let tokenizer: BertTokenizer
+    let plan: Plan
+    let shardOffsets: [Int]
+
+    // Shared state, guarded by `cond`.
+    let cond = NSCondition()
+    var nextClaim: Int
+    var assemblePos: Int
+    var results: [Int: Result<Decoded, BadSample>] = [:]
+    var ready: [Batch] = []
+    var builder: [Decoded] = []
+    var batchesMade: Int
+    var finished = false
+    var failure: Error? = nil
+    var stopped = false
+    var sequenceEnd: Int? = nil
+    var fetchedRanges: [SampleRange] = []
+    var fetchedStarts: [Int] = []
+    var stats = Stats()
+    var lastBad: BadSample? = nil
+    var threads: [Thread] = []
+    let quarantine: FileHandle?
+
+    /// Static sharding over the whole index for (rank, worldSize, epoch), optionally resuming.
+    public convenience init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration,
+                            rank: Int, worldSize: Int, epoch: Int, resumeFrom: LoaderPosition? = nil) throws {
+        precondition(rank >= 0 && rank < worldSize, "DataLoader: rank \(rank) not in 0..<\(worldSize)")
+        var usable: [Int] = []
+        var offset = 0
+        var excluded = 0
+        for s in index.shards {
+            let badKeys = Set(s.bad.map(\.key))
+            if badKeys.isEmpty {
+                usable.append(contentsOf: offset..<(offset + s.samples))
+            } else {
+                // Bad entries are listed by key; map keys to indices (JSON keys are entry numbers; tar keys need a scan).
+                let badIdx = DataLoader.badIndices(index: index, shard: s, badKeys: badKeys)
+                for i in 0..<s.samples where !badIdx.contains(i) { usable.append(offset + i) }
+                excluded += badIdx.count
+            }
+            offset += s.samples
+        }
+        if index.totalSamples > 0, Double(excluded) / Double(index.totalSamples) > configuration.maxBadFraction {
+            throw DataError.tooManyBadSamples(bad: excluded, seen: index.totalSamples, maxFraction: configuration.maxBadFraction,
+                                              last: BadSample(shard: "index", key: "*", kind: .corruptImage,
+                                                              message: "the index marks \(excluded) samples bad"))
+        }
+        var permRNG = RandomGenerator(seed: configuration.seed).split(0xE90C).split(UInt64(epoch))
+        var order = usable
+        permRNG.shuffle(&order)
+        let perRank = order.count / worldSize
+        guard perRank >= configuration.batchSize else {
+            throw DataError.notEnoughSamples(available: order.count, needed: configuration.batchSize * worldSize)
+        }
+        let sequence = (0..<perRank).map { order[rank + worldSize * $0] }
+        try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
+                      epoch: epoch, plan: .staticShard(sequence: sequence), batches: perRank / configuration.batchSize,
+                      start: resumeFrom)
+        stats.excludedByIndex = excluded
+    }
+
+    /// Range mode: reads the ranges handed out by `ranges` (e.g. coordinator leases), in order.
+    public convenience init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration,
+                            ranges: SampleRangeSource, rank: Int = 0, worldSize: Int = 1, epoch: Int = 0) throws {
+        try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
+                      epoch: epoch, plan: .ranges(source: ranges), batches: nil, start: nil)
+    }
+
+    init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration, rank: Int, worldSize: Int,
+         epoch: Int, plan: Plan, batches: Int?, start: LoaderPosition?) throws {
+        precondition(configuration.batchSize > 0 && configuration.imageSize > 0 && configuration.maxTextLength > 0,
+                     "DataLoader: batchSize, imageSize and maxTextLength must be positive")
+        self.index = index
+        self.configuration = configuration
+        self.rank = rank
+        self.worldSize = worldSize
+        self.epoch = epoch
+        self.plan = plan
+        batchesPerEpoch = batches
+        reader = CorpusReader(index: index, maxCaptionBytes: configuration.maxCaptionBytes)
+        self.tokenizer = tokenizer
+        var offsets: [Int] = []
+        var o = 0
+        for s in index.shards { offsets.append(o); o += s.samples }
+        shardOffsets = offsets
+        if let p = start {
+            precondition(p.epoch == epoch, "DataLoader: resume position is for epoch \(p.epoch), loader for \(epoch)")
+            nextClaim = p.cursor
+            assemblePos = p.cursor
+            batchesMade = p.batches
+        } else {
+            nextClaim = 0
+            assemblePos = 0
+            batchesMade = 0
+        }
+        if let q = configuration.quarantineFile {
+            if !FileManager.default.fileExists(atPath: q.path) { FileManager.default.createFile(atPath: q.path, contents: nil) }
+            quarantine = try FileHandle(forWritingTo: q)
+            quarantine?.seekToEndOfFile()
+        } else {
+            quarantine = nil
+        }
+        if let b = batches, batchesMade >= b { finished = true }
+        for w in 0..<max(1, configuration.workers) {
+            // Threads hold the loader until they exit (epoch end, stream end, failure or `stop()`).
+            let t = Thread { self.workerLoop() }
+            t.name = "albef-data-\(rank)-\(w)"
+            t.stackSize = 1 << 20
+            threads.append(t)
+        }
+        threads.forEach { $0.start() }
+    }
+
+    deinit {
+        cond.lock()
+        stopped = true
+        cond.broadcast()
+        cond.unlock()
+        try? quarantine?.close()
+    }
+
+    /// Stops the worker threads (also done on deinit).
+    public func stop() {
+        cond.lock()
+        stopped = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// Skipped-sample counters so far.
+    public var statistics: Stats {
+        cond.lock()
+        defer { cond.unlock() }
+        return stats
+    }
+
+    /// The next batch, or nil at the end of the epoch / range stream. Blocks while workers decode.
+    /// Throws `DataError.tooManyBadSamples` (or a range-source error).
+    public func next() throws -> Batch? {
+        cond.lock()
+        defer { cond.unlock() }
+        while ready.isEmpty && !finished && failure == nil { cond.wait() }
+        if let e = failure { throw e }
+        if ready.isEmpty { return nil }
+        let b = ready.removeFirst()
+        cond.broadcast()
+        return b
+    }
+
+    // MARK: - Workers
+
+    /// Indices of the samples of `shard` listed as bad in the index.
+    static func badIndices(index: CorpusIndex, shard: CorpusIndex.Shard, badKeys: Set<String>) -> Set<Int> {
+        if index.format == .json {
+            // Keys are global entry numbers within the file; shard chunk k covers [k·n0, …).
+            let parts = shard.path.split(separator: "#")
+            let chunk = parts.count > 1 ? Int(parts[1]) ?? 0 : 0
+            let first = index.shards.first { $0.path == parts[0] + "#0" }?.samples ?? shard.samples
+            return Set(badKeys.compactMap { Int($0).map { $0 - chunk * first } })
+        }
+        let path = shard.path.hasPrefix("/") ? shard.path : index.root + "/" + shard.path
+        guard let tar = try? TarFile(path: path), let scan = try? tar.scan() else { return Set(0..<shard.samples) }
+        let ws = WebDatasetShard(scan: scan)
+        // Match each listed (key, kind) to one group in file order: structural kinds to the group
+        // carrying that problem, caption kinds to the first structurally fine group with that key
+        // (a duplicated key has two groups, only one of them bad).
+        var remaining = shard.bad.map { ($0.key, $0.kind) }
+        var out = Set<Int>()
+        for (i, e) in ws.entries.enumerated() where badKeys.contains(e.key) {
+            let j: Int?
+            if let b = e.bad {
+                j = remaining.firstIndex { $0.0 == e.key && $0.1 == b.kind.rawValue }
+            } else {
+                j = remaining.firstIndex { $0.0 == e.key && BadSampleKind(rawValue: $0.1).map(DataLoader.isCaptionKind) == true }
+            }
+            if let j = j {
+                remaining.remove(at: j)
+                out.insert(i)
+            }
+        }
+        return out
+    }
+
+    static func isCaptionKind(_ k: BadSampleKind) -> Bool {
+        k == .emptyCaption || k == .nonUTF8Caption || k == .overlongCaption
+    }
+
+    /// Sample address of sequence position p (lock held). nil: beyond the known end.
+    func ref(at p: Int) throws -> SampleRef? {
+        switch plan {
+        case .staticShard(let seq):
+            let g = seq[p % seq.count]
+            var lo = 0, hi = shardOffsets.count - 1
+            while lo < hi {
+                let mid = (lo + hi + 1) / 2
+                if shardOffsets[mid] <= g { lo = mid } else { hi = mid - 1 }
+            }
+            return SampleRef(shard: lo, index: g - shardOffsets[lo])
+        case .ranges(let source):
+            while true {
+                if let last = fetchedRanges.last, p < fetchedStarts.last! + last.count {
+                    var lo = 0, hi = fetchedStarts.count - 1
+                    while lo < hi {
+                        let mid = (lo + hi + 1) / 2
+                        if fetchedStarts[mid] <= p { lo = mid } else { hi = mid - 1 }
+                    }
+                    let r = fetchedRanges[lo]
+                    return SampleRef(shard: r.shard, index: r.start + p - fetchedStarts[lo])
+                }
+                if sequenceEnd != nil { return nil }
+                guard let r = try source.nextRange() else {
+                    sequenceEnd = (fetchedStarts.last ?? 0) + (fetchedRanges.last?.count ?? 0)
+                    return nil
+                }
+                guard r.shard >= 0, r.shard < index.shards.count, r.start >= 0, r.end <= index.shards[r.shard].samples else {
+                    throw DataError.badIndex(path: "lease", reason: "range \(r) is outside the index (\(index.shards.count) shards)")
+                }
+                if r.count == 0 { continue }
+                fetchedStarts.append((fetchedStarts.last ?? 0) + (fetchedRanges.last?.count ?? 0))
+                fetchedRanges.append(r)
+            }
+        }
+    }
+
+    var window: Int { configuration.batchSize * (configuration.prefetchBatches + 1) }
+
+    func workerLoop() {
+        var transform = ImageTransform(mode: configuration.mode, imageSize: configuration.imageSize)
+        transform.randAugment = RandAugment()
+        transform.useRandAugment = configuration.useRandAugment
+        transform.flipProbability = configuration.flipProbability
+        transform.scale = configuration.cropScale
+        let floats = 3 * configuration.imageSize * configuration.imageSize
+        while true {
+            cond.lock()
+            while !stopped && !finished && failure == nil
+                    && (nextClaim - assemblePos >= window || ready.count >= configuration.prefetchBatches) {
+                cond.wait()
+            }
+            if stopped || finished || failure != nil { cond.unlock(); return }
+            let p = nextClaim
+            let address: SampleRef?
+            do {
+                address = try ref(at: p)
+            } catch {
+                failure = error
+                cond.broadcast()
+                cond.unlock()
+                return
+            }
+            guard let r = address else {
+                // End of the range stream: let the assembler flush, and wake the consumer.
+                assemble()
+                cond.broadcast()
+                cond.unlock()
+                return
+            }
+            nextClaim += 1
+            cond.unlock()
+
+            let result = decode(r, transform: &transform, floats: floats)
+
+            cond.lock()
+            results[p] = result
+            assemble()
+            cond.broadcast()
+            cond.unlock()
+        }
+    }
+
+    func decode(_ r: SampleRef, transform: inout ImageTransform, floats: Int) -> Result<Decoded, BadSample> {
+        let global = shardOffsets[r.shard] + r.index
+        var rng = RandomGenerator(seed: configuration.seed).split(UInt64(epoch)).split(UInt64(global))
+        do {
+            let raw = try reader.read(shard: r.shard, index: r.index)
+            let pick = raw.captions.count > 1 ? rng.int(below: raw.captions.count) : 0
+            let caption = PreCaption.apply(raw.captions[pick], maxWords: configuration.preCaptionMaxWords)
+            let ids = [tokenizer.vocabulary.clsId] + tokenizer.ids(caption).prefix(configuration.maxTextLength - 1)
+            var image = [Float](repeating: 0, count: floats)
+            do {
+                try image.withUnsafeMutableBufferPointer { try transform.run(raw.image, source: raw.source, rng: &rng, into: $0) }
+            } catch let e as ImageError {
+                let kind: BadSampleKind = e.kind == .truncated ? .truncatedImage : (e.kind == .unknownFormat ? .unknownImageFormat : .corruptImage)
+                return .failure(BadSample(shard: raw.shardPath, key: raw.key, kind: kind, message: e.message))
+            }
+            return .success(Decoded(ref: r, key: raw.key, caption: caption, ids: ids, image: image))
+        } catch let b as BadSample {
+            return .failure(b)
+        } catch {
+            return .failure(BadSample(shard: index.shards[r.shard].path, key: "#\(r.index)", kind: .missingFile, message: "\(error)"))
+        }
+    }
+
+    /// Consumes results in sequence order into batches (lock held).
+    func assemble() {
+        while !finished, failure == nil {
+            if let end = sequenceEnd, assemblePos >= end {
+                checkBadFraction(last: nil)
+                if failure != nil { return }
+                if !builder.isEmpty && !configuration.dropLast { emitBatch() }
+                builder.removeAll()
+                finished = true
+                return
+            }
+            guard let r = results.removeValue(forKey: assemblePos) else { return }
+            assemblePos += 1
+            stats.seen += 1
+            switch r {
+            case .success(let d):
+                builder.append(d)
+                if builder.count == configuration.batchSize { emitBatch() }
+            case .failure(let bad):
+                record(bad)
+            }
+        }
+    }
+
+    func record(_ bad: BadSample) {
+        lastBad = bad
+        stats.bad += 1
+        stats.badByKind[bad.kind, default: 0] += 1
+        configuration.log("albef-data: rank \(rank) epoch \(epoch): skipped \(bad)")
+        if let q = quarantine {
+            let line: [String: Any] = ["shard": bad.shard, "key": bad.key, "kind": bad.kind.rawValue,
+                                       "message": bad.message, "rank": rank, "epoch": epoch]
+            if let data = try? JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) {
+                q.write(data + Data("\n".utf8))
+            }
+        }
+        if stats.seen >= configuration.minSamplesForBadFraction { checkBadFraction(last: bad) }
+    }
+
+    func checkBadFraction(last: BadSample?) {
+        guard stats.seen > 0, let last = last ?? lastBad else { return }
+        if Double(stats.bad) / Double(stats.seen) > configuration.maxBadFraction {
+            failure = DataError.tooManyBadSamples(bad: stats.bad, seen: stats.seen, maxFraction: configuration.maxBadFraction, last: last)
+        }
+    }
+
+    func emitBatch() {
+        let b = builder.count
+        let side = configuration.imageSize
+        let floats = 3 * side * side
+        let length = builder.map(\.ids.count).max() ?? 1
+        var images = [Float](repeating: 0, count: b * floats)
+        var ids = [Int32](repeating: tokenizer.vocabulary.padId, count: b * length)
+        var mask = [Int32](repeating: 0, count: b * length)
+        images.withUnsafeMutableBufferPointer { dst in
+            for (i, d) in builder.enumerated() {
+                d.image.withUnsafeBufferPointer { src in
+                    (dst.baseAddress! + i * floats).update(from: src.baseAddress!, count: floats)
+                }
+                for (j, t) in d.ids.enumerated() {
+                    ids[i * length + j] = t
+                    mask[i * length + j] = 1
+                }
+            }
+        }
+        batchesMade += 1
+        var position = LoaderPosition(epoch: epoch, cursor: assemblePos, batches: batchesMade)
+        if case .ranges = plan { position.pending = pendingRanges(from: assemblePos) }
+        ready.append(Batch(images: images, inputIds: ids, attentionMask: mask, batchSize: b, textLength: length,
+                           imageSize: side, keys: builder.map(\.key), captions: builder.map(\.caption),
+                           samples: builder.map(\.ref), position: position))
+        builder.removeAll(keepingCapacity: true)
+        if let target = batchesPerEpoch, batchesMade >= target { finished = true }
+    }
+
+    func pendingRanges(from p: Int) -> [SampleRange] {
+        var out: [SampleRange] = []
+        for (i, r) in fetchedRanges.enumerated() {
+            let s = fetchedStarts[i]
+            if p >= s + r.count { continue }
+            let skip = max(0, p - s)
+            out.append(SampleRange(shard: r.shard, start: r.start + skip, end: r.end))
+        }
+        return out
+    }
+}

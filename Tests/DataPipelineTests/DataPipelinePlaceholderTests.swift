@@ -1,6 +1,0 @@
-import XCTest
-@testable import DataPipeline
-
-final class DataPipelinePlaceholderTests: XCTestCase {
-    func testTargetLinks() { XCTAssertTrue(true) }
-}
