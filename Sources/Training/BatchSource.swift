@@ -12,6 +12,8 @@ public protocol BatchSource: AnyObject {
     func next() throws -> PretrainBatch?
     /// The position after the last batch returned (JSON).
     func position() -> String?
+    /// Continue from a position saved by `position()` (checkpoint resume).
+    func restore(position: String?) throws
     /// Counters of skipped bad samples, by kind (for logs and metrics).
     var badSampleCounts: [String: Int] { get }
 }
@@ -34,5 +36,6 @@ public final class SyntheticSource: BatchSource {
         return data.batch(rank: rank, step: epoch * iterationsPerEpoch + iteration)
     }
     public func position() -> String? { "{\"epoch\":\(epoch),\"iteration\":\(iteration)}" }
+    public func restore(position: String?) throws {}
     public var badSampleCounts: [String: Int] { [:] }
 }

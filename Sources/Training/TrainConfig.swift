@@ -17,6 +17,8 @@ public struct TrainConfig: Sendable {
     public var schedule = LRSchedule.albef(baseLR: 1e-4, warmupLR: 1e-5, minLR: 1e-5, warmupEpochs: 20, stepSize: 100, epochs: 30)
     public var epochs = 30
     public var alphaRampEpochs = 1
+    /// WordPiece vocabulary (`vocab.txt`, uncased BERT); key `vocab`, default `configs/vocab.txt`.
+    public var vocab: String?
     /// A plain BERT safetensors file (e.g. MiniLM) that initialises `text_encoder.bert` (+ `_m`).
     public var textInit: String?
     /// Path of the file this came from.
@@ -62,6 +64,7 @@ public struct TrainConfig: Sendable {
                 throw ConfigError.wrongType(key: "train_file", expected: "a path or a list of paths", file: path)
             }
         }
+        if let v: String = try r.opt("vocab") { vocab = v.hasPrefix("/") ? v : dir.appendingPathComponent(v).path }
         if let t: String = try r.opt("text_init") { textInit = t.hasPrefix("/") ? t : dir.appendingPathComponent(t).path }
         if let v = try r.section("vit") {
             model.patchSize = try v.opt("patch_size") ?? model.patchSize

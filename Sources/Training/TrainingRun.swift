@@ -52,6 +52,9 @@ public final class TrainingRun {
             let st = try Checkpointer.load(dir, into: trainer)
             epoch = st.epoch
             iteration = st.iteration
+            if st.worldSize == trainer.comm.size, let mine = st.ranks.first(where: { $0.rank == trainer.comm.rank }) {
+                try source.restore(position: mine.dataPosition)
+            }
             if rank0 { print("resumed from \(dir.path): step \(st.step), epoch \(epoch), iteration \(iteration)") }
         } else if options.resume, rank0 {
             print("resume: no checkpoint under \(Checkpointer.directory(options.outputDir).path); starting fresh")

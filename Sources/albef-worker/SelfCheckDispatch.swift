@@ -1,4 +1,5 @@
 import ALBEF
+import DataPipeline
 import Foundation
 
 /// Runs the selfcheck matching the fixture's `kind`.
@@ -17,6 +18,10 @@ func runFixture(directory: URL, weights: String?, report: SelfCheckReport) throw
             throw SelfCheckError.missing("bert-encoder: no weights: pass --weights model.safetensors (scripts/setup unpacks MiniLM into vendor/minilm/)")
         }
         try BertEncoderSelfCheck.run(directory: directory, weights: w, report: report)
+    case "tokenizer":
+        let (lines, passed) = try TokenizerSelfCheck.run(fixtureDirectory: directory)
+        for l in lines { report.note(l) }
+        report.record(name: "tokenizer (pre_caption, tokens, ids, batch ids/masks)", passed: passed)
     default:
         throw SelfCheckError.invalid("unknown fixture kind '\(kind)' (known: albef-pretrain-step, bert-encoder, tokenizer)")
     }

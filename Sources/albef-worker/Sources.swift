@@ -1,11 +1,42 @@
 import ALBEF
+import DataPipeline
+import Distributed
 import Foundation
 import Training
 
-/// Builds this rank's corpus reader (static sharding by rank).
+/// The vocabulary for a config: its `vocab` key, else `vocab.txt` beside the config, else configs/vocab.txt.
+func vocabularyURL(_ cfg: TrainConfig) -> URL {
+    if let v = cfg.vocab { return URL(fileURLWithPath: v) }
+    let beside = URL(fileURLWithPath: cfg.path).deletingLastPathComponent().appendingPathComponent("vocab.txt")
+    if FileManager.default.fileExists(atPath: beside.path) { return beside }
+    return URL(fileURLWithPath: "configs/vocab.txt")
+}
+
+/// A corpus index from an index file or a corpus spec (shards, brace ranges, JSON lists).
+func loadIndex(_ spec: String) throws -> CorpusIndex {
+    if spec.hasSuffix(".json"), let d = FileManager.default.contents(atPath: spec),
+       let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any], o["shards"] != nil {
+        return try CorpusIndex.load(URL(fileURLWithPath: spec))
+    }
+    return try CorpusIndex.build(spec: spec)
+}
+
+/// Builds this rank's corpus reader (static sharding by rank, or leases when `ranges` is given).
 func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize: Int, seed: UInt64, threads: Int,
-                      outputDir: String) throws -> BatchSource {
-    throw TrainingError.data("corpus reading is not wired yet: pass --synthetic N")
+                      outputDir: String, ranges: SampleRangeSource? = nil, iterationsPerEpoch: Int? = nil) throws -> LoaderSource {
+    let spec = corpus ?? config.trainFiles.joined(separator: "::")
+    guard !spec.isEmpty else { throw TrainingError.data("no corpus: pass --corpus (an index from `albef-data index`, shards or ALBEF JSON) or set train_file in \(config.path)") }
+    let index = try loadIndex(spec)
+    let tokenizer = try BertTokenizer(vocabularyURL: vocabularyURL(config))
+    var c = DataLoader.Configuration(batchSize: config.batchSize, imageSize: config.model.imageRes)
+    c.maxTextLength = config.maxLength
+    c.seed = seed
+    c.workers = max(1, threads)
+    try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+    c.quarantineFile = URL(fileURLWithPath: outputDir).appendingPathComponent(String(format: "quarantine_rank%03d.jsonl", rank))
+    c.dropLast = true
+    return try LoaderSource(index: index, tokenizer: tokenizer, configuration: c, rank: rank, worldSize: worldSize, ranges: ranges,
+                            iterationsPerEpoch: iterationsPerEpoch)
 }
 
 /// Coordinator integration (leases, heartbeats, commands).
@@ -14,7 +45,7 @@ protocol RunControl: AnyObject {
     func finish(run: TrainingRun)
 }
 
-func attachCoordinator(_ endpoint: String?, run: TrainingRun, comm: Any, config: TrainConfig) throws -> RunControl? {
+func attachCoordinator(_ endpoint: String?, run: TrainingRun, comm: Communicator, config: TrainConfig) throws -> RunControl? {
     guard endpoint == nil else { throw TrainingError.data("--coordinator is not wired yet") }
     return nil
 }

@@ -77,6 +77,11 @@ public final class SelfCheckReport {
         return c
     }
 
+    /// Records a pass/fail verdict computed elsewhere (exact comparisons).
+    public func record(name: String, passed: Bool) {
+        add(Comparison(name: name, maxAbs: passed ? 0 : 1, maxRel: passed ? 0 : 1, measure: passed ? 0 : 1, tolerance: 0))
+    }
+
     func add(_ c: Comparison) {
         comparisons.append(c)
         if echo { print(c.line) }
