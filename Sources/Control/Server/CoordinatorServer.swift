@@ -1,0 +1,167 @@
+import CZMQ
+import Foundation
+
+/// The coordinator process: a ZeroMQ ROUTER loop around ``CoordinatorState``.
+///
+/// Each turn waits for messages (up to `pollInterval`), handles every queued frame, ticks the
+/// heartbeat clock, saves a snapshot if a durable change happened (group commit: one fsync per
+/// turn, before any reply of that turn leaves), then sends the replies. Undecodable, oversized or
+/// unauthenticated frames are counted and answered with an error; they never change the state.
+public final class CoordinatorServer: @unchecked Sendable {
+    /// Transport settings.
+    public struct Options: Sendable {
+        /// Endpoint to bind (`tcp://*:5555`, `tcp://127.0.0.1:*`).
+        public var bind: String
+        /// CURVE server keypair; nil for plain TCP (then use a job token).
+        public var curve: CurveKeyPair?
+        /// Longest wait for a message before ticking the clock.
+        public var pollInterval: Double = 0.05
+        /// Soft changes (heartbeats, metrics) are saved at most this often.
+        public var softSnapshotInterval: Double = 2
+        /// Once the job is stopped or done, keep answering status this long, then return from `run`.
+        public var lingerAfterFinish: Double? = nil
+        /// Polled every turn; true makes `run` return (e.g. set by a signal handler).
+        public var shouldStop: (@Sendable () -> Bool)? = nil
+        public init(bind: String, curve: CurveKeyPair? = nil) {
+            self.bind = bind
+            self.curve = curve
+        }
+    }
+
+    public let options: Options
+    public let store: SnapshotStore?
+    /// The endpoint actually bound (ephemeral ports resolved).
+    public let endpoint: String
+    private let context: ZMQContext
+    private let socket: ZMQSocket
+    private let lock = NSLock()
+    private var _state: CoordinatorState
+    private var stopRequested = false
+    private var savedDurable: UInt64
+    private var savedSoft: UInt64
+    private var lastSave: Double = 0
+    /// Frames received (for benchmarks).
+    public private(set) var framesHandled: UInt64 = 0
+    private let clock: @Sendable () -> Double
+
+    /// A copy of the current state (thread-safe).
+    public var state: CoordinatorState { lock.withLock { _state } }
+
+    /// Binds the ROUTER socket. `state` is typically from ``openState(config:index:store:)``.
+    public init(state: CoordinatorState, store: SnapshotStore?, options: Options,
+                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) throws {
+        self.options = options
+        self.store = store
+        self.clock = clock
+        _state = state
+        savedDurable = state.durableVersion
+        savedSoft = state.softVersion
+        context = try ZMQContext()
+        socket = try ZMQSocket(context: context, kind: .router)
+        try socket.setOption(ZMQ_MAXMSGSIZE, int64: Int64(Envelope.maxWireSize))
+        try socket.setOption(ZMQ_ROUTER_HANDOVER, Int32(1))
+        try socket.setOption(ZMQ_SNDHWM, Int32(10_000))
+        try socket.setOption(ZMQ_RCVHWM, Int32(10_000))
+        if let curve = options.curve { try socket.makeCurveServer(secretKey: curve.secretKey) }
+        try socket.bind(options.bind)
+        endpoint = try socket.lastEndpoint
+        _state.resumeAfterRestart(now: clock())
+    }
+
+    /// Loads the job's snapshot from `store` if there is one (checking it is the same job and corpus),
+    /// else starts a new state.
+    public static func openState(config: CoordinatorConfig, index: CorpusIndex, store: SnapshotStore?) throws -> CoordinatorState {
+        let fresh = CoordinatorState(config: config, index: index)
+        guard let store, let saved = try store.load() else { return fresh }
+        if saved.config.jobId != config.jobId {
+            throw CoordinatorError.snapshotMismatch(path: store.url.path, reason: "it holds job \"\(saved.config.jobId)\", not \"\(config.jobId)\"")
+        }
+        if saved.corpusFingerprint != fresh.corpusFingerprint || saved.shardPaths != fresh.shardPaths {
+            throw CoordinatorError.snapshotMismatch(path: store.url.path, reason: "the corpus index changed (\(saved.corpusFingerprint) -> \(fresh.corpusFingerprint))")
+        }
+        return saved
+    }
+
+    /// Asks `run` to return after its current turn (thread-safe).
+    public func stop() { lock.withLock { stopRequested = true } }
+
+    /// Serves until ``stop()`` (or, with `lingerAfterFinish`, until the job has finished).
+    public func run() throws {
+        var finishedAt: Double?
+        while !lock.withLock({ stopRequested }) && options.shouldStop?() != true {
+            try turn()
+            if let linger = options.lingerAfterFinish {
+                let st = state.jobState
+                if st == .stopped || st == .done {
+                    let now = clock()
+                    if finishedAt == nil { finishedAt = now }
+                    if let f = finishedAt, now - f >= linger { break }
+                }
+            }
+        }
+        try saveIfNeeded(force: true)
+    }
+
+    /// Runs ``run()`` on a new thread (for tests and the benchmark).
+    @discardableResult
+    public func startInBackground() -> Thread {
+        let thread = Thread { [self] in
+            do { try self.run() } catch { FileHandle.standardError.write(Data("albef-coord: \(error)\n".utf8)) }
+        }
+        thread.stackSize = 4 << 20
+        thread.start()
+        return thread
+    }
+
+    /// One loop iteration: receive, handle, tick, save, reply.
+    public func turn() throws {
+        var out: [Outgoing] = []
+        if try socket.waitReadable(timeoutMs: Int(options.pollInterval * 1000)) {
+            var n = 0
+            while n < 4096, let frames = try socket.receive(dontWait: true) {
+                n += 1
+                out += handleFrames(frames)
+            }
+        }
+        let now = clock()
+        lock.withLock { out += _state.tick(now: now) }
+        try saveIfNeeded(force: false)
+        for o in out {
+            _ = try? socket.send([o.peer.id, o.envelope.encoded()], dontWait: true)
+        }
+    }
+
+    private func handleFrames(_ frames: [[UInt8]]) -> [Outgoing] {
+        framesHandled &+= 1
+        guard frames.count >= 2 else { return [] }
+        let peer = Peer(frames[0])
+        let payloadFrames = frames.dropFirst().filter { !$0.isEmpty }
+        let now = clock()
+        return lock.withLock {
+            guard payloadFrames.count == 1, let payload = payloadFrames.first else {
+                return _state.handleUndecodable(from: peer, reason: "expected one non-empty payload frame, got \(frames.count - 1) frames")
+            }
+            do {
+                let env = try Envelope(decoding: payload)
+                return _state.handle(env, from: peer, now: now)
+            } catch {
+                return _state.handleUndecodable(from: peer, reason: "\(error)")
+            }
+        }
+    }
+
+    private func saveIfNeeded(force: Bool) throws {
+        guard let store else { return }
+        let (snapshot, durable, soft): (CoordinatorState?, UInt64, UInt64) = lock.withLock {
+            let d = _state.durableVersion, s = _state.softVersion
+            let softDue = s != savedSoft && clock() - lastSave >= options.softSnapshotInterval
+            if d != savedDurable || softDue || (force && s != savedSoft) { return (_state, d, s) }
+            return (nil, d, s)
+        }
+        guard let snapshot else { return }
+        try store.save(snapshot)
+        savedDurable = durable
+        savedSoft = soft
+        lastSave = clock()
+    }
+}
