@@ -53,6 +53,11 @@ public final class CoordinatorClient: @unchecked Sendable {
     private var outbox: [Body] = []
     private var leaseQueue: [Lease] = []
     private var highestLeaseId: UInt64 = 0
+    /// Returns sent but not yet confirmed (a grant no longer lists the lease): resent when a grant
+    /// still lists it, e.g. because the coordinator restarted before handling the return.
+    private var unconfirmedReturns: [UInt64: LeaseReturn] = [:]
+    /// How many grants listed a lease after we returned it (one may cross the return in flight).
+    private var lastGrantSawReturn: [UInt64: Int] = [:]
     private var commands: [Command] = []
     private var lastCommandId: UInt64 = 0
     private var _registration: RegistrationReply?
@@ -171,7 +176,11 @@ public final class CoordinatorClient: @unchecked Sendable {
 
     /// Gives a lease back having used its first `consumed` samples; the rest is re-issued.
     public func returnLease(_ lease: Lease, consumed: UInt64) {
-        enqueue(.leaseReturn(LeaseReturn(leaseId: lease.id, consumed: min(consumed, lease.count))))
+        let r = LeaseReturn(leaseId: lease.id, consumed: min(consumed, lease.count))
+        lock.withLock {
+            unconfirmedReturns[lease.id] = r
+            outbox.append(.leaseReturn(r))
+        }
     }
 
     /// Rank 0, once a checkpoint is durable: records every rank's data position in the ledger.
@@ -258,9 +267,23 @@ public final class CoordinatorClient: @unchecked Sendable {
                 _jobState = r.jobState
                 leaseRequestWanted = true
             case .leaseGrant(let g):
+                let listed = Set(g.leases.map(\.id))
                 for lease in g.leases where lease.id > highestLeaseId {
                     leaseQueue.append(lease)
                     highestLeaseId = lease.id
+                }
+                // A grant lists every lease the coordinator thinks we hold: returns it no longer
+                // lists are confirmed; ones it still lists were lost (resend them, idempotently).
+                for (id, r) in unconfirmedReturns {
+                    if listed.contains(id) {
+                        if lastGrantSawReturn[id, default: 0] >= 1 {
+                            outbox.append(.leaseReturn(r))
+                        }
+                        lastGrantSawReturn[id, default: 0] += 1
+                    } else if id <= highestLeaseId {
+                        unconfirmedReturns[id] = nil
+                        lastGrantSawReturn[id] = nil
+                    }
                 }
                 _exhausted = g.exhausted
             case .heartbeatReply(let h):

@@ -82,6 +82,9 @@ public final class CoordinatorServer: @unchecked Sendable {
         return saved
     }
 
+    /// Closes the ROUTER socket (after `run` has returned); the port is released shortly after.
+    public func close() { socket.close() }
+
     /// Asks `run` to return after its current turn (thread-safe).
     public func stop() { lock.withLock { stopRequested = true } }
 
