@@ -61,7 +61,8 @@ struct Serve: ParsableCommand {
             let server = try CoordinatorServer(state: state, store: store, options: options)
             signal(SIGINT) { _ in stopSignalled = 1 }
             signal(SIGTERM) { _ in stopSignalled = 1 }
-            print("albef-coord: serving job \(jobId) (\(state.jobState.name), \(index.shards.count) shards, \(index.totalSamples) samples/epoch) on \(server.endpoint), state in \(stateDir)")
+            print("albef-coord: serving job \(jobId) (\(state.jobState.name), \(index.shards.count) shards, \(index.totalSamples) samples/epoch), state in \(stateDir)")
+            print("albef-coord: listening \(server.endpoint)")
             fflush(stdout)
             try server.run()
             print("albef-coord: job \(jobId) \(server.state.jobState.name); exiting")
