@@ -10,6 +10,8 @@ struct Bench: ParsableCommand {
                                                     shouldDisplay: false)
     @Option var ranks = 256
     @Option var seconds = 5.0
+    @Option(help: "Offered load (messages/s) while measuring status latency.")
+    var rate = 5000.0
     @Option(name: .customLong("state-dir"), help: "Snapshot directory (default: a temp dir).")
     var stateDir: String?
 
@@ -51,25 +53,11 @@ struct Bench: ParsableCommand {
         Thread.sleep(forTimeInterval: 0.3)
         try drain()
 
-        // Status latency probe on its own thread.
-        let latencies = LatencyBox()
-        let probe = Thread {
-            let requester = ControlRequester(endpoint: server.endpoint, auth: .token("t"), jobId: "bench", timeout: 3)
-            let probeContext = try? ZMQContext()
-            while !latencies.done {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                if (try? requester.request(.statusRequest, context: probeContext)) != nil {
-                    latencies.add(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-                }
-                Thread.sleep(forTimeInterval: 0.01)
-            }
-        }
-        probe.start()
-
-        let start = Date()
-        let framesBefore = server.framesHandled
+        // Phase 1: saturation (every rank as fast as the loop goes) -> messages/s.
+        // Phase 2: a paced heavy load (`--rate` messages/s over all ranks) while a tool asks for
+        // status on its own connection every 10 ms -> status latency.
         var round: UInt64 = 0
-        while Date().timeIntervalSince(start) < seconds {
+        func sendRound() throws {
             round += 1
             for r in 0..<ranks {
                 try send(r, .heartbeat(Heartbeat(step: round, stepSeconds: 0.1)))
@@ -82,17 +70,66 @@ struct Bench: ParsableCommand {
                     }
                 }
             }
+        }
+        let saturation = seconds / 2
+        var start = Date()
+        let framesBefore = server.framesHandled
+        while Date().timeIntervalSince(start) < saturation {
+            try sendRound()
             try drain()
-            Thread.sleep(forTimeInterval: 0.002)
+            Thread.sleep(forTimeInterval: 0.001)
         }
         let elapsed = Date().timeIntervalSince(start)
         let frames = server.framesHandled - framesBefore
+        let msgs = Double(frames) / elapsed
+        // Let the backlog of phase 1 drain before measuring latency.
+        var last = server.framesHandled
+        repeat {
+            last = server.framesHandled
+            Thread.sleep(forTimeInterval: 0.2)
+            try drain()
+        } while server.framesHandled != last
+
+        let latencies = LatencyBox()
+        let endpoint = server.endpoint
+        let probe = Thread {
+            guard let probeContext = try? ZMQContext(), let socket = try? ZMQSocket(context: probeContext, kind: .dealer),
+                  (try? socket.connect(endpoint)) != nil else { return }
+            var seq: UInt64 = 0
+            while !latencies.done {
+                seq += 1
+                let env = Envelope(jobId: "bench", authToken: "t", seq: seq, rank: -1, body: .statusRequest)
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                guard (try? socket.send([env.encoded()])) == true else { break }
+                while (try? socket.waitReadable(timeoutMs: 3000)) == true, let frames = try? socket.receive(dontWait: true) {
+                    if let reply = frames.last.flatMap({ try? Envelope(decoding: $0) }), reply.replyTo == seq {
+                        latencies.add(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+                        break
+                    }
+                }
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+        }
+        probe.start()
+        let perRound = Double(ranks) * 1.25
+        let interval = perRound / rate
+        start = Date()
+        let pacedBefore = server.framesHandled
+        var next = Date()
+        while Date().timeIntervalSince(start) < seconds - saturation {
+            try sendRound()
+            try drain()
+            next = next.addingTimeInterval(interval)
+            let wait = next.timeIntervalSinceNow
+            if wait > 0 { Thread.sleep(forTimeInterval: wait) }
+        }
+        let pacedRate = Double(server.framesHandled - pacedBefore) / Date().timeIntervalSince(start)
         latencies.done = true
         while !probe.isFinished { usleep(1000) }
         let sorted = latencies.values.sorted()
         func pct(_ p: Double) -> Double { sorted.isEmpty ? -1 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        let msgs = Double(frames) / elapsed
-        print(String(format: "bench: %d ranks, %.1f s, %llu frames handled, %d status probes", ranks, elapsed, frames, sorted.count))
+        print(String(format: "bench: %d ranks; saturation: %llu frames in %.1f s; paced load: %.0f msgs/s with %d status probes",
+                     ranks, frames, elapsed, pacedRate, sorted.count))
         print(String(format: "coord: msgs_s=%.0f status_p50_ms=%.2f status_p99_ms=%.2f", msgs, pct(0.5), pct(0.99)))
     }
 }

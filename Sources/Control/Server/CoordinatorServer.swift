@@ -3,9 +3,11 @@ import Foundation
 
 /// The coordinator process: a ZeroMQ ROUTER loop around ``CoordinatorState``.
 ///
-/// Each turn waits for messages (up to `pollInterval`), handles every queued frame, ticks the
-/// heartbeat clock, saves a snapshot if a durable change happened (group commit: one fsync per
-/// turn, before any reply of that turn leaves), then sends the replies. Undecodable, oversized or
+/// Each turn waits for messages (up to `pollInterval`), handles a bounded batch of frames, ticks
+/// the heartbeat clock and, if a durable change happened, hands a copy of the state to the
+/// snapshot writer thread (group commit). A reply leaves only once the state it depends on is on
+/// disk (status and error replies, which change nothing, leave at once), so a coordinator crash
+/// can never un-grant a lease a rank has seen. Undecodable, oversized or
 /// unauthenticated frames are counted and answered with an error; they never change the state.
 public final class CoordinatorServer: @unchecked Sendable {
     /// Transport settings.
@@ -16,6 +18,10 @@ public final class CoordinatorServer: @unchecked Sendable {
         public var curve: CurveKeyPair?
         /// Longest wait for a message before ticking the clock.
         public var pollInterval: Double = 0.05
+        /// Frames handled per turn (bounds how long a status request waits behind others).
+        public var maxBatch = 64
+        /// Least time between two snapshot writes (bursts coalesce).
+        public var minSnapshotInterval: Double = 0.02
         /// Soft changes (heartbeats, metrics) are saved at most this often.
         public var softSnapshotInterval: Double = 2
         /// Once the job is stopped or done, keep answering status this long, then return from `run`.
@@ -37,9 +43,12 @@ public final class CoordinatorServer: @unchecked Sendable {
     private let lock = NSLock()
     private var _state: CoordinatorState
     private var stopRequested = false
-    private var savedDurable: UInt64
-    private var savedSoft: UInt64
-    private var lastSave: Double = 0
+    private let writer: SnapshotWriter?
+    private var submittedDurable: UInt64
+    private var submittedSoft: UInt64
+    private var lastSubmit: Double = 0
+    /// Replies waiting until the durable version they depend on is on disk.
+    private var held: [(Outgoing, UInt64)] = []
     /// Frames received (for benchmarks).
     public private(set) var framesHandled: UInt64 = 0
     private let clock: @Sendable () -> Double
@@ -54,8 +63,9 @@ public final class CoordinatorServer: @unchecked Sendable {
         self.store = store
         self.clock = clock
         _state = state
-        savedDurable = state.durableVersion
-        savedSoft = state.softVersion
+        submittedDurable = state.durableVersion
+        submittedSoft = state.softVersion
+        writer = store.map { SnapshotWriter(store: $0, savedVersion: state.durableVersion, minInterval: options.minSnapshotInterval) }
         context = try ZMQContext()
         socket = try ZMQSocket(context: context, kind: .router)
         try socket.setOption(ZMQ_MAXMSGSIZE, int64: Int64(Envelope.maxWireSize))
@@ -89,8 +99,10 @@ public final class CoordinatorServer: @unchecked Sendable {
     public func stop() { lock.withLock { stopRequested = true } }
 
     /// Serves until ``stop()`` (or, with `lingerAfterFinish`, until the job has finished).
+    /// Returns after the last snapshot is on disk and every held reply was sent.
     public func run() throws {
         var finishedAt: Double?
+        defer { writer?.finish() }
         while !lock.withLock({ stopRequested }) && options.shouldStop?() != true {
             try turn()
             if let linger = options.lingerAfterFinish {
@@ -102,7 +114,10 @@ public final class CoordinatorServer: @unchecked Sendable {
                 }
             }
         }
-        try saveIfNeeded(force: true)
+        submitSnapshot(force: true)
+        writer?.finish()
+        if let error = writer?.error { throw error }
+        releaseHeld()
     }
 
     /// Runs ``run()`` on a new thread (for tests and the benchmark).
@@ -116,22 +131,63 @@ public final class CoordinatorServer: @unchecked Sendable {
         return thread
     }
 
-    /// One loop iteration: receive, handle, tick, save, reply.
+    /// One loop iteration: receive a bounded batch, handle it, tick, hand a snapshot to the
+    /// writer, send the replies whose state is durable (status and errors need no durability).
     public func turn() throws {
+        if let error = writer?.error { throw error }
         var out: [Outgoing] = []
-        if try socket.waitReadable(timeoutMs: Int(options.pollInterval * 1000)) {
+        let timeout = held.isEmpty ? Int(options.pollInterval * 1000) : 1
+        if try socket.waitReadable(timeoutMs: timeout) {
             var n = 0
-            while n < 4096, let frames = try socket.receive(dontWait: true) {
+            while n < options.maxBatch, let frames = try socket.receive(dontWait: true) {
                 n += 1
                 out += handleFrames(frames)
             }
         }
         let now = clock()
-        lock.withLock { out += _state.tick(now: now) }
-        try saveIfNeeded(force: false)
-        for o in out {
-            _ = try? socket.send([o.peer.id, o.envelope.encoded()], dontWait: true)
+        let durable: UInt64 = lock.withLock {
+            out += _state.tick(now: now)
+            return _state.durableVersion
         }
+        submitSnapshot(force: false)
+        for o in out {
+            switch o.envelope.body {
+            case .statusReply?, .error?: send(o)
+            default:
+                if writer == nil { send(o) } else { held.append((o, durable)) }
+            }
+        }
+        releaseHeld()
+    }
+
+    private func send(_ o: Outgoing) {
+        _ = try? socket.send([o.peer.id, o.envelope.encoded()], dontWait: true)
+    }
+
+    private func releaseHeld() {
+        guard let writer, !held.isEmpty else { return }
+        let saved = writer.savedVersion
+        var keep: [(Outgoing, UInt64)] = []
+        for (o, version) in held {
+            if version <= saved { send(o) } else { keep.append((o, version)) }
+        }
+        held = keep
+    }
+
+    private func submitSnapshot(force: Bool) {
+        guard let writer else { return }
+        let now = clock()
+        let snapshot: CoordinatorState? = lock.withLock {
+            let d = _state.durableVersion, s = _state.softVersion
+            let softDue = s != submittedSoft && (force || now - lastSubmit >= options.softSnapshotInterval)
+            guard d != submittedDurable || softDue else { return nil }
+            submittedDurable = d
+            submittedSoft = s
+            return _state
+        }
+        guard let snapshot else { return }
+        lastSubmit = now
+        writer.submit(snapshot, version: snapshot.durableVersion)
     }
 
     private func handleFrames(_ frames: [[UInt8]]) -> [Outgoing] {
@@ -151,20 +207,5 @@ public final class CoordinatorServer: @unchecked Sendable {
                 return _state.handleUndecodable(from: peer, reason: "\(error)")
             }
         }
-    }
-
-    private func saveIfNeeded(force: Bool) throws {
-        guard let store else { return }
-        let (snapshot, durable, soft): (CoordinatorState?, UInt64, UInt64) = lock.withLock {
-            let d = _state.durableVersion, s = _state.softVersion
-            let softDue = s != savedSoft && clock() - lastSave >= options.softSnapshotInterval
-            if d != savedDurable || softDue || (force && s != savedSoft) { return (_state, d, s) }
-            return (nil, d, s)
-        }
-        guard let snapshot else { return }
-        try store.save(snapshot)
-        savedDurable = durable
-        savedSoft = soft
-        lastSave = clock()
     }
 }
