@@ -159,3 +159,18 @@ final class LiveCoordinatorTests: XCTestCase {
                              "plain TCP cannot talk to a CURVE coordinator")
     }
 }
+
+extension LiveCoordinatorTests {
+    /// Dropping the last reference to a client ends its thread (no explicit close needed).
+    func testClientDeinitStopsItsThread() throws {
+        weak var weakClient: CoordinatorClient?
+        do {
+            let c = try CoordinatorClient(endpoint: "tcp://127.0.0.1:1", rank: 0, worldSize: 1, jobId: "x")
+            c.register()
+            c.sendHeartbeat(step: 1)
+            weakClient = c
+            usleep(20_000)
+        }
+        XCTAssertTrue(Self.eventually(2) { weakClient == nil }, "the client was not released")
+    }
+}

@@ -93,7 +93,12 @@ public final class CoordinatorClient: @unchecked Sendable {
         try socket.setOption(ZMQ_RECONNECT_IVL_MAX, Int32(1000))
         try auth.configure(socket)
         try socket.connect(endpoint)
-        let t = Thread { [weak self] in self?.loop() }
+        // The thread holds the client only during one iteration, so dropping the last reference
+        // ends the thread (deinit → close) even without an explicit close().
+        let t = Thread { [weak self] in
+            var loop = LoopState()
+            while let client = self, client.iterate(&loop) {}
+        }
         t.name = "albef-coord-client"
         thread = t
         t.start()
@@ -104,8 +109,8 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// Stops the background thread (queued messages are sent first, best effort).
     public func close() {
         lock.withLock { closed = true }
-        while let t = thread, !t.isFinished { usleep(1000) }
-        thread = nil
+        guard let t = thread, t !== Thread.current else { return }
+        while !t.isFinished { usleep(1000) }
     }
 
     // MARK: - Calls (all non-blocking)
@@ -207,55 +212,61 @@ public final class CoordinatorClient: @unchecked Sendable {
         lock.withLock { outbox.append(body) }
     }
 
-    private func loop() {
+    /// What the background thread remembers between iterations.
+    private struct LoopState {
         var seq: UInt64 = 0
         var lastRegistrationSent = -Double.infinity
         var lastLeaseRequest = -Double.infinity
         var pendingRegistration: Body?
-        func send(_ body: Body) {
-            seq += 1
-            let env = Envelope(jobId: jobId, authToken: auth.token, seq: seq, rank: rank, body: body)
-            if (try? socket.send([env.encoded()], dontWait: true)) == true {
-                lock.withLock { _messagesSent += 1 }
+    }
+
+    private func send(_ body: Body, _ loop: inout LoopState) {
+        loop.seq += 1
+        let env = Envelope(jobId: jobId, authToken: auth.token, seq: loop.seq, rank: rank, body: body)
+        if (try? socket.send([env.encoded()], dontWait: true)) == true {
+            lock.withLock { _messagesSent += 1 }
+        }
+    }
+
+    /// One turn of the background thread: send what was queued, register / top up leases when
+    /// due, wait up to `pollInterval` for replies and apply them. Returns false once closed.
+    private func iterate(_ loop: inout LoopState) -> Bool {
+        let (batch, isClosed) = lock.withLock { () -> ([Body], Bool) in
+            defer { outbox.removeAll(keepingCapacity: true) }
+            return (outbox, closed)
+        }
+        let now = Date().timeIntervalSince1970
+        for body in batch {
+            if case .registration = body {
+                loop.pendingRegistration = body
+                loop.lastRegistrationSent = now
+            }
+            send(body, &loop)
+        }
+        if isClosed { return false }
+        let registered = lock.withLock { _registration != nil }
+        if !registered, let reg = loop.pendingRegistration, now - loop.lastRegistrationSent > 1.0 {
+            send(reg, &loop)
+            loop.lastRegistrationSent = now
+        }
+        let last = loop.lastLeaseRequest
+        let wantLeases = lock.withLock { () -> Bool in
+            registered && !_exhausted && leaseQueue.count < Int(prefetch) && (leaseRequestWanted || now - last > 2.0)
+        }
+        if wantLeases && now - loop.lastLeaseRequest > 0.05 {
+            send(.leaseRequest(LeaseRequest(want: prefetch)), &loop)
+            loop.lastLeaseRequest = now
+            lock.withLock { leaseRequestWanted = false }
+        }
+        guard (try? socket.waitReadable(timeoutMs: Int(pollInterval * 1000))) == true else { return true }
+        while let frames = try? socket.receive(dontWait: true), let payload = frames.last {
+            guard let env = try? Envelope(decoding: payload), let body = env.body else { continue }
+            if handle(body), let reg = loop.pendingRegistration {
+                send(reg, &loop)
+                loop.lastRegistrationSent = Date().timeIntervalSince1970
             }
         }
-        while true {
-            let (batch, isClosed) = lock.withLock { () -> ([Body], Bool) in
-                defer { outbox.removeAll(keepingCapacity: true) }
-                return (outbox, closed)
-            }
-            let now = Date().timeIntervalSince1970
-            for body in batch {
-                if case .registration = body {
-                    pendingRegistration = body
-                    lastRegistrationSent = now
-                }
-                send(body)
-            }
-            if isClosed { return }
-            let registered = lock.withLock { _registration != nil }
-            if !registered, let reg = pendingRegistration, now - lastRegistrationSent > 1.0 {
-                send(reg)
-                lastRegistrationSent = now
-            }
-            let wantLeases = lock.withLock { () -> Bool in
-                registered && !_exhausted && leaseQueue.count < Int(prefetch)
-                    && (leaseRequestWanted || now - lastLeaseRequest > 2.0)
-            }
-            if wantLeases && now - lastLeaseRequest > 0.05 {
-                send(.leaseRequest(LeaseRequest(want: prefetch)))
-                lastLeaseRequest = now
-                lock.withLock { leaseRequestWanted = false }
-            }
-            guard (try? socket.waitReadable(timeoutMs: Int(pollInterval * 1000))) == true else { continue }
-            while let frames = try? socket.receive(dontWait: true), let payload = frames.last {
-                guard let env = try? Envelope(decoding: payload), let body = env.body else { continue }
-                if handle(body), let reg = pendingRegistration {
-                    send(reg)
-                    lastRegistrationSent = Date().timeIntervalSince1970
-                }
-            }
-        }
+        return true
     }
 
     /// Applies one reply; returns true when we must register again.
