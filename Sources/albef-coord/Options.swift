@@ -20,8 +20,8 @@ struct ConnectionOptions: ParsableArguments {
 
     func auth() throws -> ClientAuth {
         if let dir = curveKeys {
-            let keys = try CurveKeyFiles.load(from: URL(fileURLWithPath: dir))
-            return .curve(serverKey: keys.server.publicKey, client: keys.client)
+            let keys = try CurveKeyFiles.loadClient(from: URL(fileURLWithPath: dir))
+            return .curve(serverKey: keys.serverKey, client: keys.client)
         }
         return token.map { .token($0) } ?? ClientAuth.none
     }

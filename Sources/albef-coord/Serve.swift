@@ -30,7 +30,7 @@ struct Serve: ParsableCommand {
     var epochs: UInt32 = 1
     @Option(help: "Job token required in every message.")
     var token: String?
-    @Option(name: .customLong("curve-keys"), help: "Directory with server.key/server.pub from `albef-coord keygen` (enables CURVE).")
+    @Option(name: .customLong("curve-keys"), help: "Directory from `albef-coord keygen` (enables CURVE): server.key, server.pub, and the admitted client.pub (+ clients/*.pub).")
     var curveKeys: String?
     @Option(help: "Seconds to keep answering status after the job stopped or finished (then exit).")
     var linger: Double = 2
@@ -55,7 +55,11 @@ struct Serve: ParsableCommand {
             let store = SnapshotStore(directory: URL(fileURLWithPath: stateDir))
             let state = try CoordinatorServer.openState(config: config, index: index, store: store)
             var options = CoordinatorServer.Options(bind: bind)
-            if let dir = curveKeys { options.curve = try CurveKeyFiles.load(from: URL(fileURLWithPath: dir)).server }
+            if let dir = curveKeys {
+                let keys = try CurveKeyFiles.loadServer(from: URL(fileURLWithPath: dir))
+                options.curve = keys.server
+                options.allowedClients = keys.allowedClients
+            }
             options.lingerAfterFinish = linger
             options.shouldStop = { stopSignalled != 0 }
             let server = try CoordinatorServer(state: state, store: store, options: options)

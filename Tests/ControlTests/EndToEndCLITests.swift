@@ -112,7 +112,38 @@ final class EndToEndCLITests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let keys = try CurveKeyFiles.load(from: dir)
         XCTAssertNotEqual(keys.server.publicKey, keys.client.publicKey)
+        XCTAssertEqual(try CurveKeyFiles.loadClient(from: dir).serverKey, keys.server.publicKey)
         let attributes = try FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("server.key").path)
         XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
+    }
+
+    func testCurveServeStatusStopViaCLI() throws {
+        let dir = Fixtures.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keys = dir.appendingPathComponent("keys").path
+        XCTAssertEqual(try runProcess(binary, ["keygen", "--out", keys]).status, 0)
+        let indexURL = dir.appendingPathComponent("index.json")
+        try JSONEncoder().encode(Fixtures.index([40])).write(to: indexURL)
+        let serve = Process()
+        serve.executableURL = URL(fileURLWithPath: binary)
+        serve.arguments = ["serve", "--corpus", indexURL.path, "--bind", "tcp://127.0.0.1:*", "--state-dir", dir.appendingPathComponent("state").path,
+                           "--job-id", "curve-e2e", "--curve-keys", keys, "--linger", "0"]
+        let out = Pipe()
+        serve.standardOutput = out
+        try serve.run()
+        defer { if serve.isRunning { serve.terminate() } }
+        let banner = try XCTUnwrap(readLine(containing: "albef-coord: listening ", from: out, timeout: 10))
+        let ep = String(banner.dropFirst("albef-coord: listening ".count))
+        let ok = try runProcess(binary, ["status", "--endpoint", ep, "--curve-keys", keys, "--json"], timeout: 10)
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertTrue(ok.stdout.contains("\"job_id\" : \"curve-e2e\""), ok.stdout)
+        let plain = try runProcess(binary, ["status", "--endpoint", ep, "--timeout", "0.5"], timeout: 10)
+        XCTAssertNotEqual(plain.status, 0, "a client without the keys gets no answer")
+        let stop = try runProcess(binary, ["stop", "--endpoint", ep, "--curve-keys", keys], timeout: 10)
+        XCTAssertEqual(stop.status, 0, stop.stderr)
+        XCTAssertTrue(stop.stdout.contains("job stopped"), stop.stdout)
+        let deadline = Date().addingTimeInterval(10)
+        while serve.isRunning && Date() < deadline { usleep(10_000) }
+        XCTAssertFalse(serve.isRunning)
     }
 }

@@ -5,9 +5,10 @@ import XCTest
 /// The coordinator over real ZeroMQ sockets on loopback: clients, restart, authentication.
 final class LiveCoordinatorTests: XCTestCase {
     static func start(_ config: CoordinatorConfig, _ index: CorpusIndex, store: SnapshotStore? = nil,
-                      bind: String = "tcp://127.0.0.1:*", curve: CurveKeyPair? = nil) throws -> (CoordinatorServer, Thread) {
+                      bind: String = "tcp://127.0.0.1:*", curve: CurveKeyPair? = nil, allowedClients: [String]? = nil) throws -> (CoordinatorServer, Thread) {
         let state = try CoordinatorServer.openState(config: config, index: index, store: store)
         var options = CoordinatorServer.Options(bind: bind, curve: curve)
+        options.allowedClients = allowedClients
         options.pollInterval = 0.01
         let server = try CoordinatorServer(state: state, store: store, options: options)
         return (server, server.startInBackground())
@@ -151,12 +152,19 @@ final class LiveCoordinatorTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let keys = try CurveKeyFiles.generate(into: dir)
         let config = CoordinatorConfig(jobId: "curve", worldSize: 1)
-        let (server, thread) = try Self.start(config, Fixtures.index([10]), curve: keys.server)
+        let admitted = try CurveKeyFiles.loadServer(from: dir)
+        XCTAssertEqual(admitted.allowedClients, [keys.client.publicKey])
+        let (server, thread) = try Self.start(config, Fixtures.index([10]), curve: admitted.server, allowedClients: admitted.allowedClients)
         defer { Self.shutdown(server, thread) }
         let auth = ClientAuth.curve(serverKey: keys.server.publicKey, client: keys.client)
         XCTAssertEqual(try ControlRequester(endpoint: server.endpoint, auth: auth, timeout: 3).status().jobId, "curve")
         XCTAssertThrowsError(try ControlRequester(endpoint: server.endpoint, auth: .none, timeout: 0.5).status(),
                              "plain TCP cannot talk to a CURVE coordinator")
+        // A well-formed CURVE client whose key was not admitted is refused by the ZAP handler.
+        let stranger = ClientAuth.curve(serverKey: keys.server.publicKey, client: try CurveKeyPair.generate())
+        XCTAssertThrowsError(try ControlRequester(endpoint: server.endpoint, auth: stranger, timeout: 0.5).status())
+        XCTAssertGreaterThan(server.refusedConnections, 0)
+        XCTAssertGreaterThan(try ControlRequester(endpoint: server.endpoint, auth: auth, timeout: 3).status().droppedMessages, 0)
     }
 }
 

@@ -138,6 +138,11 @@ public struct CoordinatorState: Codable, Sendable {
         return [Outgoing(peer: peer, envelope: makeEnvelope(replyTo: 0, .error(ControlError(code: .malformed, message: reason))))]
     }
 
+    /// Counts a connection the transport refused (e.g. a CURVE key not admitted).
+    public mutating func noteRefusedConnection() {
+        droppedMessages &+= 1
+    }
+
     /// Time passes: ranks silent past the heartbeat timeout are marked lost, which fails the job at
     /// its last committed checkpoint (or ends a stopping job).
     public mutating func tick(now: Double) -> [Outgoing] {

@@ -16,6 +16,9 @@ public final class CoordinatorServer: @unchecked Sendable {
         public var bind: String
         /// CURVE server keypair; nil for plain TCP (then use a job token).
         public var curve: CurveKeyPair?
+        /// With CURVE: the client public keys (Z85) admitted by the ZAP handler; nil admits any
+        /// client that knows the server's public key.
+        public var allowedClients: [String]?
         /// Longest wait for a message before ticking the clock.
         public var pollInterval: Double = 0.05
         /// Frames handled per turn (bounds how long a status request waits behind others).
@@ -40,6 +43,10 @@ public final class CoordinatorServer: @unchecked Sendable {
     public let endpoint: String
     private let context: ZMQContext
     private let socket: ZMQSocket
+    /// ZeroMQ authentication (ZAP) handler socket when CURVE clients are restricted.
+    private let zap: ZMQSocket?
+    /// Connections refused by the ZAP handler.
+    public private(set) var refusedConnections: UInt64 = 0
     private let lock = NSLock()
     private var _state: CoordinatorState
     private var stopRequested = false
@@ -67,6 +74,13 @@ public final class CoordinatorServer: @unchecked Sendable {
         submittedSoft = state.softVersion
         writer = store.map { SnapshotWriter(store: $0, savedVersion: state.durableVersion, minInterval: options.minSnapshotInterval) }
         context = try ZMQContext()
+        if options.curve != nil, options.allowedClients != nil {
+            let handler = try ZMQSocket(context: context, kind: .rep)
+            try handler.bind("inproc://zeromq.zap.01")
+            zap = handler
+        } else {
+            zap = nil
+        }
         socket = try ZMQSocket(context: context, kind: .router)
         try socket.setOption(ZMQ_MAXMSGSIZE, int64: Int64(Envelope.maxWireSize))
         try socket.setOption(ZMQ_ROUTER_HANDOVER, Int32(1))
@@ -137,7 +151,9 @@ public final class CoordinatorServer: @unchecked Sendable {
         if let error = writer?.error { throw error }
         var out: [Outgoing] = []
         let timeout = held.isEmpty ? Int(options.pollInterval * 1000) : 1
-        if try socket.waitReadable(timeoutMs: timeout) {
+        let ready = try ZMQSocket.waitReadable(zap.map { [socket, $0] } ?? [socket], timeoutMs: timeout)
+        if ready.count > 1 && ready[1] { try answerZAP() }
+        if ready[0] {
             var n = 0
             while n < options.maxBatch, let frames = try socket.receive(dontWait: true) {
                 n += 1
@@ -158,6 +174,23 @@ public final class CoordinatorServer: @unchecked Sendable {
             }
         }
         releaseHeld()
+    }
+
+    /// Answers pending ZAP requests (RFC 27): admit a CURVE client whose public key is allowed.
+    private func answerZAP() throws {
+        guard let zap else { return }
+        while let frames = try zap.receive(dontWait: true) {
+            guard frames.count >= 6 else { continue }
+            let mechanism = String(decoding: frames[5], as: UTF8.self)
+            let key = frames.count > 6 ? z85Encode(frames[6]) : nil
+            let allowed = mechanism == "CURVE" && key.map { options.allowedClients?.contains($0) ?? true } == true
+            if !allowed {
+                refusedConnections &+= 1
+                lock.withLock { _state.noteRefusedConnection() }
+            }
+            try zap.send([Array("1.0".utf8), frames[1], Array((allowed ? "200" : "400").utf8),
+                          Array((allowed ? "OK" : "client key not admitted").utf8), [], []])
+        }
     }
 
     private func send(_ o: Outgoing) {

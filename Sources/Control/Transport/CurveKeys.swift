@@ -48,19 +48,45 @@ public struct CurveKeyFiles: Sendable {
 
     /// Reads the four files written by ``generate(into:)``.
     public static func load(from directory: URL) throws -> CurveKeyFiles {
-        func read(_ name: String) throws -> String {
-            let url = directory.appendingPathComponent(name)
-            guard let text = try? String(contentsOf: url, encoding: .utf8) else {
-                throw CoordinatorError.badKeyFile(path: url.path, reason: "cannot read it; run `albef-coord keygen --out \(directory.path)`")
-            }
-            let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard key.utf8.count == 40 else {
-                throw CoordinatorError.badKeyFile(path: url.path, reason: "expected a 40-character Z85 key")
-            }
-            return key
-        }
-        return CurveKeyFiles(
-            server: CurveKeyPair(publicKey: try read("server.pub"), secretKey: try read("server.key")),
-            client: CurveKeyPair(publicKey: try read("client.pub"), secretKey: try read("client.key")))
+        CurveKeyFiles(server: CurveKeyPair(publicKey: try read("server.pub", in: directory), secretKey: try read("server.key", in: directory)),
+                      client: CurveKeyPair(publicKey: try read("client.pub", in: directory), secretKey: try read("client.key", in: directory)))
     }
+
+    /// What the coordinator needs: its keypair, and the client public keys it admits
+    /// (`client.pub`, plus every `*.pub` in `clients/` if that folder exists).
+    public static func loadServer(from directory: URL) throws -> (server: CurveKeyPair, allowedClients: [String]) {
+        let server = CurveKeyPair(publicKey: try read("server.pub", in: directory), secretKey: try read("server.key", in: directory))
+        var allowed = [try read("client.pub", in: directory)]
+        let extra = directory.appendingPathComponent("clients")
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: extra.path) {
+            for name in names.sorted() where name.hasSuffix(".pub") { allowed.append(try read(name, in: extra)) }
+        }
+        return (server, allowed)
+    }
+
+    /// What a rank or tool needs: the server's public key and the client keypair.
+    public static func loadClient(from directory: URL) throws -> (serverKey: String, client: CurveKeyPair) {
+        (try read("server.pub", in: directory),
+         CurveKeyPair(publicKey: try read("client.pub", in: directory), secretKey: try read("client.key", in: directory)))
+    }
+
+    private static func read(_ name: String, in directory: URL) throws -> String {
+        let url = directory.appendingPathComponent(name)
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else {
+            throw CoordinatorError.badKeyFile(path: url.path, reason: "cannot read it; run `albef-coord keygen --out \(directory.path)`")
+        }
+        let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard key.utf8.count == 40 else {
+            throw CoordinatorError.badKeyFile(path: url.path, reason: "expected a 40-character Z85 key")
+        }
+        return key
+    }
+}
+
+/// Z85 text of a 32-byte binary CURVE key (as ZAP requests carry them).
+public func z85Encode(_ key: [UInt8]) -> String? {
+    guard key.count == 32 else { return nil }
+    var out = [CChar](repeating: 0, count: 41)
+    let ok = key.withUnsafeBufferPointer { zmq_z85_encode(&out, $0.baseAddress, 32) }
+    return ok == nil ? nil : String(cString: out)
 }

@@ -162,4 +162,16 @@ public final class ZMQSocket {
             throw error
         }
     }
+
+    /// Waits up to `timeoutMs` until any of `sockets` can receive; returns which can.
+    public static func waitReadable(_ sockets: [ZMQSocket], timeoutMs: Int) throws -> [Bool] {
+        var items = try sockets.map { zmq_pollitem_t(socket: try $0.live(), fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+        while true {
+            let rc = zmq_poll(&items, Int32(items.count), timeoutMs)
+            if rc >= 0 { return items.map { ($0.revents & Int16(ZMQ_POLLIN)) != 0 } }
+            let error = ZMQError.current("zmq_poll")
+            if error.isInterrupted { continue }
+            throw error
+        }
+    }
 }
