@@ -52,6 +52,10 @@ final class SnapshotWriter: @unchecked Sendable {
     }
 
     private func loop() {
+        // Encoding and fsync are background work: yield the CPU to the request loop first.
+        #if os(Linux)
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)  // who = 0: the calling thread on Linux
+        #endif
         var lastWrite = DispatchTime(uptimeNanoseconds: 0)
         while true {
             let since = Double(DispatchTime.now().uptimeNanoseconds &- lastWrite.uptimeNanoseconds) / 1e9
