@@ -53,7 +53,9 @@ struct Serve: ParsableCommand {
                                            epochs: epochs, maxOutstanding: prefetch, heartbeatTimeout: heartbeatTimeout,
                                            authToken: token)
             let store = SnapshotStore(directory: URL(fileURLWithPath: stateDir))
-            let state = try CoordinatorServer.openState(config: config, index: index, store: store)
+            let state = try CoordinatorServer.openState(config: config, index: index, store: store) {
+                FileHandle.standardError.write(Data("albef-coord: warning: \($0)\n".utf8))
+            }
             var options = CoordinatorServer.Options(bind: bind)
             if let dir = curveKeys {
                 let keys = try CurveKeyFiles.loadServer(from: URL(fileURLWithPath: dir))

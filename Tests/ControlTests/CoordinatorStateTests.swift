@@ -280,3 +280,30 @@ final class CoordinatorStateTests: XCTestCase {
         XCTAssertThrowsError(try CorpusIndex.load(from: dir.appendingPathComponent("missing.json"))) { XCTAssertTrue("\($0)".contains("missing.json")) }
     }
 }
+
+extension CoordinatorStateTests {
+    /// A restart resumes the saved plan, takes the new token, and never writes the token to disk.
+    func testRestartKeepsPlanTakesNewTokenAndNeverStoresIt() throws {
+        let dir = Fixtures.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = SnapshotStore(directory: dir)
+        var h = Harness(config: config(world: 1, token: "old-secret"), index: Fixtures.index(sizes))
+        _ = h.register(0)
+        _ = h.leases(0)
+        try store.save(h.state)
+        let text = try String(contentsOf: store.url, encoding: .utf8)
+        XCTAssertFalse(text.contains("old-secret"), "the token must not be in the snapshot")
+        var warnings: [String] = []
+        let resumed = try CoordinatorServer.openState(config: config(world: 1, seed: 99, token: "new-secret"), index: Fixtures.index(sizes),
+                                                      store: store) { warnings.append($0) }
+        XCTAssertEqual(resumed.config.seed, 7, "the saved plan wins")
+        XCTAssertEqual(resumed.config.authToken, "new-secret")
+        XCTAssertEqual(resumed.leases, h.state.leases)
+        XCTAssertEqual(warnings.count, 1)
+        XCTAssertTrue(warnings.first?.contains("seed 7 vs 99") == true, "\(warnings)")
+        XCTAssertThrowsError(try CoordinatorServer.openState(config: CoordinatorConfig(jobId: "other"), index: Fixtures.index(sizes), store: store))
+        XCTAssertThrowsError(try CoordinatorServer.openState(config: config(world: 1), index: Fixtures.index([5]), store: store)) {
+            XCTAssertTrue("\($0)".contains("corpus index changed"), "\($0)")
+        }
+    }
+}

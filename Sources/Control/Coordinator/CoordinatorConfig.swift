@@ -28,6 +28,22 @@ public struct CoordinatorConfig: Codable, Hashable, Sendable {
         self.heartbeatTimeout = heartbeatTimeout
         self.authToken = authToken
     }
+
+    /// The job token is a secret: it is never written into snapshots (it comes from the command
+    /// line at every start).
+    enum CodingKeys: String, CodingKey {
+        case jobId, worldSize, seed, leaseSize, epochs, maxOutstanding, heartbeatTimeout
+    }
+
+    /// Differences in the settings that define the plan (seed, lease size, epochs, world size).
+    public func planDifferences(from other: CoordinatorConfig) -> [String] {
+        var d: [String] = []
+        if seed != other.seed { d.append("seed \(seed) vs \(other.seed)") }
+        if leaseSize != other.leaseSize { d.append("lease size \(leaseSize) vs \(other.leaseSize)") }
+        if epochs != other.epochs { d.append("epochs \(epochs) vs \(other.epochs)") }
+        if worldSize != other.worldSize { d.append("world size \(worldSize) vs \(other.worldSize)") }
+        return d
+    }
 }
 
 /// A ZeroMQ ROUTER peer: the routing id of the connection a message came from.

@@ -62,7 +62,7 @@ public struct CoordinatorState: Codable, Sendable {
         public var epoch: UInt32 = 0
     }
 
-    public let config: CoordinatorConfig
+    public private(set) var config: CoordinatorConfig
     public let shardPaths: [String]
     /// Identifies the corpus this state was planned for ("shards:samples").
     public let corpusFingerprint: String
@@ -136,6 +136,14 @@ public struct CoordinatorState: Codable, Sendable {
         receivedMessages &+= 1
         droppedMessages &+= 1
         return [Outgoing(peer: peer, envelope: makeEnvelope(replyTo: 0, .error(ControlError(code: .malformed, message: reason))))]
+    }
+
+    /// Takes the settings that may change across a coordinator restart (token, heartbeat timeout,
+    /// prefetch depth) from `config`; the plan-defining ones stay as saved.
+    public mutating func applyOperationalSettings(from config: CoordinatorConfig) {
+        self.config.authToken = config.authToken
+        self.config.heartbeatTimeout = config.heartbeatTimeout
+        self.config.maxOutstanding = config.maxOutstanding
     }
 
     /// Counts a connection the transport refused (e.g. a CURVE key not admitted).

@@ -93,16 +93,24 @@ public final class CoordinatorServer: @unchecked Sendable {
     }
 
     /// Loads the job's snapshot from `store` if there is one (checking it is the same job and corpus),
-    /// else starts a new state.
-    public static func openState(config: CoordinatorConfig, index: CorpusIndex, store: SnapshotStore?) throws -> CoordinatorState {
+    /// else starts a new state. A resumed job keeps its saved plan settings (seed, lease size,
+    /// epochs, world size; `warnings` lists any the command line tried to change) and takes the
+    /// operational ones (token, heartbeat timeout, prefetch) from `config`.
+    public static func openState(config: CoordinatorConfig, index: CorpusIndex, store: SnapshotStore?,
+                                 warnings: ((String) -> Void)? = nil) throws -> CoordinatorState {
         let fresh = CoordinatorState(config: config, index: index)
-        guard let store, let saved = try store.load() else { return fresh }
+        guard let store, var saved = try store.load() else { return fresh }
         if saved.config.jobId != config.jobId {
             throw CoordinatorError.snapshotMismatch(path: store.url.path, reason: "it holds job \"\(saved.config.jobId)\", not \"\(config.jobId)\"")
         }
         if saved.corpusFingerprint != fresh.corpusFingerprint || saved.shardPaths != fresh.shardPaths {
             throw CoordinatorError.snapshotMismatch(path: store.url.path, reason: "the corpus index changed (\(saved.corpusFingerprint) -> \(fresh.corpusFingerprint))")
         }
+        let differences = saved.config.planDifferences(from: config)
+        if !differences.isEmpty {
+            warnings?("resuming job \(config.jobId) with its saved plan settings; ignoring \(differences.joined(separator: ", ")) (saved vs given)")
+        }
+        saved.applyOperationalSettings(from: config)
         return saved
     }
 
