@@ -1297,7 +1297,7 @@ const ProtobufCMessageDescriptor albef__control__v1__envelope__descriptor =
   (ProtobufCMessageInit) albef__control__v1__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor albef__control__v1__registration__field_descriptors[4] =
+static const ProtobufCFieldDescriptor albef__control__v1__registration__field_descriptors[5] =
 {
   {
     "world_size",
@@ -1347,17 +1347,30 @@ static const ProtobufCFieldDescriptor albef__control__v1__registration__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "session",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__Registration, session),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned albef__control__v1__registration__field_indices_by_name[] = {
   3,   /* field[3] = build_version */
   1,   /* field[1] = host */
   2,   /* field[2] = pid */
+  4,   /* field[4] = session */
   0,   /* field[0] = world_size */
 };
 static const ProtobufCIntRange albef__control__v1__registration__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor albef__control__v1__registration__descriptor =
 {
@@ -1367,7 +1380,7 @@ const ProtobufCMessageDescriptor albef__control__v1__registration__descriptor =
   "Albef__Control__V1__Registration",
   "albef.control.v1",
   sizeof(Albef__Control__V1__Registration),
-  4,
+  5,
   albef__control__v1__registration__field_descriptors,
   albef__control__v1__registration__field_indices_by_name,
   1,  albef__control__v1__registration__number_ranges,

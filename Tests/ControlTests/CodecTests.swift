@@ -30,7 +30,7 @@ final class CodecTests: XCTestCase {
         status.grantedSamples = 70000
         status.phases = phases
         return [
-            .registration(Registration(worldSize: 16, host: "node-ü", pid: 1234, buildVersion: "1.2.3")),
+            .registration(Registration(worldSize: 16, host: "node-ü", pid: 1234, buildVersion: "1.2.3", session: 0xDEAD_BEEF_0000_0001)),
             .registrationReply(RegistrationReply(jobState: .paused, resumeStep: 500, resumeCheckpoint: "/c/500", epoch: 2, maxOutstanding: 4, leaseSize: 256)),
             .heartbeat(Heartbeat(step: 17, stepSeconds: 0.75, timings: phases, lastCommandId: 3)),
             .heartbeatReply(HeartbeatReply(jobState: .stopping, commands: [Command(id: 4, kind: .stop, reason: "user"), Command(id: 5, kind: .checkpointNow)])),

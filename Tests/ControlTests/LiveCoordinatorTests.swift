@@ -182,3 +182,26 @@ extension LiveCoordinatorTests {
         XCTAssertTrue(Self.eventually(2) { weakClient == nil }, "the client was not released")
     }
 }
+
+extension LiveCoordinatorTests {
+    /// A second client for the same rank in the same process (new session) is accepted, and its
+    /// restarted sequence numbers are not mistaken for replays.
+    func testNewClientSessionInSameProcessIsAccepted() throws {
+        let config = CoordinatorConfig(jobId: "sess", worldSize: 1, leaseSize: 10, maxOutstanding: 2)
+        let (server, thread) = try Self.start(config, Fixtures.index([100]))
+        defer { Self.shutdown(server, thread) }
+        let first = try CoordinatorClient(endpoint: server.endpoint, rank: 0, worldSize: 1, jobId: "sess", prefetch: 2)
+        first.register()
+        let lease = try XCTUnwrap(first.waitForLease(timeout: 5))
+        for step in 1...5 { first.sendHeartbeat(step: UInt64(step)) }
+        XCTAssertTrue(Self.eventually { server.state.ranks[0]?.step == 5 })
+        first.close()
+        let second = try CoordinatorClient(endpoint: server.endpoint, rank: 0, worldSize: 1, jobId: "sess", prefetch: 2)
+        defer { second.close() }
+        second.register()
+        XCTAssertEqual(second.waitForLease(timeout: 5)?.id, lease.id, "the new session receives the rank's outstanding leases")
+        second.sendHeartbeat(step: 6)
+        XCTAssertTrue(Self.eventually { server.state.ranks[0]?.step == 6 }, "heartbeats of the new session are not dropped as replays")
+        XCTAssertNil(second.lastError)
+    }
+}

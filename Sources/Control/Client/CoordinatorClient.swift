@@ -73,6 +73,8 @@ public final class CoordinatorClient: @unchecked Sendable {
     private var thread: Thread?
     private let pollInterval: Double
     private let identity: (host: String, pid: UInt32, build: String)
+    /// Random per instance, so a new client in the same process starts a fresh `seq` run.
+    private let session = UInt64.random(in: 1...UInt64.max)
 
     /// Connects (lazily; ZeroMQ connects and reconnects in the background) and starts the
     /// client's thread. Nothing is sent until ``register()``.
@@ -119,7 +121,7 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// again whenever it says it does not know us).
     public func register() {
         enqueue(.registration(Registration(worldSize: worldSize, host: identity.host, pid: identity.pid,
-                                           buildVersion: identity.build)))
+                                           buildVersion: identity.build, session: session)))
         lock.withLock { leaseRequestWanted = true }
     }
 

@@ -20,6 +20,7 @@ public struct CoordinatorState: Codable, Sendable {
         public var host: String
         public var pid: UInt32
         public var buildVersion: String
+        public var session: UInt64
         public var peer: Peer
         public var lastSeen: Double
         public var lastSeq: UInt64
@@ -216,7 +217,8 @@ public struct CoordinatorState: Codable, Sendable {
             return reject(peer, env, .badRequest, "world size \(r.worldSize) != the job's \(config.worldSize); start the coordinator with --world-size \(r.worldSize) or a new --job-id")
         }
         if jobState == .failed { rollback() }
-        if var existing = ranks[env.rank], existing.pid == r.pid, existing.host == r.host, env.seq <= existing.lastSeq {
+        if var existing = ranks[env.rank], existing.session == r.session, existing.pid == r.pid, existing.host == r.host,
+           env.seq <= existing.lastSeq {
             // A duplicate (resent after a reconnect): answer the same, change nothing but the route.
             existing.peer = peer
             ranks[env.rank] = existing
@@ -224,7 +226,7 @@ public struct CoordinatorState: Codable, Sendable {
         }
         let previous = ranks[env.rank]
         ranks[env.rank] = RankRecord(
-            rank: env.rank, host: r.host, pid: r.pid, buildVersion: r.buildVersion, peer: peer, lastSeen: now,
+            rank: env.rank, host: r.host, pid: r.pid, buildVersion: r.buildVersion, session: r.session, peer: peer, lastSeen: now,
             lastSeq: env.seq, step: previous?.step ?? metrics.step, health: .alive,
             lastCommandId: previous?.lastCommandId ?? 0, want: previous?.want ?? config.maxOutstanding, timings: [])
         if jobState == .waiting {

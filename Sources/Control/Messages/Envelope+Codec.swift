@@ -192,6 +192,7 @@ extension Envelope {
             p.pointee.host = a.string(r.host)
             p.pointee.pid = r.pid
             p.pointee.build_version = a.string(r.buildVersion)
+            p.pointee.session = r.session
             e.pointee.body_case = ALBEF__CONTROL__V1__ENVELOPE__BODY_REGISTRATION
             e.pointee.registration = p
         case .registrationReply(let r):
@@ -322,7 +323,7 @@ extension Envelope {
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_REGISTRATION:
             guard let r = e.registration?.pointee else { return nil }
             return .registration(Registration(worldSize: r.world_size, host: str(r.host), pid: r.pid,
-                                              buildVersion: str(r.build_version)))
+                                              buildVersion: str(r.build_version), session: r.session))
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_REGISTRATION_REPLY:
             guard let r = e.registration_reply?.pointee else { return nil }
             return .registrationReply(RegistrationReply(

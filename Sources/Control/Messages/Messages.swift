@@ -115,11 +115,14 @@ public struct Registration: Codable, Hashable, Sendable {
     public var host: String
     public var pid: UInt32
     public var buildVersion: String
-    public init(worldSize: UInt32, host: String, pid: UInt32, buildVersion: String) {
+    /// Random per client instance; a registration with a new session starts a new `seq` run.
+    public var session: UInt64
+    public init(worldSize: UInt32, host: String, pid: UInt32, buildVersion: String, session: UInt64 = 0) {
         self.worldSize = worldSize
         self.host = host
         self.pid = pid
         self.buildVersion = buildVersion
+        self.session = session
     }
 }
 
