@@ -205,3 +205,36 @@ extension LiveCoordinatorTests {
         XCTAssertNil(second.lastError)
     }
 }
+
+extension LiveCoordinatorTests {
+    /// Write-ahead rule: a grant leaves only after its state is on disk. With an unwritable state
+    /// directory no lease is ever sent, the coordinator stops with the error, and status (which
+    /// changes nothing) was still answered meanwhile.
+    func testRepliesWaitForDurableSnapshot() throws {
+        let dir = Fixtures.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let blocker = dir.appendingPathComponent("not-a-dir")
+        try Data("x".utf8).write(to: blocker)
+        let store = SnapshotStore(directory: blocker.appendingPathComponent("state"))
+        let config = CoordinatorConfig(jobId: "wal", worldSize: 1, leaseSize: 10)
+        let state = CoordinatorState(config: config, index: Fixtures.index([100]))
+        var options = CoordinatorServer.Options(bind: "tcp://127.0.0.1:*")
+        options.pollInterval = 0.01
+        let server = try CoordinatorServer(state: state, store: store, options: options)
+        let ctx = try ZMQContext()
+        let rank = try ZMQSocket(context: ctx, kind: .dealer)
+        try rank.connect(server.endpoint)
+        let tool = try ZMQSocket(context: ctx, kind: .dealer)
+        try tool.connect(server.endpoint)
+        try rank.send([Envelope(jobId: "wal", seq: 1, rank: 0, body: .registration(Registration(worldSize: 1, host: "h", pid: 1, buildVersion: ""))).encoded()])
+        try tool.send([Envelope(seq: 1, rank: -1, body: .statusRequest).encoded()])
+        var failure: Error?
+        for _ in 0..<50 {
+            do { try server.turn() } catch { failure = error; break }
+        }
+        XCTAssertNotNil(failure as? CoordinatorError, "the snapshot failure stops the coordinator: \(String(describing: failure))")
+        XCTAssertTrue(try tool.waitReadable(timeoutMs: 100), "status is answered without durability")
+        XCTAssertFalse(try rank.waitReadable(timeoutMs: 100), "the registration reply must not leave before it is durable")
+        server.close()
+    }
+}

@@ -13,7 +13,9 @@ public struct SnapshotStore: Sendable {
 
     /// Writes the state durably.
     public func save(_ state: CoordinatorState) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        do { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) } catch {
+            throw CoordinatorError.badSnapshot(path: directory.path, reason: "cannot create the state directory (\(error.localizedDescription)); pick a writable --state-dir")
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let data = try encoder.encode(state)
