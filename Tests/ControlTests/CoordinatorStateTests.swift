@@ -307,3 +307,32 @@ extension CoordinatorStateTests {
         }
     }
 }
+
+extension CoordinatorStateTests {
+    /// Restarting with another world size resumes from the last checkpoint; 2 ranks then 3 ranks
+    /// together read every sample exactly once.
+    func testWorldSizeChangeResumesFromCheckpointWithExactAccounting() throws {
+        let dir = Fixtures.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = SnapshotStore(directory: dir)
+        var h = Harness(config: config(world: 2, epochs: 1), index: Fixtures.index(sizes))
+        _ = h.register(0)
+        _ = h.register(1)
+        let a = h.leases(0)!.leases, b = h.leases(1)!.leases
+        h.send(0, .leaseReturn(LeaseReturn(leaseId: a[0].id, consumed: a[0].count)))
+        _ = h.send(0, .checkpointCommitted(CheckpointCommitted(step: 8, path: "/ck/8", positions: [
+            DataPosition(rank: 0, leaseId: a[1].id, offset: 3), DataPosition(rank: 1, leaseId: b[0].id, offset: 9)])))
+        _ = h.leases(1)
+        try store.save(h.state)
+        var warnings: [String] = []
+        var h3 = h
+        h3.state = try CoordinatorServer.openState(config: config(world: 3, epochs: 1), index: Fixtures.index(sizes), store: store) { warnings.append($0) }
+        XCTAssertEqual(h3.state.config.worldSize, 3)
+        XCTAssertEqual(h3.state.attempt, 2)
+        XCTAssertTrue(warnings.first?.contains("checkpoint step 8") == true, "\(warnings)")
+        h3.seqs = [:]
+        for r in 0..<3 as Range<Int32> { XCTAssertEqual(h3.register(r, pid: 700)?.resumeStep, 8) }
+        let rest = drain(&h3, ranks: [0, 1, 2])
+        assertExactCover(h3.state.ledger + rest.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 1)
+    }
+}

@@ -35,13 +35,12 @@ public struct CoordinatorConfig: Codable, Hashable, Sendable {
         case jobId, worldSize, seed, leaseSize, epochs, maxOutstanding, heartbeatTimeout
     }
 
-    /// Differences in the settings that define the plan (seed, lease size, epochs, world size).
+    /// Differences in the settings that define the plan (seed, lease size, epochs).
     public func planDifferences(from other: CoordinatorConfig) -> [String] {
         var d: [String] = []
         if seed != other.seed { d.append("seed \(seed) vs \(other.seed)") }
         if leaseSize != other.leaseSize { d.append("lease size \(leaseSize) vs \(other.leaseSize)") }
         if epochs != other.epochs { d.append("epochs \(epochs) vs \(other.epochs)") }
-        if worldSize != other.worldSize { d.append("world size \(worldSize) vs \(other.worldSize)") }
         return d
     }
 }

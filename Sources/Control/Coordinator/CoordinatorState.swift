@@ -147,6 +147,14 @@ public struct CoordinatorState: Codable, Sendable {
         self.config.maxOutstanding = config.maxOutstanding
     }
 
+    /// The job continues with another number of ranks: a new attempt from the last committed
+    /// checkpoint (the ledger is exact across world sizes; everything uncommitted is re-issued).
+    public mutating func changeWorldSize(to worldSize: UInt32) {
+        guard worldSize != config.worldSize else { return }
+        rollback()
+        config.worldSize = worldSize
+    }
+
     /// Counts a connection the transport refused (e.g. a CURVE key not admitted).
     public mutating func noteRefusedConnection() {
         droppedMessages &+= 1

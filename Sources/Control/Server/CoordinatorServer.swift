@@ -94,8 +94,9 @@ public final class CoordinatorServer: @unchecked Sendable {
 
     /// Loads the job's snapshot from `store` if there is one (checking it is the same job and corpus),
     /// else starts a new state. A resumed job keeps its saved plan settings (seed, lease size,
-    /// epochs, world size; `warnings` lists any the command line tried to change) and takes the
-    /// operational ones (token, heartbeat timeout, prefetch) from `config`.
+    /// epochs; `warnings` lists any the command line tried to change) and takes the operational
+    /// ones (token, heartbeat timeout, prefetch) from `config`. A different world size starts a
+    /// new attempt from the last committed checkpoint.
     public static func openState(config: CoordinatorConfig, index: CorpusIndex, store: SnapshotStore?,
                                  warnings: ((String) -> Void)? = nil) throws -> CoordinatorState {
         let fresh = CoordinatorState(config: config, index: index)
@@ -111,6 +112,11 @@ public final class CoordinatorServer: @unchecked Sendable {
             warnings?("resuming job \(config.jobId) with its saved plan settings; ignoring \(differences.joined(separator: ", ")) (saved vs given)")
         }
         saved.applyOperationalSettings(from: config)
+        if saved.config.worldSize != config.worldSize {
+            let from = saved.checkpoints.last.map { "checkpoint step \($0.step)" } ?? "the start"
+            warnings?("world size \(saved.config.worldSize) -> \(config.worldSize): starting a new attempt from \(from)")
+            saved.changeWorldSize(to: config.worldSize)
+        }
         return saved
     }
 
