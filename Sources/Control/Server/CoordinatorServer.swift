@@ -120,6 +120,12 @@ public final class CoordinatorServer: @unchecked Sendable {
         return saved
     }
 
+    /// Applies `change` to the live state under the lock (tests and admin tools; the change is
+    /// snapshotted at the next turn). Not part of the protocol.
+    public func mutateState(_ change: (inout CoordinatorState) -> Void) {
+        lock.withLock { change(&_state) }
+    }
+
     /// Closes the ROUTER socket (after `run` has returned); the port is released shortly after.
     public func close() { socket.close() }
 
