@@ -60,7 +60,10 @@ final class EndToEndCLITests: XCTestCase {
             c.sendHeartbeat(step: UInt64(10 + r))
         }
         ranks[0].reportProgress(ProgressReport(step: 10, samples: 200, losses: Losses(ita: 1.25, itm: 0.5, mlm: 2, total: 3.75), samplesPerSecond: 20))
-        usleep(200_000)
+        let probe = ControlRequester(endpoint: ep, auth: .token("tok"), timeout: 3)
+        XCTAssertTrue(LiveCoordinatorTests.eventually(10) {
+            (try? probe.status()).map { $0.step == 10 && $0.ranks.map(\.step) == [10, 11] } ?? false
+        }, "the simulated ranks' reports arrived")
 
         let json = try runProcess(binary, ["status", "--endpoint", ep, "--token", "tok", "--json"], timeout: 10)
         XCTAssertEqual(json.status, 0, json.stderr)

@@ -59,7 +59,7 @@ final class LiveCoordinatorTests: XCTestCase {
         c1.sendHeartbeat(step: 3)
         c0.reportProgress(ProgressReport(step: 5, samples: 320, losses: Losses(ita: 1, itm: 0.5, mlm: 2, total: 3.5), samplesPerSecond: 64))
         let tool = ControlRequester(endpoint: server.endpoint, auth: .token("tok"), timeout: 3)
-        XCTAssertTrue(Self.eventually { (try? tool.status())?.step == 5 })
+        XCTAssertTrue(Self.eventually { (try? tool.status()).map { $0.step == 5 && $0.ranks.map(\.step) == [5, 3] } ?? false })
         let status = try tool.status()
         XCTAssertEqual(status.jobId, "live")
         XCTAssertEqual(status.jobState, .running)
@@ -226,14 +226,22 @@ extension LiveCoordinatorTests {
         try rank.connect(server.endpoint)
         let tool = try ZMQSocket(context: ctx, kind: .dealer)
         try tool.connect(server.endpoint)
-        try rank.send([Envelope(jobId: "wal", seq: 1, rank: 0, body: .registration(Registration(worldSize: 1, host: "h", pid: 1, buildVersion: ""))).encoded()])
+        // Status first: answered while nothing needs to be durable.
         try tool.send([Envelope(seq: 1, rank: -1, body: .statusRequest).encoded()])
+        var answered = false
+        for _ in 0..<300 where !answered {
+            try server.turn()
+            answered = try tool.waitReadable(timeoutMs: 0)
+        }
+        XCTAssertTrue(answered, "status is answered without durability")
+        // A registration is a durable change: its snapshot fails, so the reply never leaves.
+        try rank.send([Envelope(jobId: "wal", seq: 1, rank: 0, body: .registration(Registration(worldSize: 1, host: "h", pid: 1, buildVersion: ""))).encoded()])
         var failure: Error?
-        for _ in 0..<50 {
+        for _ in 0..<300 {
             do { try server.turn() } catch { failure = error; break }
         }
         XCTAssertNotNil(failure as? CoordinatorError, "the snapshot failure stops the coordinator: \(String(describing: failure))")
-        XCTAssertTrue(try tool.waitReadable(timeoutMs: 100), "status is answered without durability")
+        XCTAssertEqual(server.state.ranks.count, 1, "the registration was handled")
         XCTAssertFalse(try rank.waitReadable(timeoutMs: 100), "the registration reply must not leave before it is durable")
         server.close()
     }
