@@ -81,6 +81,9 @@ final class EndToEndCLITests: XCTestCase {
         XCTAssertEqual(table.status, 0, table.stderr)
         XCTAssertTrue(table.stdout.contains("job e2e  state running"), table.stdout)
         XCTAssertTrue(table.stdout.contains("ETA"), table.stdout)
+        let rankLines = table.stdout.split(separator: "\n").filter { $0.contains("alive") }
+        XCTAssertEqual(rankLines.count, 2, table.stdout)
+        XCTAssertTrue(rankLines.first?.contains(":\(getpid())") == true, "host:pid column: \(table.stdout)")
 
         let stop = try runProcess(binary, ["stop", "--endpoint", ep, "--token", "tok"], timeout: 10)
         XCTAssertEqual(stop.status, 0, stop.stderr)

@@ -28,7 +28,14 @@ public enum CoordinatorError: Error, CustomStringConvertible, Equatable, Sendabl
         case .unreachable(let endpoint, let timeout):
             return "no answer from the coordinator at \(endpoint) within \(timeout) s. HINT: start it with `albef-coord serve --bind \(endpoint.replacingOccurrences(of: "127.0.0.1", with: "*")) ...`, or pass the right --endpoint (and the same --token / --curve-keys)"
         case .rejected(let endpoint, let error):
-            return "the coordinator at \(endpoint) rejected the request: \(error.code) \(error.message)"
+            let hint: String
+            switch error.code {
+            case .unauthenticated: hint = " HINT: pass the job's --token (or --curve-keys)"
+            case .wrongJob: hint = " HINT: this coordinator runs another job; check --endpoint"
+            case .unsupportedVersion: hint = " HINT: albef-coord and the client were built from different schema versions"
+            default: hint = ""
+            }
+            return "the coordinator at \(endpoint) rejected the request: \(error.code): \(error.message)\(hint)"
         case .unexpectedReply(let endpoint, let got):
             return "unexpected reply from the coordinator at \(endpoint): \(got)"
         }
