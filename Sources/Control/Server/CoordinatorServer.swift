@@ -24,7 +24,7 @@ public final class CoordinatorServer: @unchecked Sendable {
         /// Frames handled per turn (bounds how long a status request waits behind others).
         public var maxBatch = 64
         /// Least time between two snapshot writes (bursts coalesce).
-        public var minSnapshotInterval: Double = 0.02
+        public var minSnapshotInterval: Double = 0.05
         /// Soft changes (heartbeats, metrics) are saved at most this often.
         public var softSnapshotInterval: Double = 2
         /// Once the job is stopped or done, keep answering status this long, then return from `run`.
