@@ -54,8 +54,10 @@ public final class CoordinatorServer: @unchecked Sendable {
     private var submittedDurable: UInt64
     private var submittedSoft: UInt64
     private var lastSubmit: Double = 0
-    /// Replies waiting until the durable version they depend on is on disk.
+    /// Replies waiting until the durable version they depend on is on disk, in the order they
+    /// were made (so their versions never decrease); `heldHead` is the first one not yet sent.
     private var held: [(Outgoing, UInt64)] = []
+    private var heldHead = 0
     /// Frames received (for benchmarks).
     public private(set) var framesHandled: UInt64 = 0
     private let clock: @Sendable () -> Double
@@ -170,7 +172,7 @@ public final class CoordinatorServer: @unchecked Sendable {
     public func turn() throws {
         if let error = writer?.error { throw error }
         var out: [Outgoing] = []
-        let timeout = held.isEmpty ? Int(options.pollInterval * 1000) : 1
+        let timeout = heldHead == held.count ? Int(options.pollInterval * 1000) : 1
         let ready = try ZMQSocket.waitReadable(zap.map { [socket, $0] } ?? [socket], timeoutMs: timeout)
         if ready.count > 1 && ready[1] { try answerZAP() }
         if ready[0] {
@@ -218,13 +220,19 @@ public final class CoordinatorServer: @unchecked Sendable {
     }
 
     private func releaseHeld() {
-        guard let writer, !held.isEmpty else { return }
+        guard let writer, heldHead < held.count else { return }
         let saved = writer.savedVersion
-        var keep: [(Outgoing, UInt64)] = []
-        for (o, version) in held {
-            if version <= saved { send(o) } else { keep.append((o, version)) }
+        while heldHead < held.count && held[heldHead].1 <= saved {
+            send(held[heldHead].0)
+            heldHead += 1
         }
-        held = keep
+        if heldHead == held.count {
+            held.removeAll(keepingCapacity: true)
+            heldHead = 0
+        } else if heldHead > 4096 {
+            held.removeFirst(heldHead)
+            heldHead = 0
+        }
     }
 
     private func submitSnapshot(force: Bool) {
