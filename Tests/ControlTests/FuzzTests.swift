@@ -80,6 +80,12 @@ final class FuzzTests: XCTestCase {
             (try? drainReplies()) != nil && server.state.droppedMessages >= droppedBefore + UInt64(sent)
         }, "every bad frame is counted: \(server.state.droppedMessages - droppedBefore) of \(sent)")
 
+        // Oversized frames (> ZMQ_MAXMSGSIZE): libzmq drops the offending connection.
+        let big = try ZMQSocket(context: ctx, kind: .dealer)
+        try big.connect(server.endpoint)
+        for _ in 0..<3 { try big.send([[UInt8](repeating: 0x52, count: Envelope.maxWireSize * 2)], dontWait: true) }
+        usleep(100_000)
+
         // Still up, answers status correctly, and nothing it owns changed.
         XCTAssertFalse(thread.isFinished)
         let status = try tool.status()
