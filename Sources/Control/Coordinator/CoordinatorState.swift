@@ -452,7 +452,8 @@ public struct CoordinatorState: Codable, Sendable {
         var s = StatusReply()
         s.jobId = config.jobId
         s.jobState = jobState
-        s.epoch = min(planner.epoch, max(config.epochs, 1) - 1)
+        // The epoch being trained (rank 0's report) lags the one being planned (leases prefetched).
+        s.epoch = metrics.step > 0 ? metrics.epoch : min(planner.epoch, max(config.epochs, 1) - 1)
         s.epochs = config.epochs
         s.step = metrics.step
         s.samples = metrics.samples
