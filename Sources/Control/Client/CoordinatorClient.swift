@@ -18,28 +18,33 @@ import Foundation
 /// Commands (stop, checkpoint-now, pause, resume) reach rank 0 only; rank 0 broadcasts them over
 /// MPI at a step boundary so that every rank acts on the same step.
 ///
-/// Usage inside `albef-worker` (`--coordinator tcp://host:5555`):
+/// Usage inside `albef-worker` (`--coordinator tcp://host:5555`); ``LeaseCursor`` does the lease
+/// bookkeeping (order, completion, exact position):
 /// ```swift
 /// let client = try CoordinatorClient(endpoint: "tcp://coord:5555", auth: .token(token),
-///                                    rank: rank, worldSize: worldSize, jobId: jobId)
-/// client.register()                                   // non-blocking
-/// var lease = client.waitForLease(timeout: 60)        // only at start-up: wait for the first data
-/// var offset: UInt64 = 0                              // samples of `lease` consumed
+///                                    rank: Int32(rank), worldSize: UInt32(worldSize), jobId: jobId)
+/// client.register()                                    // non-blocking; answered in the background
+/// // client.registration?.resumeStep / .resumeCheckpoint: where a restarted job resumes
+/// let cursor = LeaseCursor(client: client)
 /// for step in startStep... {
-///     // data: take samples [lease.start + offset, ...) of lease.shardPath; when a lease runs out:
-///     //   client.completeLease(lease); lease = client.nextLease(); offset = 0
-///     //   (nil: no lease queued yet -> client.requestLeases(), train on what is buffered, retry)
+///     let refs = cursor.take(localBatchSize)           // [SampleRef]: shardPath + sample index;
+///                                                      // short/empty only if no lease arrived yet
+///     // ... load refs, train one step ...
 ///     client.sendHeartbeat(step: step, stepSeconds: dt, timings: [PhaseTime(name: "forward", seconds: f)])
 ///     if rank == 0 {
 ///         client.reportProgress(ProgressReport(step: step, samples: seen, losses: losses, samplesPerSecond: sps))
-///         let command = client.pollCommand()          // broadcast `command?.kind` over MPI
+///         if let command = client.pollCommand() { /* broadcast command.kind over MPI at this boundary */ }
 ///     }
-///     // after a checkpoint is durable, rank 0 (positions gathered from all ranks over MPI):
-///     //   client.commitCheckpoint(step: step, path: dir,
-///     //       positions: [DataPosition(rank: r, leaseId: lease.id, offset: offset), ...])
+///     // after a checkpoint is durable: gather `cursor.position` from every rank (MPI), then rank 0:
+///     //   client.commitCheckpoint(step: step, path: dir, positions: allPositions)
+///     //   (store the positions in the checkpoint manifest too; they are Codable)
+///     if client.isExhausted { break }                  // no data left in any epoch
 /// }
 /// client.close()
 /// ```
+/// Without ``LeaseCursor``: take leases with ``nextLease()`` (never blocks; nil until one has
+/// arrived), finish each with ``completeLease(_:)``, and report `DataPosition(rank:, leaseId:
+/// current.id, offset: samplesTakenFromCurrent)`.
 public final class CoordinatorClient: @unchecked Sendable {
     public let endpoint: String
     public let rank: Int32
