@@ -259,7 +259,7 @@ extension LiveCoordinatorTests {
         func takeAll(_ cursor: LeaseCursor, _ n: Int) -> [SampleRef] {
             var got: [SampleRef] = []
             let deadline = Date().addingTimeInterval(10)
-            while got.count < n && Date() < deadline && !cursor.client.isExhausted {
+            while got.count < n && Date() < deadline && !cursor.isExhausted {
                 let more = cursor.take(n - got.count)
                 if more.isEmpty { usleep(1000) }
                 got += more

@@ -38,7 +38,7 @@ import Foundation
 ///     // after a checkpoint is durable: gather `cursor.position` from every rank (MPI), then rank 0:
 ///     //   client.commitCheckpoint(step: step, path: dir, positions: allPositions)
 ///     //   (store the positions in the checkpoint manifest too; they are Codable)
-///     if client.isExhausted { break }                  // no data left in any epoch
+///     if cursor.isExhausted { break }                  // no data left in any epoch
 /// }
 /// client.close()
 /// ```

@@ -58,6 +58,10 @@ public final class LeaseCursor {
         return out
     }
 
+    /// True when every sample this rank will get has been taken (no current lease, nothing
+    /// queued, and the coordinator has no more data in any epoch).
+    public var isExhausted: Bool { current == nil && client.isExhausted }
+
     /// This rank's data position: everything taken so far, exactly.
     public var position: DataPosition {
         if let current { return DataPosition(rank: client.rank, leaseId: current.id, offset: offset) }
