@@ -46,7 +46,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// ZeroMQ authentication (ZAP) handler socket when CURVE clients are restricted.
     private let zap: ZMQSocket?
     /// Connections refused by the ZAP handler.
-    public private(set) var refusedConnections: UInt64 = 0
+    public var refusedConnections: UInt64 { lock.withLock { _refused } }
+    private var _refused: UInt64 = 0
     private let lock = NSLock()
     private var _state: CoordinatorState
     private var stopRequested = false
@@ -59,7 +60,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     private var held: [(Outgoing, UInt64)] = []
     private var heldHead = 0
     /// Frames received (for benchmarks).
-    public private(set) var framesHandled: UInt64 = 0
+    public var framesHandled: UInt64 { lock.withLock { _frames } }
+    private var _frames: UInt64 = 0
     private let clock: @Sendable () -> Double
 
     /// A copy of the current state (thread-safe).
@@ -207,8 +209,10 @@ public final class CoordinatorServer: @unchecked Sendable {
             let key = frames.count > 6 ? z85Encode(frames[6]) : nil
             let allowed = mechanism == "CURVE" && key.map { options.allowedClients?.contains($0) ?? true } == true
             if !allowed {
-                refusedConnections &+= 1
-                lock.withLock { _state.noteRefusedConnection() }
+                lock.withLock {
+                    _refused &+= 1
+                    _state.noteRefusedConnection()
+                }
             }
             try zap.send([Array("1.0".utf8), frames[1], Array((allowed ? "200" : "400").utf8),
                           Array((allowed ? "OK" : "client key not admitted").utf8), [], []])
@@ -252,20 +256,23 @@ public final class CoordinatorServer: @unchecked Sendable {
     }
 
     private func handleFrames(_ frames: [[UInt8]]) -> [Outgoing] {
-        framesHandled &+= 1
         guard frames.count >= 2 else { return [] }
         let peer = Peer(frames[0])
         let payloadFrames = frames.dropFirst().filter { !$0.isEmpty }
+        let decoded: Result<Envelope, Error>
+        if payloadFrames.count == 1, let payload = payloadFrames.first {
+            decoded = Result { try Envelope(decoding: payload) }
+        } else {
+            decoded = .failure(CodecError.malformed(byteCount: frames.dropFirst().reduce(0) { $0 + $1.count }))
+        }
         let now = clock()
         return lock.withLock {
-            guard payloadFrames.count == 1, let payload = payloadFrames.first else {
-                return _state.handleUndecodable(from: peer, reason: "expected one non-empty payload frame, got \(frames.count - 1) frames")
-            }
-            do {
-                let env = try Envelope(decoding: payload)
-                return _state.handle(env, from: peer, now: now)
-            } catch {
-                return _state.handleUndecodable(from: peer, reason: "\(error)")
+            _frames &+= 1
+            switch decoded {
+            case .success(let env): return _state.handle(env, from: peer, now: now)
+            case .failure(let error):
+                let reason = payloadFrames.count == 1 ? "\(error)" : "expected one non-empty payload frame, got \(frames.count - 1) frames"
+                return _state.handleUndecodable(from: peer, reason: reason)
             }
         }
     }
