@@ -1,0 +1,498 @@
+import Foundation
+
+/// The coordinator's whole truth as a pure state machine: `handle(message, from:, now:)` returns
+/// the messages to send and mutates nothing else, so it is tested without sockets and saved to disk
+/// as one Codable value (see ``SnapshotStore``).
+///
+/// It owns the epoch plan (``LeasePlanner``), the leases per rank (up to K outstanding, identified by
+/// increasing ids, regranted idempotently), heartbeats (a silent rank fails the job at its last
+/// committed checkpoint), the checkpoint registry and the ledger of committed sample ranges (exact
+/// accounting: on rollback, everything leased after the checkpoint is re-issued; nothing is lost
+/// and nothing duplicated), commands for rank 0, bad-sample reports and aggregated metrics.
+///
+/// Concretely, the ledger invariant: for every epoch, the committed ranges, the ranges in live
+/// leases (beyond their committed prefix), the re-issue queue and the not-yet-planned remainder
+/// partition the epoch's samples.
+public struct CoordinatorState: Codable, Sendable {
+    /// What the coordinator knows about a rank.
+    public struct RankRecord: Codable, Hashable, Sendable {
+        public var rank: Int32
+        public var host: String
+        public var pid: UInt32
+        public var buildVersion: String
+        public var session: UInt64
+        public var peer: Peer
+        public var lastSeen: Double
+        public var lastSeq: UInt64
+        public var step: UInt64
+        public var health: RankHealth
+        public var lastCommandId: UInt64
+        public var want: UInt32
+        public var timings: [PhaseTime]
+    }
+
+    /// A lease not yet fully committed.
+    public struct LeaseRecord: Codable, Hashable, Sendable {
+        public var lease: Lease
+        public var rank: Int32
+        /// nil while the rank holds it; else how many samples it used before returning it.
+        public var returnedConsumed: UInt64?
+        /// Samples of this lease already recorded in a committed checkpoint.
+        public var committedOffset: UInt64
+        public var isOutstanding: Bool { returnedConsumed == nil }
+        var range: SampleRange { SampleRange(epoch: lease.epoch, shard: lease.shard, start: lease.start, end: lease.end) }
+    }
+
+    /// A committed checkpoint and the sample ranges it committed (since the previous one).
+    public struct CheckpointRecord: Codable, Hashable, Sendable {
+        public var step: UInt64
+        public var path: String
+        public var positions: [DataPosition]
+        public var ranges: [SampleRange]
+        /// Samples committed by this and every earlier checkpoint.
+        public var committedSamples: UInt64
+    }
+
+    /// Latest global metrics (from rank 0's progress reports).
+    public struct Metrics: Codable, Hashable, Sendable {
+        public var step: UInt64 = 0
+        public var samples: UInt64 = 0
+        public var losses = Losses()
+        public var samplesPerSecond: Double = 0
+        public var phases: [PhaseTime] = []
+        public var epoch: UInt32 = 0
+    }
+
+    public private(set) var config: CoordinatorConfig
+    public let shardPaths: [String]
+    /// Identifies the corpus this state was planned for ("shards:samples").
+    public let corpusFingerprint: String
+    public private(set) var planner: LeasePlanner
+    public private(set) var jobState: JobState = .waiting
+    public private(set) var failureReason = ""
+    public private(set) var ranks: [Int32: RankRecord] = [:]
+    public private(set) var leases: [UInt64: LeaseRecord] = [:]
+    public private(set) var nextLeaseId: UInt64 = 1
+    public private(set) var nextCommandId: UInt64 = 1
+    /// Commands not yet acknowledged by rank 0.
+    public private(set) var pendingCommands: [Command] = []
+    public private(set) var checkpoints: [CheckpointRecord] = []
+    /// Committed sample ranges (merged), i.e. the union of `checkpoints[*].ranges`.
+    public private(set) var ledger: [SampleRange] = []
+    public let badSamplesIndexed: UInt64
+    public private(set) var badSamplesReported: Set<String> = []
+    public private(set) var metrics = Metrics()
+    /// Messages rejected (unauthenticated, malformed, out of order, ...).
+    public private(set) var droppedMessages: UInt64 = 0
+    public private(set) var receivedMessages: UInt64 = 0
+    /// Incremented when the job starts over from a checkpoint.
+    public private(set) var attempt: UInt32 = 1
+    /// Bumped by every change that must be on disk before replies go out.
+    public private(set) var durableVersion: UInt64 = 0
+    /// Bumped by changes worth saving eventually (metrics, heartbeats).
+    public private(set) var softVersion: UInt64 = 0
+    private var outSeq: UInt64 = 0
+
+    public init(config: CoordinatorConfig, index: CorpusIndex) {
+        self.config = config
+        shardPaths = index.shards.map(\.path)
+        corpusFingerprint = "\(index.shards.count):\(index.totalSamples)"
+        planner = LeasePlanner(shardSamples: index.shards.map(\.samples), seed: config.seed,
+                               leaseSize: max(1, config.leaseSize), epochs: config.epochs)
+        badSamplesIndexed = index.badSamples
+    }
+
+    // MARK: - Entry points
+
+    /// Handles one decoded message from `peer` at time `now` (seconds) and returns what to send.
+    public mutating func handle(_ env: Envelope, from peer: Peer, now: Double) -> [Outgoing] {
+        receivedMessages &+= 1
+        if env.protocolVersion != Envelope.currentProtocolVersion {
+            return reject(peer, env, .unsupportedVersion, "protocol version \(env.protocolVersion); this coordinator speaks \(Envelope.currentProtocolVersion)")
+        }
+        if let token = config.authToken, env.authToken != token {
+            return reject(peer, env, .unauthenticated, "missing or wrong job token")
+        }
+        // Tools (rank -1) may leave the job id empty: they talk to whatever job this is.
+        if env.jobId != config.jobId && !(env.jobId.isEmpty && env.rank < 0) {
+            return reject(peer, env, .wrongJob, "job \"\(env.jobId)\" is not this coordinator's job \"\(config.jobId)\"")
+        }
+        guard let body = env.body else { return reject(peer, env, .malformed, "envelope without a body") }
+        switch body {
+        case .statusRequest:
+            return [reply(peer, env, .statusReply(status(now: now)))]
+        case .command(let command):
+            return handleCommandRequest(command, env, peer, now)
+        case .registration(let registration):
+            return handleRegistration(registration, env, peer, now)
+        case .heartbeat, .leaseRequest, .leaseReturn, .progress, .checkpointCommitted, .badSample:
+            return handleRankMessage(body, env, peer, now)
+        case .registrationReply, .heartbeatReply, .leaseGrant, .statusReply, .error, .ack:
+            return reject(peer, env, .badRequest, "\(body.name) is a coordinator-to-client message")
+        }
+    }
+
+    /// Records a frame that could not be decoded and answers with an error.
+    public mutating func handleUndecodable(from peer: Peer, reason: String) -> [Outgoing] {
+        receivedMessages &+= 1
+        droppedMessages &+= 1
+        return [Outgoing(peer: peer, envelope: makeEnvelope(replyTo: 0, .error(ControlError(code: .malformed, message: reason))))]
+    }
+
+    /// Takes the settings that may change across a coordinator restart (token, heartbeat timeout,
+    /// prefetch depth) from `config`; the plan-defining ones stay as saved.
+    public mutating func applyOperationalSettings(from config: CoordinatorConfig) {
+        self.config.authToken = config.authToken
+        self.config.heartbeatTimeout = config.heartbeatTimeout
+        self.config.maxOutstanding = config.maxOutstanding
+    }
+
+    /// The job continues with another number of ranks: a new attempt from the last committed
+    /// checkpoint (the ledger is exact across world sizes; everything uncommitted is re-issued).
+    public mutating func changeWorldSize(to worldSize: UInt32) {
+        guard worldSize != config.worldSize else { return }
+        rollback()
+        config.worldSize = worldSize
+    }
+
+    /// Counts a connection the transport refused (e.g. a CURVE key not admitted).
+    public mutating func noteRefusedConnection() {
+        droppedMessages &+= 1
+    }
+
+    /// Time passes: ranks silent past the heartbeat timeout are marked lost, which fails the job at
+    /// its last committed checkpoint (or ends a stopping job).
+    public mutating func tick(now: Double) -> [Outgoing] {
+        guard [.waiting, .running, .paused, .stopping].contains(jobState) else { return [] }
+        var lost: [Int32] = []
+        for (rank, record) in ranks where record.health == .alive && now - record.lastSeen > config.heartbeatTimeout {
+            ranks[rank]?.health = .lost
+            lost.append(rank)
+        }
+        guard !lost.isEmpty else { return [] }
+        lost.sort()
+        if jobState == .stopping {
+            jobState = .stopped
+        } else {
+            let ck = checkpoints.last.map { "checkpoint step \($0.step) (\($0.path))" } ?? "the start (no checkpoint committed)"
+            jobState = .failed
+            failureReason = "rank \(lost.map(String.init).joined(separator: ", ")) silent for more than \(config.heartbeatTimeout) s; restart the job to resume from \(ck)"
+        }
+        durableVersion &+= 1
+        return []
+    }
+
+    /// After the coordinator itself restarted from a snapshot: give live ranks a fresh heartbeat
+    /// window (the outage was ours, not theirs).
+    public mutating func resumeAfterRestart(now: Double) {
+        for rank in ranks.keys where ranks[rank]?.health == .alive { ranks[rank]?.lastSeen = now }
+    }
+
+    /// Starts the job over from a committed checkpoint (the last one by default): checkpoints after
+    /// it are dropped, the ledger is restored to it, every range leased after it goes back to the
+    /// plan, ranks must register again.
+    public mutating func rollback(toStep step: UInt64? = nil) {
+        let keep: Int
+        if let step, let i = checkpoints.lastIndex(where: { $0.step == step }) { keep = i + 1 } else if step == 0 { keep = 0 } else { keep = checkpoints.count }
+        var giveBack: [SampleRange] = checkpoints[keep...].flatMap(\.ranges)
+        for record in leases.values {
+            let used = record.returnedConsumed ?? record.lease.count
+            if used > record.committedOffset {
+                giveBack.append(SampleRange(epoch: record.lease.epoch, shard: record.lease.shard,
+                                            start: record.lease.start + record.committedOffset, end: record.lease.start + used))
+            }
+        }
+        checkpoints.removeSubrange(keep...)
+        ledger = SampleRange.merged(checkpoints.flatMap(\.ranges))
+        planner.requeue(giveBack)
+        leases = [:]
+        ranks = [:]
+        pendingCommands = []
+        jobState = .waiting
+        failureReason = ""
+        attempt += 1
+        metrics.step = checkpoints.last?.step ?? 0
+        durableVersion &+= 1
+    }
+
+    // MARK: - Registration
+
+    private mutating func handleRegistration(_ r: Registration, _ env: Envelope, _ peer: Peer, _ now: Double) -> [Outgoing] {
+        guard env.rank >= 0, config.worldSize == 0 || UInt32(env.rank) < config.worldSize else {
+            return reject(peer, env, .badRequest, "rank \(env.rank) outside world size \(config.worldSize)")
+        }
+        if config.worldSize != 0 && r.worldSize != config.worldSize {
+            return reject(peer, env, .badRequest, "world size \(r.worldSize) != the job's \(config.worldSize); start the coordinator with --world-size \(r.worldSize) or a new --job-id")
+        }
+        if jobState == .failed { rollback() }
+        if var existing = ranks[env.rank], existing.session == r.session, existing.pid == r.pid, existing.host == r.host,
+           env.seq <= existing.lastSeq {
+            // A duplicate (resent after a reconnect): answer the same, change nothing but the route.
+            existing.peer = peer
+            ranks[env.rank] = existing
+            return [reply(peer, env, .registrationReply(registrationReply()))]
+        }
+        let previous = ranks[env.rank]
+        ranks[env.rank] = RankRecord(
+            rank: env.rank, host: r.host, pid: r.pid, buildVersion: r.buildVersion, session: r.session, peer: peer, lastSeen: now,
+            lastSeq: env.seq, step: previous?.step ?? metrics.step, health: .alive,
+            lastCommandId: previous?.lastCommandId ?? 0, want: previous?.want ?? config.maxOutstanding, timings: [])
+        if jobState == .waiting {
+            let alive = ranks.values.filter { $0.health == .alive }.count
+            if config.worldSize == 0 || alive >= Int(config.worldSize) { jobState = .running }
+        }
+        durableVersion &+= 1
+        return [reply(peer, env, .registrationReply(registrationReply()))]
+    }
+
+    private func registrationReply() -> RegistrationReply {
+        RegistrationReply(jobState: jobState, resumeStep: checkpoints.last?.step ?? 0,
+                          resumeCheckpoint: checkpoints.last?.path ?? "", epoch: planner.epoch,
+                          maxOutstanding: config.maxOutstanding, leaseSize: UInt32(clamping: config.leaseSize))
+    }
+
+    // MARK: - Rank messages
+
+    private mutating func handleRankMessage(_ body: Body, _ env: Envelope, _ peer: Peer, _ now: Double) -> [Outgoing] {
+        guard var record = ranks[env.rank] else {
+            return reject(peer, env, .notRegistered, "rank \(env.rank) is not registered (send a registration first)")
+        }
+        let idempotent: Bool
+        if case .leaseRequest = body { idempotent = true } else { idempotent = false }
+        if !idempotent && env.seq <= record.lastSeq {
+            return reject(peer, env, .outOfOrder, "seq \(env.seq) <= last seen \(record.lastSeq) from rank \(env.rank)")
+        }
+        if jobState == .failed {
+            return reject(peer, env, .jobFailed, failureReason)
+        }
+        if record.health == .lost { return reject(peer, env, .notRegistered, "rank \(env.rank) was marked lost; register again") }
+        record.peer = peer
+        record.lastSeen = now
+        record.lastSeq = max(record.lastSeq, env.seq)
+        ranks[env.rank] = record
+        softVersion &+= 1
+
+        switch body {
+        case .heartbeat(let h): return handleHeartbeat(h, env, peer)
+        case .leaseRequest(let r): return handleLeaseRequest(r, env, peer)
+        case .leaseReturn(let r): return handleLeaseReturn(r, env, peer)
+        case .progress(let p): return handleProgress(p, env)
+        case .checkpointCommitted(let c): return handleCheckpoint(c, env, peer)
+        case .badSample(let b):
+            if badSamplesReported.insert("\(b.shard)/\(b.key)").inserted { durableVersion &+= 1 }
+            return []
+        default: return reject(peer, env, .badRequest, "unexpected \(body.name)")
+        }
+    }
+
+    private mutating func handleHeartbeat(_ h: Heartbeat, _ env: Envelope, _ peer: Peer) -> [Outgoing] {
+        let heartbeatStep = max(ranks[env.rank]?.step ?? 0, h.step)
+        ranks[env.rank]?.step = heartbeatStep
+        ranks[env.rank]?.timings = h.timings
+        if env.rank == 0 && h.lastCommandId > 0 {
+            let acked = pendingCommands.filter { $0.id <= h.lastCommandId }
+            if !acked.isEmpty {
+                pendingCommands.removeAll { $0.id <= h.lastCommandId }
+                ranks[0]?.lastCommandId = h.lastCommandId
+                if jobState == .stopping && acked.contains(where: { $0.kind == .stop }) { jobState = .stopped }
+                durableVersion &+= 1
+            }
+        }
+        let commands = env.rank == 0 ? pendingCommands : []
+        return [reply(peer, env, .heartbeatReply(HeartbeatReply(jobState: jobState, commands: commands)))]
+    }
+
+    private mutating func handleLeaseRequest(_ r: LeaseRequest, _ env: Envelope, _ peer: Peer) -> [Outgoing] {
+        let want = min(max(r.want, 1), config.maxOutstanding)
+        if ranks[env.rank]?.want != want { ranks[env.rank]?.want = want }
+        topUp(rank: env.rank, want: want)
+        return [reply(peer, env, .leaseGrant(grant(for: env.rank)))]
+    }
+
+    private mutating func handleLeaseReturn(_ r: LeaseReturn, _ env: Envelope, _ peer: Peer) -> [Outgoing] {
+        if let record = leases[r.leaseId] {
+            guard record.rank == env.rank else {
+                return reject(peer, env, .badRequest, "lease \(r.leaseId) belongs to rank \(record.rank)")
+            }
+            if record.isOutstanding {
+                guard r.consumed <= record.lease.count, r.consumed >= record.committedOffset else {
+                    return reject(peer, env, .badRequest, "lease \(r.leaseId): consumed \(r.consumed) outside [\(record.committedOffset), \(record.lease.count)]")
+                }
+                let l = record.lease
+                planner.requeue([SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + r.consumed, end: l.end)])
+                if r.consumed == record.committedOffset {
+                    leases[r.leaseId] = nil
+                } else {
+                    leases[r.leaseId]?.returnedConsumed = r.consumed
+                }
+                durableVersion &+= 1
+            }
+        } else if r.leaseId >= nextLeaseId {
+            return reject(peer, env, .badRequest, "lease \(r.leaseId) was never granted")
+        }
+        // Unknown-but-granted ids were committed already: a duplicate, answered the same way.
+        topUp(rank: env.rank, want: ranks[env.rank]?.want ?? config.maxOutstanding)
+        return [reply(peer, env, .leaseGrant(grant(for: env.rank)))]
+    }
+
+    private mutating func handleProgress(_ p: ProgressReport, _ env: Envelope) -> [Outgoing] {
+        let progressStep = max(ranks[env.rank]?.step ?? 0, p.step)
+        ranks[env.rank]?.step = progressStep
+        if env.rank == 0 {
+            metrics = Metrics(step: p.step, samples: p.samples, losses: p.losses, samplesPerSecond: p.samplesPerSecond,
+                              phases: p.phases, epoch: p.epoch)
+        }
+        return []
+    }
+
+    private mutating func handleCheckpoint(_ c: CheckpointCommitted, _ env: Envelope, _ peer: Peer) -> [Outgoing] {
+        guard env.rank == 0 else { return reject(peer, env, .badRequest, "only rank 0 commits checkpoints") }
+        if let last = checkpoints.last, c.step <= last.step {
+            if c.step == last.step && c.path == last.path { return [reply(peer, env, .ack(Ack()))] }
+            return reject(peer, env, .outOfOrder, "checkpoint step \(c.step) <= last committed step \(last.step)")
+        }
+        var positions: [Int32: DataPosition] = [:]
+        for p in c.positions {
+            if positions[p.rank] != nil { return reject(peer, env, .badRequest, "two positions for rank \(p.rank)") }
+            positions[p.rank] = p
+            if let l = leases[p.leaseId] {
+                guard l.rank == p.rank else {
+                    return reject(peer, env, .badRequest, "position of rank \(p.rank) names lease \(p.leaseId) of rank \(l.rank)")
+                }
+                guard p.offset <= (l.returnedConsumed ?? l.lease.count), p.offset >= l.committedOffset else {
+                    return reject(peer, env, .badRequest, "position offset \(p.offset) outside lease \(p.leaseId)")
+                }
+            }
+        }
+        let missing = Set(leases.values.map(\.rank)).subtracting(positions.keys).sorted()
+        if !missing.isEmpty {
+            return reject(peer, env, .badRequest, "checkpoint lacks data positions for ranks \(missing.map(String.init).joined(separator: ","))")
+        }
+        var committed: [SampleRange] = []
+        for (id, record) in leases {
+            guard let p = positions[record.rank] else { continue }
+            let l = record.lease
+            let usedEnd: UInt64
+            if id < p.leaseId { usedEnd = record.returnedConsumed ?? l.count } else if id == p.leaseId { usedEnd = p.offset } else { continue }
+            if usedEnd > record.committedOffset {
+                committed.append(SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + record.committedOffset, end: l.start + usedEnd))
+            }
+            let finished = id < p.leaseId || (record.returnedConsumed.map { usedEnd >= $0 } ?? (usedEnd >= l.count))
+            if finished { leases[id] = nil } else { leases[id]?.committedOffset = usedEnd }
+        }
+        committed = SampleRange.merged(committed)
+        let total = (checkpoints.last?.committedSamples ?? 0) + committed.reduce(0) { $0 + $1.count }
+        checkpoints.append(CheckpointRecord(step: c.step, path: c.path, positions: c.positions.sorted { $0.rank < $1.rank },
+                                            ranges: committed, committedSamples: total))
+        ledger = SampleRange.merged(ledger + committed)
+        if planner.isExhausted && leases.isEmpty && [.running, .paused, .waiting].contains(jobState) { jobState = .done }
+        durableVersion &+= 1
+        return [reply(peer, env, .ack(Ack()))]
+    }
+
+    // MARK: - Leases
+
+    private mutating func topUp(rank: Int32, want: UInt32) {
+        guard [.waiting, .running, .paused].contains(jobState) else { return }
+        var outstanding = leases.values.filter { $0.rank == rank && $0.isOutstanding }.count
+        while outstanding < Int(want), let range = planner.next() {
+            let lease = Lease(id: nextLeaseId, epoch: range.epoch, shard: range.shard,
+                              shardPath: shardPaths[Int(range.shard)], start: range.start, end: range.end)
+            nextLeaseId += 1
+            leases[lease.id] = LeaseRecord(lease: lease, rank: rank, returnedConsumed: nil, committedOffset: 0)
+            outstanding += 1
+            durableVersion &+= 1
+        }
+    }
+
+    /// Every lease this rank holds, in grant order.
+    public func outstandingLeases(of rank: Int32) -> [Lease] {
+        leases.values.filter { $0.rank == rank && $0.isOutstanding }.map(\.lease).sorted { $0.id < $1.id }
+    }
+
+    private func grant(for rank: Int32) -> LeaseGrant {
+        let held = outstandingLeases(of: rank)
+        return LeaseGrant(leases: held, exhausted: held.isEmpty && planner.isExhausted, epoch: planner.epoch)
+    }
+
+    // MARK: - Commands
+
+    private mutating func handleCommandRequest(_ c: Command, _ env: Envelope, _ peer: Peer, _ now: Double) -> [Outgoing] {
+        guard c.kind != .unspecified else { return reject(peer, env, .badRequest, "command kind not set") }
+        let hasRanks = ranks.values.contains { $0.health == .alive }
+        let finished = [.failed, .stopped, .done].contains(jobState) || (jobState == .waiting && !hasRanks)
+        if finished {
+            guard c.kind == .stop else {
+                return reject(peer, env, .badRequest, "the job is \(jobState.name)\(hasRanks ? "" : " with no live ranks"); only stop applies")
+            }
+            if jobState != .stopped && jobState != .done { jobState = .stopped; durableVersion &+= 1 }
+            return [reply(peer, env, .ack(Ack()))]
+        }
+        let command = Command(id: nextCommandId, kind: c.kind, reason: c.reason)
+        nextCommandId += 1
+        pendingCommands.append(command)
+        switch c.kind {
+        case .stop: jobState = .stopping
+        case .pause: if jobState == .running { jobState = .paused }
+        case .resume: if jobState == .paused { jobState = .running }
+        default: break
+        }
+        durableVersion &+= 1
+        var out = [reply(peer, env, .ack(Ack(commandId: command.id)))]
+        if let rank0 = ranks[0], rank0.health == .alive {
+            out.append(Outgoing(peer: rank0.peer, envelope: makeEnvelope(replyTo: 0, .command(command))))
+        }
+        return out
+    }
+
+    // MARK: - Status
+
+    /// The job's status as `albef-coord status` shows it.
+    public func status(now: Double) -> StatusReply {
+        var s = StatusReply()
+        s.jobId = config.jobId
+        s.jobState = jobState
+        // The epoch being trained (rank 0's report) lags the one being planned (leases prefetched).
+        s.epoch = metrics.step > 0 ? metrics.epoch : min(planner.epoch, max(config.epochs, 1) - 1)
+        s.epochs = config.epochs
+        s.step = metrics.step
+        s.samples = metrics.samples
+        s.totalSamples = planner.samplesPerEpoch
+        s.losses = metrics.losses
+        s.samplesPerSecond = metrics.samplesPerSecond
+        let remaining = Double(planner.samplesPerEpoch) * Double(config.epochs) - Double(metrics.samples)
+        s.etaSeconds = metrics.samplesPerSecond > 0 ? max(0, remaining) / metrics.samplesPerSecond : -1
+        s.lastCheckpoint = checkpoints.last.map { CheckpointInfo(step: $0.step, path: $0.path, committedSamples: $0.committedSamples) }
+        let maxStep = ranks.values.map(\.step).max() ?? 0
+        var held: [Int32: UInt32] = [:]
+        for l in leases.values where l.isOutstanding { held[l.rank, default: 0] += 1 }
+        s.ranks = ranks.values.sorted { $0.rank < $1.rank }.map {
+            RankStatus(rank: $0.rank, health: $0.health, host: $0.host, pid: $0.pid, step: $0.step, lag: maxStep - $0.step,
+                       heartbeatAgeSeconds: max(0, now - $0.lastSeen), outstandingLeases: held[$0.rank] ?? 0)
+        }
+        s.badSamplesIndexed = badSamplesIndexed
+        s.badSamplesReported = UInt64(badSamplesReported.count)
+        s.droppedMessages = droppedMessages
+        s.failureReason = failureReason
+        s.worldSize = config.worldSize
+        s.grantedSamples = planner.issuedThisEpoch
+        s.phases = metrics.phases
+        return s
+    }
+
+    // MARK: - Helpers
+
+    private mutating func makeEnvelope(replyTo: UInt64, _ body: Body) -> Envelope {
+        outSeq &+= 1
+        return Envelope(jobId: config.jobId, seq: outSeq, rank: -1, replyTo: replyTo, body: body)
+    }
+
+    private mutating func reply(_ peer: Peer, _ env: Envelope, _ body: Body) -> Outgoing {
+        Outgoing(peer: peer, envelope: makeEnvelope(replyTo: env.seq, body))
+    }
+
+    private mutating func reject(_ peer: Peer, _ env: Envelope, _ code: ErrorCode, _ message: String) -> [Outgoing] {
+        droppedMessages &+= 1
+        return [reply(peer, env, .error(ControlError(code: code, message: message)))]
+    }
+}

@@ -1,1 +1,0 @@
-print("albef-coord: not yet")

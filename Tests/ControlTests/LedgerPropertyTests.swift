@@ -1,0 +1,134 @@
+import XCTest
+@testable import Control
+
+/// Randomised model test of exact accounting: ranks consume leases (fully or partly), checkpoints
+/// commit their positions, the coordinator is restarted from snapshots and the job rolled back at
+/// random; at the end, the committed ledger is every sample of every epoch exactly once and equals
+/// what the surviving timeline of the ranks actually trained on.
+final class LedgerPropertyTests: XCTestCase {
+    /// What one rank process knows.
+    struct RankModel {
+        var queue: [Lease] = []
+        var current: Lease?
+        var offset: UInt64 = 0
+        var highest: UInt64 = 0
+        var finished: (id: UInt64, offset: UInt64)?
+        var trainedSinceCommit: [SampleRange] = []
+        var pid: UInt32
+
+        var position: (UInt64, UInt64) {
+            if let current { return (current.id, offset) }
+            if let finished { return (finished.id, finished.offset) }
+            return (0, 0)
+        }
+    }
+
+    func run(seed: UInt64, world: Int32, sizes: [UInt64], epochs: UInt32) throws {
+        var rng = FuzzRNG(state: seed)
+        let config = CoordinatorConfig(jobId: "prop", worldSize: UInt32(world), seed: seed, leaseSize: 16, epochs: epochs,
+                                       maxOutstanding: 3, heartbeatTimeout: 1e9)
+        var h = Harness(config: config, index: Fixtures.index(sizes))
+        var ranks = (0..<world).map { RankModel(pid: UInt32(100 + $0)) }
+        var committedTrained: [SampleRange] = []
+        var step: UInt64 = 0
+        func register(_ r: Int32) {
+            XCTAssertNotNil(h.register(r, pid: ranks[Int(r)].pid), "rank \(r) registers")
+        }
+        func fill(_ r: Int32) {
+            guard let g = h.leases(r, want: 3) else { return XCTFail("no grant for rank \(r)") }
+            for l in g.leases where l.id > ranks[Int(r)].highest {
+                ranks[Int(r)].queue.append(l)
+                ranks[Int(r)].highest = l.id
+            }
+        }
+        func consume(_ r: Int32, _ n: UInt64) {
+            var left = n
+            while left > 0 {
+                if ranks[Int(r)].current == nil {
+                    if ranks[Int(r)].queue.isEmpty { fill(r) }
+                    guard !ranks[Int(r)].queue.isEmpty else { return }
+                    ranks[Int(r)].current = ranks[Int(r)].queue.removeFirst()
+                    ranks[Int(r)].offset = 0
+                }
+                guard let l = ranks[Int(r)].current else { return }
+                let k = min(left, l.count - ranks[Int(r)].offset)
+                ranks[Int(r)].trainedSinceCommit.append(SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + ranks[Int(r)].offset,
+                                                                    end: l.start + ranks[Int(r)].offset + k))
+                ranks[Int(r)].offset += k
+                left -= k
+                if ranks[Int(r)].offset == l.count { finishCurrent(r) }
+            }
+        }
+        func finishCurrent(_ r: Int32) {
+            guard let l = ranks[Int(r)].current else { return }
+            let used = ranks[Int(r)].offset
+            h.send(r, .leaseReturn(LeaseReturn(leaseId: l.id, consumed: used)))
+            ranks[Int(r)].finished = (l.id, used)
+            ranks[Int(r)].current = nil
+        }
+        func commit() {
+            step += 1
+            let positions = (0..<world).map { r -> DataPosition in
+                let p = ranks[Int(r)].position
+                return DataPosition(rank: r, leaseId: p.0, offset: p.1)
+            }
+            let out = h.send(0, .checkpointCommitted(CheckpointCommitted(step: step, path: "/ck/\(step)", positions: positions)))
+            guard case .ack? = out.first?.envelope.body else { return XCTFail("commit refused: \(String(describing: out.first?.envelope.body))") }
+            for r in 0..<Int(world) {
+                committedTrained += ranks[r].trainedSinceCommit
+                ranks[r].trainedSinceCommit = []
+            }
+        }
+
+        for r in 0..<world { register(r) }
+        for _ in 0..<400 {
+            let r = Int32(rng.next() % UInt64(world))
+            switch rng.next() % 100 {
+            case 0..<60: consume(r, 1 + rng.next() % 40)
+            case 60..<68: fill(r)
+            case 68..<74:  // give back the rest of the current lease
+                if let l = ranks[Int(r)].current, ranks[Int(r)].offset < l.count { finishCurrent(r) }
+            case 74..<86: commit()
+            case 86..<90:  // the job fails: new attempt from the last checkpoint, fresh rank processes
+                h.state.rollback()
+                for i in 0..<Int(world) {
+                    ranks[i] = RankModel(pid: ranks[i].pid + 1000)
+                }
+                h.seqs = [:]
+                for r in 0..<world { register(r) }
+            case 90..<96:  // the coordinator restarts from its snapshot; ranks carry on
+                let data = try JSONEncoder().encode(h.state)
+                h.state = try JSONDecoder().decode(CoordinatorState.self, from: data)
+                h.state.resumeAfterRestart(now: h.now)
+            default:
+                h.send(r, .heartbeat(Heartbeat(step: step)))
+            }
+        }
+        // Finish: every rank reads until nothing is left, then a final checkpoint.
+        var progress = true
+        while progress {
+            progress = false
+            for r in 0..<world {
+                let before = ranks[Int(r)].trainedSinceCommit.count
+                consume(r, 1000)
+                if ranks[Int(r)].trainedSinceCommit.count != before { progress = true }
+            }
+        }
+        commit()
+
+        let total = sizes.reduce(0, +) * UInt64(epochs)
+        var full: [SampleRange] = []
+        for e in 0..<epochs { for (s, n) in sizes.enumerated() where n > 0 { full.append(SampleRange(epoch: e, shard: UInt32(s), start: 0, end: n)) } }
+        XCTAssertEqual(committedTrained.reduce(0) { $0 + $1.count }, total, "seed \(seed): trained samples (duplicates or losses)")
+        XCTAssertEqual(SampleRange.merged(committedTrained), full, "seed \(seed): coverage of what was trained")
+        XCTAssertEqual(h.state.ledger, full, "seed \(seed): the coordinator's ledger")
+        XCTAssertEqual(h.state.checkpoints.flatMap(\.ranges).reduce(0) { $0 + $1.count }, total, "seed \(seed): checkpoints never overlap")
+        XCTAssertEqual(h.state.jobState, .done, "seed \(seed)")
+    }
+
+    func testRandomisedRunsAccountForEverySampleExactlyOnce() throws {
+        for seed: UInt64 in 1...12 {
+            try run(seed: seed, world: Int32(1 + seed % 4), sizes: [90, 0, 33, 120, 7], epochs: 2)
+        }
+    }
+}
