@@ -69,5 +69,8 @@ public final class LoaderSource: BatchSource {
 
     public var badSampleCounts: [String: Int] { counts }
 
+    /// The loader position after the last batch (range mode: `pending` = unread ranges).
+    public var loaderPosition: LoaderPosition? { lastPosition }
+
     deinit { loader?.stop() }
 }

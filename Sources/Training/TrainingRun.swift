@@ -17,7 +17,7 @@ public struct RunOptions: Sendable {
 /// Control hooks between steps (the coordinator plugs in here): return a command for this
 /// step boundary. Only rank 0's answer counts; it is broadcast so every rank acts at the same step.
 public enum StepCommand: UInt8, Sendable {
-    case none = 0, stop = 1, checkpoint = 2, pause = 3
+    case none = 0, stop = 1, checkpoint = 2, pause = 3, resume = 4
 }
 
 /// The training loop of one rank: epochs × iterations from a `BatchSource`, logging on rank 0
@@ -98,6 +98,18 @@ public final class TrainingRun {
                 }
                 // Step-boundary commands from rank 0, agreed by every rank.
                 var cmd: UInt8 = rank0 ? (commandSource?() ?? .none).rawValue : 0
+                if cmd == StepCommand.pause.rawValue {
+                    // Paused: rank 0 waits for resume (or stop); the other ranks wait in the broadcast.
+                    print("paused at step \(step); waiting for resume")
+                    cmd = StepCommand.none.rawValue
+                    while true {
+                        usleep(200_000)
+                        let c = commandSource?() ?? .none
+                        if c == .resume { print("resumed at step \(step)"); break }
+                        if c == .stop { cmd = StepCommand.stop.rawValue; break }
+                        if c == .checkpoint { cmd = StepCommand.checkpoint.rawValue; break }
+                    }
+                }
                 if let ms = options.maxSeconds, rank0, monotonicSeconds() - start >= ms { cmd = StepCommand.stop.rawValue }
                 if let mx = options.maxSteps, step >= mx { cmd = StepCommand.stop.rawValue }
                 withUnsafeMutableBytes(of: &cmd) { comm.broadcast(bytes: $0.baseAddress!, count: 1, root: 0) }

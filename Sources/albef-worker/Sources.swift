@@ -39,13 +39,3 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
                             iterationsPerEpoch: iterationsPerEpoch)
 }
 
-/// Coordinator integration (leases, heartbeats, commands).
-protocol RunControl: AnyObject {
-    func shutdown()
-    func finish(run: TrainingRun)
-}
-
-func attachCoordinator(_ endpoint: String?, run: TrainingRun, comm: Communicator, config: TrainConfig) throws -> RunControl? {
-    guard endpoint == nil else { throw TrainingError.data("--coordinator is not wired yet") }
-    return nil
-}

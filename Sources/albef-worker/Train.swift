@@ -1,5 +1,6 @@
 import ALBEF
 import ArgumentParser
+import Control
 import Distributed
 import Foundation
 import Tensor
@@ -32,6 +33,9 @@ struct Train: ParsableCommand {
     @Option(help: "Check that ranks hold identical weights every N steps (0: never).") var divergenceCheckEvery: Int = 50
     @Flag(help: "Resume from the latest checkpoint in --output-dir.") var resume = false
     @Option(help: "Coordinator endpoint (tcp://host:port) for leases, status and commands; default: static sharding.") var coordinator: String?
+    @Option(help: "Job id the coordinator was started with (albef-coord serve --job-id).") var jobId: String = "albef"
+    @Option(help: "Job token (albef-coord serve --token); default: $ALBEF_JOB_TOKEN.") var token: String?
+    @Option(name: .customLong("curve-keys"), help: "Directory of CURVE keys from `albef-coord keygen` (server.pub, client.pub, client.key).") var curveKeys: String?
     @Option(help: "Override the config's batch_size (per rank).") var batchSize: Int?
     @Option(help: "Override the config's epochs.") var epochs: Int?
     @Option(help: "Override the learning rate (optimizer.lr and the schedule's base).") var lr: Double?
@@ -52,9 +56,24 @@ struct Train: ParsableCommand {
         if let e = epochs { cfg.epochs = e }
         if let lr { cfg.overrideLR(lr) }
         let source: BatchSource
+        var link: CoordinatorLink? = nil
         if let n = synthetic {
             source = SyntheticSource(SyntheticBatches(batchSize: cfg.batchSize, length: cfg.maxLength, imageRes: cfg.model.imageRes,
                                                       vocabSize: cfg.model.bert.vocabSize, seed: model.seed), rank: comm.rank, iterationsPerEpoch: n)
+        } else if let endpoint = coordinator {
+            var auth = ClientAuth.none
+            if let dir = curveKeys {
+                let keys = try CurveKeyFiles.loadClient(from: URL(fileURLWithPath: dir))
+                auth = .curve(serverKey: keys.serverKey, client: keys.client)
+            } else if let t = token ?? ProcessInfo.processInfo.environment["ALBEF_JOB_TOKEN"] {
+                auth = .token(t)
+            }
+            let l = try CoordinatorLink(endpoint: endpoint, auth: auth, jobId: jobId, comm: comm)
+            link = l
+            let index = try loadIndex(corpus ?? cfg.trainFiles.joined(separator: "::"))
+            let perEpoch = max(1, index.totalSamples / max(cfg.batchSize * comm.size, 1))
+            source = try makeCorpusSource(config: cfg, corpus: corpus, rank: comm.rank, worldSize: comm.size, seed: model.seed,
+                                          threads: loaderThreads, outputDir: outputDir, ranges: l.ranges, iterationsPerEpoch: perEpoch)
         } else {
             source = try makeCorpusSource(config: cfg, corpus: corpus, rank: comm.rank, worldSize: comm.size, seed: model.seed,
                                           threads: loaderThreads, outputDir: outputDir)
@@ -72,13 +91,14 @@ struct Train: ParsableCommand {
         opts.divergenceCheckEvery = divergenceCheckEvery
         opts.resume = resume
         let run = TrainingRun(trainer: trainer, source: source, options: opts)
-        let control = try attachCoordinator(coordinator, run: run, comm: comm, config: cfg)
+        if let link, let ls = source as? LoaderSource { link.attach(to: run, source: ls) }
         do { try run.run() } catch {
             print("rank \(comm.rank): error: \(error)")
-            control?.shutdown()
+            link?.close()
             world.abort(2)
         }
-        control?.finish(run: run)
+        link?.close()
+        if run.stoppedByCommand, comm.rank == 0 { print("stopped by command at step \(trainer.globalStep)") }
         if comm.rank == 0 {
             let h = run.history
             if let f = h.first, let l = h.last {
