@@ -1,0 +1,95 @@
+import Foundation
+import XCTest
+
+/// Coordinator + two real MPI ranks: leases, status, stop at a step boundary with a checkpoint.
+final class CoordinatorIntegrationTests: XCTestCase {
+    func freePort() -> Int { Int.random(in: 20000...60000) }
+
+    func testCoordinatorWithTwoMPIRanksStatusAndStop() throws {
+        let bin = productsDirectory()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coordint-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+        // A small synthetic corpus and a micro model config.
+        let (s0, o0) = try runCommand(bin.appendingPathComponent("albef-data").path,
+                                      ["synth", "--out", dir.path + "/corpus", "--samples", "400", "--heldout", "10", "--image-size", "32", "--shard-size", "100"])
+        XCTAssertEqual(s0, 0, o0)
+        let cfg = dir.appendingPathComponent("micro.yaml")
+        try """
+        bert: {hidden_size: 32, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 64, vocab_size: 30522,
+               hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, fusion_layer: 2, encoder_width: 32}
+        vocab: '\(root.path)/configs/vocab.txt'
+        image_res: 32
+        vision_width: 32
+        vit: {patch_size: 16, depth: 2, num_heads: 2, mlp_ratio: 4}
+        embed_dim: 16
+        batch_size: 4
+        queue_size: 64
+        optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
+        schedular: {sched: constant, epochs: 50}
+        """.write(to: cfg, atomically: true, encoding: .utf8)
+        let port = freePort()
+        let endpoint = "tcp://127.0.0.1:\(port)"
+        // The coordinator.
+        let coord = Process()
+        coord.executableURL = bin.appendingPathComponent("albef-coord")
+        coord.arguments = ["serve", "--corpus", dir.path + "/corpus/index.json", "--bind", endpoint, "--state-dir", dir.path + "/coord",
+                           "--world-size", "2", "--lease-size", "16", "--epochs", "50"]
+        let coordLog = dir.appendingPathComponent("coord.log")
+        FileManager.default.createFile(atPath: coordLog.path, contents: nil)
+        coord.standardOutput = try FileHandle(forWritingTo: coordLog)
+        coord.standardError = coord.standardOutput
+        try coord.run()
+        defer { if coord.isRunning { coord.terminate() } }
+        // Two ranks under mpirun, reading leases.
+        let train = Process()
+        train.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+        train.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "2", bin.appendingPathComponent("albef-worker").path, "train",
+                           "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
+                           "--output-dir", dir.path + "/run", "--log-every", "1", "--max-steps", "100000"]
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in mpiEnvironment { env[k] = v }
+        train.environment = env
+        let trainLog = dir.appendingPathComponent("train.log")
+        FileManager.default.createFile(atPath: trainLog.path, contents: nil)
+        train.standardOutput = try FileHandle(forWritingTo: trainLog)
+        train.standardError = train.standardOutput
+        train.standardInput = FileHandle.nullDevice
+        try train.run()
+        defer { if train.isRunning { train.terminate() } }
+        // status --json shows both ranks, a step and losses.
+        var status: [String: Any] = [:]
+        let deadline = Date().addingTimeInterval(180)
+        while Date() < deadline {
+            let (s, out) = try runCommand(bin.appendingPathComponent("albef-coord").path, ["status", "--json", "--endpoint", endpoint])
+            if s == 0, let d = out.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+               let ranks = o["ranks"] as? [[String: Any]], ranks.count == 2, (o["step"] as? Int ?? 0) >= 3 {
+                status = o
+                break
+            }
+            usleep(300_000)
+        }
+        let log = { (try? String(contentsOf: trainLog, encoding: .utf8)) ?? "" }
+        XCTAssertEqual((status["ranks"] as? [Any])?.count, 2, "status never showed 2 ranks at step ≥ 3: \(status)\n\(log())")
+        let losses = status["losses"] as? [String: Any]
+        XCTAssertGreaterThan(losses?["ita"] as? Double ?? 0, 0, "\(status)")
+        // Stop: both ranks stop at the same step, with a checkpoint.
+        let (ss, so) = try runCommand(bin.appendingPathComponent("albef-coord").path, ["stop", "--endpoint", endpoint])
+        XCTAssertEqual(ss, 0, so)
+        let stopDeadline = Date().addingTimeInterval(120)
+        while train.isRunning && Date() < stopDeadline { usleep(200_000) }
+        XCTAssertFalse(train.isRunning, "ranks did not stop\n\(log())")
+        XCTAssertEqual(train.terminationStatus, 0, log())
+        let text = log()
+        guard let r = text.range(of: "stopped by command at step ") else { return XCTFail("no stop line\n\(text)") }
+        let step = Int(text[r.upperBound...].prefix { $0.isNumber }) ?? -1
+        XCTAssertGreaterThan(step, 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path + String(format: "/run/checkpoints/step_%08d/model.safetensors", step)), text)
+        // The coordinator registered the committed checkpoint.
+        let (_, after) = try runCommand(bin.appendingPathComponent("albef-coord").path, ["status", "--json", "--endpoint", endpoint])
+        if let d = after.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
+            let ck = o["last_checkpoint"] as? [String: Any]
+            XCTAssertEqual(ck?["step"] as? Int, step, after)
+        }
+    }
+}
