@@ -64,8 +64,9 @@ extension ALBEFPretrain {
         pendingEnqueue = withNoGrad { (allGather(imageFeatM), allGather(textFeatM)) }
 
         // 8. Positive pairs through the fusion layers.
+        let crossKV = CrossAttentionCache()
         let outputPos = textEncoder.bert(hidden: textEmbeds, attentionMask: batch.attentionMask, batch: b, length: l,
-                                         image: imageEmbeds, mode: .fusion)
+                                         image: imageEmbeds, mode: .fusion, cache: crossKV)
         // 9–10. Hard negatives sampled from the in-batch similarities (diagonal excluded).
         let negImage: [Int], negText: [Int]
         if let ni = injection.negativeImageIndex, let nt = injection.negativeTextIndex {
@@ -97,15 +98,16 @@ extension ALBEFPretrain {
             }
         }
         // 11. Negative pairs: (text b, negative image) then (negative text, image b).
-        let imageEmbedsNeg = imageEmbeds.gatherRows(negImage)
         let textEmbedsNeg = textEmbeds.gatherRows(negText)
         var textAttsNeg = [Int32]()
         textAttsNeg.reserveCapacity(b * l)
         for k in negText { textAttsNeg += batch.attentionMask[(k * l)..<((k + 1) * l)] }
         let textAll = Tensor.concat([textEmbeds, textEmbedsNeg], axis: 0)
-        let imageAll = Tensor.concat([imageEmbedsNeg, imageEmbeds], axis: 0)
+        // Images [negative images ; images] = imageEmbeds[rows]; their cross-attention keys and
+        // values are the positive pass's, gathered (no re-projection of the image tokens).
+        crossKV.rows = negImage + Array(0..<b)
         let outputNeg = textEncoder.bert(hidden: textAll, attentionMask: batch.attentionMask + textAttsNeg, batch: 2 * b,
-                                         length: l, image: imageAll, mode: .fusion)
+                                         length: l, image: imageEmbeds, mode: .fusion, cache: crossKV)
         let vl = Tensor.concat([outputPos.select(axis: 1, 0), outputNeg.select(axis: 1, 0)], axis: 0)
         let itmLogits = itmHead(vl)
         let itmLabels = [Int32](repeating: 1, count: b) + [Int32](repeating: 0, count: 2 * b)

@@ -47,12 +47,13 @@ public final class BertSelfAttention: Module {
     public override var children: [(String, Module)] { [("query", query), ("key", key), ("value", value)] }
 
     /// Context `[B, Lq, C]` of `h` attending over `kv` (= h for self-attention) with an additive key mask.
-    public func callAsFunction(_ h: Tensor, kv: Tensor, mask: Tensor?) -> Tensor {
+    /// `projected` supplies key(kv) and value(kv) already computed (cross-attention reuse).
+    public func callAsFunction(_ h: Tensor, kv: Tensor, mask: Tensor?, projected: (Tensor, Tensor)? = nil) -> Tensor {
         let d = h.shape[2] / heads
+        let (k, v) = projected ?? (key(kv), value(kv))
         // xbert divides scores by √d. Attention-probability dropout is not applied (the fused
         // kernel has none); hidden-state dropout is.
-        return Tensor.attention(q: query(h), k: key(kv), v: value(kv), heads: heads, mask: mask,
-                                scale: 1 / Float(d).squareRoot())
+        return Tensor.attention(q: query(h), k: k, v: v, heads: heads, mask: mask, scale: 1 / Float(d).squareRoot())
     }
 }
 
@@ -76,8 +77,8 @@ public final class BertAttention: Module {
         output = BertResidualOutput(c.hiddenSize, c, random: random)
     }
     public override var children: [(String, Module)] { [("self", attention), ("output", output)] }
-    public func callAsFunction(_ h: Tensor, kv: Tensor, mask: Tensor?) -> Tensor {
-        output(attention(h, kv: kv, mask: mask), residual: h)
+    public func callAsFunction(_ h: Tensor, kv: Tensor, mask: Tensor?, projected: (Tensor, Tensor)? = nil) -> Tensor {
+        output(attention(h, kv: kv, mask: mask, projected: projected), residual: h)
     }
 }
 
@@ -108,11 +109,21 @@ public final class BertLayer: Module {
         return c + [("intermediate", intermediate), ("output", output)]
     }
 
-    public func callAsFunction(_ h: Tensor, mask: Tensor?, image: Tensor?) -> Tensor {
+    public func callAsFunction(_ h: Tensor, mask: Tensor?, image: Tensor?, cache: CrossAttentionCache? = nil, layer: Int = 0) -> Tensor {
         var a = attention(h, kv: h, mask: mask)
         if let crossAttention {
             guard let image else { preconditionFailure("BertLayer: a fusion layer needs image tokens") }
-            a = crossAttention(a, kv: image, mask: nil)
+            var projected: (Tensor, Tensor)? = nil
+            if let cache {
+                if let rows = cache.rows, let (k, v) = cache.kv[layer] {
+                    projected = (k.gatherRows(rows), v.gatherRows(rows))
+                } else if cache.rows == nil {
+                    let k = crossAttention.attention.key(image), v = crossAttention.attention.value(image)
+                    cache.kv[layer] = (k, v)
+                    projected = (k, v)
+                }
+            }
+            a = crossAttention(a, kv: image, mask: nil, projected: projected)
         }
         return output(intermediate.dense(a).gelu(), residual: a)
     }
@@ -156,7 +167,7 @@ public final class BertModel: Module {
 
     /// Runs `mode` over token ids (text, multimodal) or hidden states (fusion).
     public func callAsFunction(ids: [Int32]? = nil, hidden: Tensor? = nil, attentionMask: [Int32], batch: Int, length: Int,
-                               image: Tensor? = nil, mode: BertMode) -> Tensor {
+                               image: Tensor? = nil, mode: BertMode, cache: CrossAttentionCache? = nil) -> Tensor {
         let mask = BertModel.extendedMask(attentionMask, batch: batch, length: length)
         var h: Tensor
         let range: Range<Int>
@@ -171,7 +182,7 @@ public final class BertModel: Module {
             h = hidden!
             range = config.fusionLayer..<config.numHiddenLayers
         }
-        for i in range { h = layers[i](h, mask: mask, image: image) }
+        for i in range { h = layers[i](h, mask: mask, image: image, cache: cache, layer: i) }
         return h
     }
 
@@ -245,4 +256,15 @@ public final class BertForMaskedLM: Module {
             else { for i in 0..<t.count { t.data[i] = rng.normal() * std } }
         }
     }
+}
+
+/// Cross-attention key/value projections of image tokens, shared between fusion passes over the
+/// same images: the first pass (`rows == nil`) records key(X), value(X) per layer; a later pass
+/// over images `X[rows]` uses key(X)[rows], value(X)[rows] (a row gather commutes with a Linear),
+/// which is what ALBEF's negative ITM pass computes, without re-projecting every image token.
+public final class CrossAttentionCache {
+    var kv: [Int: (Tensor, Tensor)] = [:]
+    /// Rows of the recorded images the next pass reads (nil while recording).
+    public var rows: [Int]?
+    public init() {}
 }
