@@ -17,6 +17,11 @@ public struct TrainConfig: Sendable {
     public var schedule = LRSchedule.albef(baseLR: 1e-4, warmupLR: 1e-5, minLR: 1e-5, warmupEpochs: 20, stepSize: 100, epochs: 30)
     public var epochs = 30
     public var alphaRampEpochs = 1
+    /// Augmentation (ALBEF: RandomResizedCrop scale (0.2, 1), horizontal flip, RandAugment(2, 7));
+    /// key `augment: {crop_scale: [lo, hi], flip: bool, randaugment: bool}`.
+    public var cropScale = (0.2, 1.0)
+    public var flip = true
+    public var randAugment = true
     /// WordPiece vocabulary (`vocab.txt`, uncased BERT); key `vocab`, default `configs/vocab.txt`.
     public var vocab: String?
     /// A plain BERT safetensors file (e.g. MiniLM) that initialises `text_encoder.bert` (+ `_m`).
@@ -63,6 +68,17 @@ public struct TrainConfig: Sendable {
             if let s = tf as? String { trainFiles = [s] } else if let l = tf as? [String] { trainFiles = l } else {
                 throw ConfigError.wrongType(key: "train_file", expected: "a path or a list of paths", file: path)
             }
+        }
+        if let a = try r.section("augment") {
+            if let cs = a.y["crop_scale"] {
+                guard let l = cs as? [Any], l.count == 2, let lo = (l[0] as? Double) ?? (l[0] as? Int).map(Double.init),
+                      let hi = (l[1] as? Double) ?? (l[1] as? Int).map(Double.init), 0 < lo, lo <= hi, hi <= 1 else {
+                    throw ConfigError.wrongType(key: "augment.crop_scale", expected: "[low, high] with 0 < low ≤ high ≤ 1", file: path)
+                }
+                cropScale = (lo, hi)
+            }
+            flip = try a.opt("flip") ?? flip
+            randAugment = try a.opt("randaugment") ?? randAugment
         }
         if let v: String = try r.opt("vocab") { vocab = v.hasPrefix("/") ? v : dir.appendingPathComponent(v).path }
         if let t: String = try r.opt("text_init") { textInit = t.hasPrefix("/") ? t : dir.appendingPathComponent(t).path }

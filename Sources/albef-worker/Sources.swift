@@ -35,6 +35,9 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
     try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
     c.quarantineFile = URL(fileURLWithPath: outputDir).appendingPathComponent(String(format: "quarantine_rank%03d.jsonl", rank))
     c.dropLast = true
+    c.cropScale = config.cropScale
+    c.flipProbability = config.flip ? 0.5 : 0
+    c.useRandAugment = config.randAugment
     return try LoaderSource(index: index, tokenizer: tokenizer, configuration: c, rank: rank, worldSize: worldSize, ranges: ranges,
                             iterationsPerEpoch: iterationsPerEpoch)
 }

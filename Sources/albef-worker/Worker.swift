@@ -5,6 +5,16 @@ import Tensor
 
 @main
 struct Worker: ParsableCommand {
+    static func main() {
+        setvbuf(stdout, nil, _IOLBF, 0)  // log lines appear as they are printed, also in files and pipes
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "albef-worker",
         abstract: "ALBEF pretraining rank (run under mpirun), fixture selfchecks and evaluation.",
