@@ -67,6 +67,8 @@ final class LiveCoordinatorTests: XCTestCase {
         XCTAssertEqual(status.ranks.map(\.lag), [0, 2])
         XCTAssertEqual(status.losses.total, 3.5)
         XCTAssertEqual(status.ranks[0].outstandingLeases, 3)
+        XCTAssertEqual(status.ranks[0].stepSeconds, 0.5)
+        XCTAssertEqual(status.phases, [PhaseTime(name: "forward", seconds: 0.2)], "rank 0 reported no phases: mean of heartbeat timings")
 
         // checkpoint-now reaches rank 0's next poll, and only rank 0.
         let id = try tool.command(.checkpointNow)

@@ -29,6 +29,7 @@ public struct CoordinatorState: Codable, Sendable {
         public var lastCommandId: UInt64
         public var want: UInt32
         public var timings: [PhaseTime]
+        public var stepSeconds: Double = 0
     }
 
     /// A lease not yet fully committed.
@@ -289,6 +290,7 @@ public struct CoordinatorState: Codable, Sendable {
         let heartbeatStep = max(ranks[env.rank]?.step ?? 0, h.step)
         ranks[env.rank]?.step = heartbeatStep
         ranks[env.rank]?.timings = h.timings
+        ranks[env.rank]?.stepSeconds = h.stepSeconds
         if env.rank == 0 && h.lastCommandId > 0 {
             let acked = pendingCommands.filter { $0.id <= h.lastCommandId }
             if !acked.isEmpty {
@@ -468,7 +470,8 @@ public struct CoordinatorState: Codable, Sendable {
         for l in leases.values where l.isOutstanding { held[l.rank, default: 0] += 1 }
         s.ranks = ranks.values.sorted { $0.rank < $1.rank }.map {
             RankStatus(rank: $0.rank, health: $0.health, host: $0.host, pid: $0.pid, step: $0.step, lag: maxStep - $0.step,
-                       heartbeatAgeSeconds: max(0, now - $0.lastSeen), outstandingLeases: held[$0.rank] ?? 0)
+                       heartbeatAgeSeconds: max(0, now - $0.lastSeen), outstandingLeases: held[$0.rank] ?? 0,
+                       stepSeconds: $0.stepSeconds)
         }
         s.badSamplesIndexed = badSamplesIndexed
         s.badSamplesReported = UInt64(badSamplesReported.count)
@@ -476,11 +479,25 @@ public struct CoordinatorState: Codable, Sendable {
         s.failureReason = failureReason
         s.worldSize = config.worldSize
         s.grantedSamples = planner.issuedThisEpoch
-        s.phases = metrics.phases
+        s.phases = metrics.phases.isEmpty ? meanTimings() : metrics.phases
         return s
     }
 
     // MARK: - Helpers
+
+    /// Mean per-phase time over the live ranks' last heartbeats, in first-seen phase order.
+    private func meanTimings() -> [PhaseTime] {
+        var order: [String] = []
+        var sums: [String: (Double, Int)] = [:]
+        for r in ranks.values.sorted(by: { $0.rank < $1.rank }) where r.health == .alive {
+            for t in r.timings {
+                if sums[t.name] == nil { order.append(t.name) }
+                let (sum, n) = sums[t.name] ?? (0, 0)
+                sums[t.name] = (sum + t.seconds, n + 1)
+            }
+        }
+        return order.compactMap { name in sums[name].map { PhaseTime(name: name, seconds: $0.0 / Double($0.1)) } }
+    }
 
     private mutating func makeEnvelope(replyTo: UInt64, _ body: Body) -> Envelope {
         outSeq &+= 1

@@ -129,7 +129,8 @@ extension RankStatus {
     init(c: PBRankStatus) {
         self.init(rank: c.rank, health: RankHealth(rawValue: Int(c.health.rawValue)) ?? .unspecified,
                   host: str(c.host), pid: c.pid, step: c.step, lag: c.lag,
-                  heartbeatAgeSeconds: c.heartbeat_age_seconds, outstandingLeases: c.outstanding_leases)
+                  heartbeatAgeSeconds: c.heartbeat_age_seconds, outstandingLeases: c.outstanding_leases,
+                  stepSeconds: c.step_seconds)
     }
     func c(_ a: CArena) -> UnsafeMutablePointer<PBRankStatus> {
         let p: UnsafeMutablePointer<PBRankStatus> = a.make { albef__control__v1__rank_status__init($0) }
@@ -141,6 +142,7 @@ extension RankStatus {
         p.pointee.lag = lag
         p.pointee.heartbeat_age_seconds = heartbeatAgeSeconds
         p.pointee.outstanding_leases = outstandingLeases
+        p.pointee.step_seconds = stepSeconds
         return p
     }
 }

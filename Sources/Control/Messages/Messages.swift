@@ -229,8 +229,10 @@ public struct RankStatus: Codable, Hashable, Sendable {
     public var lag: UInt64
     public var heartbeatAgeSeconds: Double
     public var outstandingLeases: UInt32
+    /// The rank's last reported step time.
+    public var stepSeconds: Double
     public init(rank: Int32, health: RankHealth, host: String, pid: UInt32, step: UInt64, lag: UInt64,
-                heartbeatAgeSeconds: Double, outstandingLeases: UInt32) {
+                heartbeatAgeSeconds: Double, outstandingLeases: UInt32, stepSeconds: Double = 0) {
         self.rank = rank
         self.health = health
         self.host = host
@@ -239,6 +241,7 @@ public struct RankStatus: Codable, Hashable, Sendable {
         self.lag = lag
         self.heartbeatAgeSeconds = heartbeatAgeSeconds
         self.outstandingLeases = outstandingLeases
+        self.stepSeconds = stepSeconds
     }
 }
 
