@@ -81,7 +81,7 @@ final class LiveCoordinatorTests: XCTestCase {
 
         // Commit a checkpoint with both positions.
         c0.completeLease(l0)
-        c0.commitCheckpoint(step: 10, path: "/ck/10", positions: [DataPosition(rank: 0, leaseId: l0.id + 1_000_000, offset: 0),
+        c0.commitCheckpoint(step: 10, path: "/ck/10", positions: [DataPosition(rank: 0, leaseId: l0.id, offset: l0.count),
                                                                  DataPosition(rank: 1, leaseId: l1.id, offset: 7)])
         XCTAssertTrue(Self.eventually { (try? tool.status())?.lastCheckpoint?.step == 10 })
 

@@ -357,6 +357,9 @@ public struct CoordinatorState: Codable, Sendable {
         for p in c.positions {
             if positions[p.rank] != nil { return reject(peer, env, .badRequest, "two positions for rank \(p.rank)") }
             positions[p.rank] = p
+            if p.leaseId >= nextLeaseId {
+                return reject(peer, env, .badRequest, "position of rank \(p.rank) names lease \(p.leaseId), which was never granted")
+            }
             if let l = leases[p.leaseId] {
                 guard l.rank == p.rank else {
                     return reject(peer, env, .badRequest, "position of rank \(p.rank) names lease \(p.leaseId) of rank \(l.rank)")
