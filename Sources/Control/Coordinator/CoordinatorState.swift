@@ -28,6 +28,8 @@ public struct CoordinatorState: Codable, Sendable {
         public var health: RankHealth
         public var lastCommandId: UInt64
         public var want: UInt32
+        /// Highest lease id the rank said it has started reading.
+        public var takenThrough: UInt64 = 0
         public var timings: [PhaseTime]
         public var stepSeconds: Double = 0
     }
@@ -237,7 +239,8 @@ public struct CoordinatorState: Codable, Sendable {
         ranks[env.rank] = RankRecord(
             rank: env.rank, host: r.host, pid: r.pid, buildVersion: r.buildVersion, session: r.session, peer: peer, lastSeen: now,
             lastSeq: env.seq, step: previous?.step ?? metrics.step, health: .alive,
-            lastCommandId: previous?.lastCommandId ?? 0, want: previous?.want ?? config.maxOutstanding, timings: [])
+            lastCommandId: previous?.lastCommandId ?? 0, want: previous?.want ?? config.maxOutstanding,
+            takenThrough: previous?.session == r.session ? previous?.takenThrough ?? 0 : 0, timings: [])
         if jobState == .waiting {
             let alive = ranks.values.filter { $0.health == .alive }.count
             if config.worldSize == 0 || alive >= Int(config.worldSize) { jobState = .running }
@@ -307,6 +310,8 @@ public struct CoordinatorState: Codable, Sendable {
     private mutating func handleLeaseRequest(_ r: LeaseRequest, _ env: Envelope, _ peer: Peer) -> [Outgoing] {
         let want = min(max(r.want, 1), config.maxOutstanding)
         if ranks[env.rank]?.want != want { ranks[env.rank]?.want = want }
+        let taken = max(ranks[env.rank]?.takenThrough ?? 0, min(r.takenThrough, nextLeaseId - 1))
+        if ranks[env.rank]?.takenThrough != taken { ranks[env.rank]?.takenThrough = taken }
         topUp(rank: env.rank, want: want)
         return [reply(peer, env, .leaseGrant(grant(for: env.rank)))]
     }
@@ -397,15 +402,27 @@ public struct CoordinatorState: Codable, Sendable {
 
     // MARK: - Leases
 
+    /// Leases a rank may have taken and not yet returned on top of its queue (they are settled by
+    /// returns or checkpoint positions); bounds what a misbehaving client can hoard.
+    public static let maxTakenPerRank = 256
+
+    /// Grants new leases until `want` are queued beyond the ones the rank has taken.
     private mutating func topUp(rank: Int32, want: UInt32) {
         guard [.waiting, .running, .paused].contains(jobState) else { return }
-        var outstanding = leases.values.filter { $0.rank == rank && $0.isOutstanding }.count
-        while outstanding < Int(want), let range = planner.next() {
+        let taken = ranks[rank]?.takenThrough ?? 0
+        var held = 0, queued = 0
+        for l in leases.values where l.rank == rank && l.isOutstanding {
+            held += 1
+            if l.lease.id > taken { queued += 1 }
+        }
+        let cap = Int(want) + CoordinatorState.maxTakenPerRank
+        while queued < Int(want) && held < cap, let range = planner.next() {
             let lease = Lease(id: nextLeaseId, epoch: range.epoch, shard: range.shard,
                               shardPath: shardPaths[Int(range.shard)], start: range.start, end: range.end)
             nextLeaseId += 1
             leases[lease.id] = LeaseRecord(lease: lease, rank: rank, returnedConsumed: nil, committedOffset: 0)
-            outstanding += 1
+            queued += 1
+            held += 1
             durableVersion &+= 1
         }
     }

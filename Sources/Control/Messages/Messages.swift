@@ -166,9 +166,15 @@ public struct HeartbeatReply: Codable, Hashable, Sendable {
     }
 }
 
+/// Keep `want` leases queued beyond the ones already taken (ids ≤ `takenThrough`).
 public struct LeaseRequest: Codable, Hashable, Sendable {
     public var want: UInt32
-    public init(want: UInt32) { self.want = want }
+    /// Highest lease id the rank has started reading (0: none).
+    public var takenThrough: UInt64
+    public init(want: UInt32, takenThrough: UInt64 = 0) {
+        self.want = want
+        self.takenThrough = takenThrough
+    }
 }
 
 public struct LeaseGrant: Codable, Hashable, Sendable {
