@@ -28,8 +28,8 @@ struct Harness {
         return nil
     }
 
-    mutating func leases(_ rank: Int32, want: UInt32 = 4) -> LeaseGrant? {
-        if case .leaseGrant(let g)? = send(rank, .leaseRequest(LeaseRequest(want: want))).first?.envelope.body { return g }
+    mutating func leases(_ rank: Int32, want: UInt32 = 4, takenThrough: UInt64 = 0) -> LeaseGrant? {
+        if case .leaseGrant(let g)? = send(rank, .leaseRequest(LeaseRequest(want: want, takenThrough: takenThrough))).first?.envelope.body { return g }
         return nil
     }
 
