@@ -1772,7 +1772,7 @@ const ProtobufCMessageDescriptor albef__control__v1__lease__descriptor =
   (ProtobufCMessageInit) albef__control__v1__lease__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor albef__control__v1__lease_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor albef__control__v1__lease_request__field_descriptors[2] =
 {
   {
     "want",
@@ -1786,14 +1786,27 @@ static const ProtobufCFieldDescriptor albef__control__v1__lease_request__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "taken_through",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__LeaseRequest, taken_through),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned albef__control__v1__lease_request__field_indices_by_name[] = {
+  1,   /* field[1] = taken_through */
   0,   /* field[0] = want */
 };
 static const ProtobufCIntRange albef__control__v1__lease_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor albef__control__v1__lease_request__descriptor =
 {
@@ -1803,7 +1816,7 @@ const ProtobufCMessageDescriptor albef__control__v1__lease_request__descriptor =
   "Albef__Control__V1__LeaseRequest",
   "albef.control.v1",
   sizeof(Albef__Control__V1__LeaseRequest),
-  1,
+  2,
   albef__control__v1__lease_request__field_descriptors,
   albef__control__v1__lease_request__field_indices_by_name,
   1,  albef__control__v1__lease_request__number_ranges,
@@ -2315,7 +2328,7 @@ const ProtobufCMessageDescriptor albef__control__v1__status_request__descriptor 
   (ProtobufCMessageInit) albef__control__v1__status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor albef__control__v1__rank_status__field_descriptors[8] =
+static const ProtobufCFieldDescriptor albef__control__v1__rank_status__field_descriptors[9] =
 {
   {
     "rank",
@@ -2413,6 +2426,18 @@ static const ProtobufCFieldDescriptor albef__control__v1__rank_status__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "step_seconds",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__RankStatus, step_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned albef__control__v1__rank_status__field_indices_by_name[] = {
   1,   /* field[1] = health */
@@ -2423,11 +2448,12 @@ static const unsigned albef__control__v1__rank_status__field_indices_by_name[] =
   3,   /* field[3] = pid */
   0,   /* field[0] = rank */
   4,   /* field[4] = step */
+  8,   /* field[8] = step_seconds */
 };
 static const ProtobufCIntRange albef__control__v1__rank_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor albef__control__v1__rank_status__descriptor =
 {
@@ -2437,7 +2463,7 @@ const ProtobufCMessageDescriptor albef__control__v1__rank_status__descriptor =
   "Albef__Control__V1__RankStatus",
   "albef.control.v1",
   sizeof(Albef__Control__V1__RankStatus),
-  8,
+  9,
   albef__control__v1__rank_status__field_descriptors,
   albef__control__v1__rank_status__field_indices_by_name,
   1,  albef__control__v1__rank_status__number_ranges,

@@ -37,6 +37,7 @@ struct Bench: ParsableCommand {
         }
         var seqs = [UInt64](repeating: 0, count: ranks)
         var held = [[Lease]](repeating: [], count: ranks)
+        var lastReturned = [(id: UInt64, count: UInt64)](repeating: (0, 0), count: ranks)
         func send(_ r: Int, _ body: Body) throws {
             seqs[r] += 1
             let env = Envelope(jobId: "bench", authToken: "t", seq: seqs[r], rank: Int32(r), body: body)
@@ -45,7 +46,9 @@ struct Bench: ParsableCommand {
         func drain() throws {
             for r in 0..<ranks {
                 while let frames = try sockets[r].receive(dontWait: true), let payload = frames.last {
-                    if case .leaseGrant(let g)? = try Envelope(decoding: payload).body { held[r] = g.leases }
+                    if case .leaseGrant(let g)? = try Envelope(decoding: payload).body {
+                        held[r] = g.leases.filter { $0.id > lastReturned[r].id }
+                    }
                 }
             }
         }
@@ -65,12 +68,20 @@ struct Bench: ParsableCommand {
                     if let lease = held[r].first {
                         try send(r, .leaseReturn(LeaseReturn(leaseId: lease.id, consumed: lease.count)))
                         held[r].removeFirst()
+                        lastReturned[r] = (lease.id, lease.count)
                     } else {
                         try send(r, .leaseRequest(LeaseRequest(want: 4)))
                     }
                 }
             }
+            // Rank 0 commits a checkpoint with every rank's position twice a second.
+            if Date().timeIntervalSince(lastCommit) >= 0.5 {
+                lastCommit = Date()
+                let positions = (0..<ranks).map { DataPosition(rank: Int32($0), leaseId: lastReturned[$0].id, offset: lastReturned[$0].count) }
+                try send(0, .checkpointCommitted(CheckpointCommitted(step: round, path: "/bench/\(round)", positions: positions)))
+            }
         }
+        var lastCommit = Date()
         let saturation = seconds / 2
         var start = Date()
         let framesBefore = server.framesHandled
@@ -128,8 +139,9 @@ struct Bench: ParsableCommand {
         while !probe.isFinished { usleep(1000) }
         let sorted = latencies.values.sorted()
         func pct(_ p: Double) -> Double { sorted.isEmpty ? -1 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        print(String(format: "bench: %d ranks; saturation: %llu frames in %.1f s; paced load: %.0f msgs/s with %d status probes",
-                     ranks, frames, elapsed, pacedRate, sorted.count))
+        let final = server.state
+        print(String(format: "bench: %d ranks; saturation: %llu frames in %.1f s; paced load: %.0f msgs/s with %d status probes; %d checkpoints, %d live leases, %llu rejected",
+                     ranks, frames, elapsed, pacedRate, sorted.count, final.checkpoints.count, final.leases.count, final.droppedMessages))
         print(String(format: "coord: msgs_s=%.0f status_p50_ms=%.2f status_p99_ms=%.2f", msgs, pct(0.5), pct(0.99)))
     }
 }

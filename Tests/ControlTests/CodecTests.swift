@@ -20,7 +20,7 @@ final class CodecTests: XCTestCase {
         status.samplesPerSecond = 123.5
         status.etaSeconds = 3600
         status.lastCheckpoint = CheckpointInfo(step: 900, path: "/ckpt/000900", committedSamples: 57600)
-        status.ranks = [RankStatus(rank: 0, health: .alive, host: "node1", pid: 77, step: 1000, lag: 0, heartbeatAgeSeconds: 0.5, outstandingLeases: 4),
+        status.ranks = [RankStatus(rank: 0, health: .alive, host: "node1", pid: 77, step: 1000, lag: 0, heartbeatAgeSeconds: 0.5, outstandingLeases: 4, stepSeconds: 0.8),
                         RankStatus(rank: 1, health: .lost, host: "node2", pid: 78, step: 990, lag: 10, heartbeatAgeSeconds: 31, outstandingLeases: 2)]
         status.badSamplesIndexed = 5
         status.badSamplesReported = 2

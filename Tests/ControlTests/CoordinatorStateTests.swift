@@ -28,8 +28,8 @@ struct Harness {
         return nil
     }
 
-    mutating func leases(_ rank: Int32, want: UInt32 = 4) -> LeaseGrant? {
-        if case .leaseGrant(let g)? = send(rank, .leaseRequest(LeaseRequest(want: want))).first?.envelope.body { return g }
+    mutating func leases(_ rank: Int32, want: UInt32 = 4, takenThrough: UInt64 = 0) -> LeaseGrant? {
+        if case .leaseGrant(let g)? = send(rank, .leaseRequest(LeaseRequest(want: want, takenThrough: takenThrough))).first?.envelope.body { return g }
         return nil
     }
 
@@ -135,6 +135,12 @@ final class CoordinatorStateTests: XCTestCase {
         guard case .ack? = h.send(0, .checkpointCommitted(commit1)).first?.envelope.body else { return XCTFail("duplicate acked") }
         XCTAssertEqual(h.state.durableVersion, v)
         XCTAssertEqual(Harness.error(h.send(0, .checkpointCommitted(CheckpointCommitted(step: 5, path: "x", positions: []))))?.code, .outOfOrder)
+        // Positions naming leases never granted, or another rank's lease, are refused.
+        XCTAssertEqual(Harness.error(h.send(0, .checkpointCommitted(CheckpointCommitted(step: 15, path: "x", positions: [
+            DataPosition(rank: 0, leaseId: 10_000, offset: 0), DataPosition(rank: 1, leaseId: l1[0].id, offset: 20)]))))?.code, .badRequest)
+        XCTAssertEqual(Harness.error(h.send(0, .checkpointCommitted(CheckpointCommitted(step: 15, path: "x", positions: [
+            DataPosition(rank: 0, leaseId: l1[0].id, offset: 0), DataPosition(rank: 1, leaseId: l1[0].id, offset: 20)]))))?.code, .badRequest)
+        XCTAssertEqual(h.state.durableVersion, v)
         // Missing positions are refused.
         XCTAssertEqual(Harness.error(h.send(0, .checkpointCommitted(CheckpointCommitted(step: 15, path: "x", positions: []))))?.code, .badRequest)
 

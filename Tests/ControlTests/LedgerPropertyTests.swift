@@ -15,6 +15,7 @@ final class LedgerPropertyTests: XCTestCase {
         var finished: (id: UInt64, offset: UInt64)?
         var trainedSinceCommit: [SampleRange] = []
         var pid: UInt32
+        var takenThrough: UInt64 = 0
 
         var position: (UInt64, UInt64) {
             if let current { return (current.id, offset) }
@@ -35,7 +36,9 @@ final class LedgerPropertyTests: XCTestCase {
             XCTAssertNotNil(h.register(r, pid: ranks[Int(r)].pid), "rank \(r) registers")
         }
         func fill(_ r: Int32) {
-            guard let g = h.leases(r, want: 3) else { return XCTFail("no grant for rank \(r)") }
+            // Half the runs say which leases they have taken (prefetch beyond them), half do not.
+            let taken = seed % 2 == 0 ? ranks[Int(r)].takenThrough : 0
+            guard let g = h.leases(r, want: 3, takenThrough: taken) else { return XCTFail("no grant for rank \(r)") }
             for l in g.leases where l.id > ranks[Int(r)].highest {
                 ranks[Int(r)].queue.append(l)
                 ranks[Int(r)].highest = l.id
@@ -48,6 +51,7 @@ final class LedgerPropertyTests: XCTestCase {
                     if ranks[Int(r)].queue.isEmpty { fill(r) }
                     guard !ranks[Int(r)].queue.isEmpty else { return }
                     ranks[Int(r)].current = ranks[Int(r)].queue.removeFirst()
+                    ranks[Int(r)].takenThrough = ranks[Int(r)].current?.id ?? 0
                     ranks[Int(r)].offset = 0
                 }
                 guard let l = ranks[Int(r)].current else { return }

@@ -53,7 +53,7 @@ final class LiveCoordinatorTests: XCTestCase {
         let l0 = try XCTUnwrap(c0.waitForLease(timeout: 5), "rank 0 got no lease")
         let l1 = try XCTUnwrap(c1.waitForLease(timeout: 5), "rank 1 got no lease")
         XCTAssertNotEqual(l0.id, l1.id)
-        XCTAssertTrue(Self.eventually { c0.queuedLeases == 2 }, "prefetch fills the queue up to K-1 behind the current lease")
+        XCTAssertTrue(Self.eventually { c0.queuedLeases == 3 }, "K leases stay queued beyond the one being read")
         XCTAssertEqual(c0.registration?.resumeStep, 0)
         c0.sendHeartbeat(step: 5, stepSeconds: 0.5, timings: [PhaseTime(name: "forward", seconds: 0.2)])
         c1.sendHeartbeat(step: 3)
@@ -66,7 +66,9 @@ final class LiveCoordinatorTests: XCTestCase {
         XCTAssertEqual(status.ranks.map(\.rank), [0, 1])
         XCTAssertEqual(status.ranks.map(\.lag), [0, 2])
         XCTAssertEqual(status.losses.total, 3.5)
-        XCTAssertEqual(status.ranks[0].outstandingLeases, 3)
+        XCTAssertEqual(status.ranks[0].outstandingLeases, 4)
+        XCTAssertEqual(status.ranks[0].stepSeconds, 0.5)
+        XCTAssertEqual(status.phases, [PhaseTime(name: "forward", seconds: 0.2)], "rank 0 reported no phases: mean of heartbeat timings")
 
         // checkpoint-now reaches rank 0's next poll, and only rank 0.
         let id = try tool.command(.checkpointNow)
@@ -79,7 +81,7 @@ final class LiveCoordinatorTests: XCTestCase {
 
         // Commit a checkpoint with both positions.
         c0.completeLease(l0)
-        c0.commitCheckpoint(step: 10, path: "/ck/10", positions: [DataPosition(rank: 0, leaseId: l0.id + 1_000_000, offset: 0),
+        c0.commitCheckpoint(step: 10, path: "/ck/10", positions: [DataPosition(rank: 0, leaseId: l0.id, offset: l0.count),
                                                                  DataPosition(rank: 1, leaseId: l1.id, offset: 7)])
         XCTAssertTrue(Self.eventually { (try? tool.status())?.lastCheckpoint?.step == 10 })
 
@@ -291,5 +293,31 @@ extension LiveCoordinatorTests {
         let all = kept + rest
         XCTAssertEqual(all.count, Int(sizes.reduce(0, +)), "every sample exactly once")
         XCTAssertEqual(Set(all.map { "\($0.shard)/\($0.index)" }).count, all.count, "no duplicates")
+    }
+}
+
+extension LiveCoordinatorTests {
+    /// A rank that returns its leases only when a checkpoint settles them never starves: leases
+    /// it has taken do not use up its prefetch; the checkpoint then frees them.
+    func testTakenLeasesDoNotStarveARankBetweenCheckpoints() throws {
+        let config = CoordinatorConfig(jobId: "taken", worldSize: 1, leaseSize: 10, maxOutstanding: 2)
+        let (server, thread) = try Self.start(config, Fixtures.index([1000]))
+        defer { Self.shutdown(server, thread) }
+        let client = try CoordinatorClient(endpoint: server.endpoint, rank: 0, worldSize: 1, jobId: "taken", prefetch: 2)
+        defer { client.close() }
+        client.register()
+        var taken: [Lease] = []
+        for _ in 0..<12 {
+            guard let lease = client.waitForLease(timeout: 5) else { return XCTFail("starved after \(taken.count) leases") }
+            taken.append(lease)
+        }
+        XCTAssertEqual(taken.map(\.id), Array(taken[0].id..<(taken[0].id + 12)))
+        XCTAssertTrue(Self.eventually { server.state.outstandingLeases(of: 0).count == 14 }, "12 taken + 2 queued")
+        let last = try XCTUnwrap(taken.last)
+        client.commitCheckpoint(step: 1, path: "/ck/1", positions: [DataPosition(rank: 0, leaseId: last.id, offset: 4)])
+        XCTAssertTrue(Self.eventually { server.state.checkpoints.count == 1 })
+        XCTAssertEqual(server.state.ledger, [SampleRange(epoch: 0, shard: 0, start: 0, end: 114)].map {
+            SampleRange(epoch: $0.epoch, shard: taken[0].shard, start: taken[0].start, end: taken[0].start + 114) })
+        XCTAssertEqual(server.state.outstandingLeases(of: 0).count, 3, "the half-read lease and the 2 queued")
     }
 }

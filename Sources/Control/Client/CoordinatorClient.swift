@@ -9,8 +9,9 @@ import Foundation
 /// and collects commands. Heartbeats, progress reports and lease returns are fire-and-forget, so
 /// a training step never waits on the coordinator; an outage only delays new leases.
 ///
-/// Leases: the coordinator keeps `prefetch` leases granted to each rank (the one being read plus
-/// the queued ones); a lease is identified by its id, and duplicates (a grant resent after a
+/// Leases: the coordinator keeps `prefetch` leases queued for each rank beyond the ones it has
+/// taken with ``nextLease()`` (taken leases stay the rank's until returned or committed by a
+/// checkpoint, up to ``CoordinatorState/maxTakenPerRank``); a lease is identified by its id, and duplicates (a grant resent after a
 /// reconnect or a coordinator restart) are ignored. Consume leases in the order ``nextLease()``
 /// returns them and finish each with ``completeLease(_:)`` (or ``returnLease(_:consumed:)`` for
 /// a partial use), so a checkpoint's ``DataPosition`` (lease id + offset) is exact.
@@ -51,13 +52,16 @@ public final class CoordinatorClient: @unchecked Sendable {
     public let worldSize: UInt32
     public let jobId: String
     public let auth: ClientAuth
-    /// Leases kept granted (being read + queued).
+    /// Leases kept queued locally, beyond the ones already taken with `nextLease()`.
     public let prefetch: UInt32
 
     private let lock = NSLock()
     private var outbox: [Body] = []
     private var leaseQueue: [Lease] = []
     private var highestLeaseId: UInt64 = 0
+    /// Id of the last lease handed out by `nextLease()` (the coordinator keeps `prefetch` queued
+    /// beyond it, so leases being read do not use up the prefetch).
+    private var takenThrough: UInt64 = 0
     /// Returns sent but not yet confirmed (a grant no longer lists the lease): resent when a grant
     /// still lists it, e.g. because the coordinator restarted before handling the return.
     private var unconfirmedReturns: [UInt64: LeaseReturn] = [:]
@@ -161,8 +165,14 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// The next prefetched lease, or nil if none has arrived yet (never waits).
     public func nextLease() -> Lease? {
         lock.withLock {
-            if leaseQueue.count < Int(prefetch) { leaseRequestWanted = true }
-            return leaseQueue.isEmpty ? nil : leaseQueue.removeFirst()
+            guard !leaseQueue.isEmpty else {
+                leaseRequestWanted = true
+                return nil
+            }
+            let lease = leaseQueue.removeFirst()
+            takenThrough = max(takenThrough, lease.id)
+            leaseRequestWanted = true  // top the queue up again right away
+            return lease
         }
     }
 
@@ -261,7 +271,8 @@ public final class CoordinatorClient: @unchecked Sendable {
             registered && !_exhausted && leaseQueue.count < Int(prefetch) && (leaseRequestWanted || now - last > 2.0)
         }
         if wantLeases && now - loop.lastLeaseRequest > 0.05 {
-            send(.leaseRequest(LeaseRequest(want: prefetch)), &loop)
+            let taken = lock.withLock { takenThrough }
+            send(.leaseRequest(LeaseRequest(want: prefetch, takenThrough: taken)), &loop)
             loop.lastLeaseRequest = now
             lock.withLock { leaseRequestWanted = false }
         }

@@ -28,7 +28,10 @@ public struct CoordinatorState: Codable, Sendable {
         public var health: RankHealth
         public var lastCommandId: UInt64
         public var want: UInt32
+        /// Highest lease id the rank said it has started reading.
+        public var takenThrough: UInt64 = 0
         public var timings: [PhaseTime]
+        public var stepSeconds: Double = 0
     }
 
     /// A lease not yet fully committed.
@@ -236,7 +239,8 @@ public struct CoordinatorState: Codable, Sendable {
         ranks[env.rank] = RankRecord(
             rank: env.rank, host: r.host, pid: r.pid, buildVersion: r.buildVersion, session: r.session, peer: peer, lastSeen: now,
             lastSeq: env.seq, step: previous?.step ?? metrics.step, health: .alive,
-            lastCommandId: previous?.lastCommandId ?? 0, want: previous?.want ?? config.maxOutstanding, timings: [])
+            lastCommandId: previous?.lastCommandId ?? 0, want: previous?.want ?? config.maxOutstanding,
+            takenThrough: previous?.session == r.session ? previous?.takenThrough ?? 0 : 0, timings: [])
         if jobState == .waiting {
             let alive = ranks.values.filter { $0.health == .alive }.count
             if config.worldSize == 0 || alive >= Int(config.worldSize) { jobState = .running }
@@ -289,6 +293,7 @@ public struct CoordinatorState: Codable, Sendable {
         let heartbeatStep = max(ranks[env.rank]?.step ?? 0, h.step)
         ranks[env.rank]?.step = heartbeatStep
         ranks[env.rank]?.timings = h.timings
+        ranks[env.rank]?.stepSeconds = h.stepSeconds
         if env.rank == 0 && h.lastCommandId > 0 {
             let acked = pendingCommands.filter { $0.id <= h.lastCommandId }
             if !acked.isEmpty {
@@ -305,6 +310,8 @@ public struct CoordinatorState: Codable, Sendable {
     private mutating func handleLeaseRequest(_ r: LeaseRequest, _ env: Envelope, _ peer: Peer) -> [Outgoing] {
         let want = min(max(r.want, 1), config.maxOutstanding)
         if ranks[env.rank]?.want != want { ranks[env.rank]?.want = want }
+        let taken = max(ranks[env.rank]?.takenThrough ?? 0, min(r.takenThrough, nextLeaseId - 1))
+        if ranks[env.rank]?.takenThrough != taken { ranks[env.rank]?.takenThrough = taken }
         topUp(rank: env.rank, want: want)
         return [reply(peer, env, .leaseGrant(grant(for: env.rank)))]
     }
@@ -355,6 +362,9 @@ public struct CoordinatorState: Codable, Sendable {
         for p in c.positions {
             if positions[p.rank] != nil { return reject(peer, env, .badRequest, "two positions for rank \(p.rank)") }
             positions[p.rank] = p
+            if p.leaseId >= nextLeaseId {
+                return reject(peer, env, .badRequest, "position of rank \(p.rank) names lease \(p.leaseId), which was never granted")
+            }
             if let l = leases[p.leaseId] {
                 guard l.rank == p.rank else {
                     return reject(peer, env, .badRequest, "position of rank \(p.rank) names lease \(p.leaseId) of rank \(l.rank)")
@@ -392,15 +402,27 @@ public struct CoordinatorState: Codable, Sendable {
 
     // MARK: - Leases
 
+    /// Leases a rank may have taken and not yet returned on top of its queue (they are settled by
+    /// returns or checkpoint positions); bounds what a misbehaving client can hoard.
+    public static let maxTakenPerRank = 256
+
+    /// Grants new leases until `want` are queued beyond the ones the rank has taken.
     private mutating func topUp(rank: Int32, want: UInt32) {
         guard [.waiting, .running, .paused].contains(jobState) else { return }
-        var outstanding = leases.values.filter { $0.rank == rank && $0.isOutstanding }.count
-        while outstanding < Int(want), let range = planner.next() {
+        let taken = ranks[rank]?.takenThrough ?? 0
+        var held = 0, queued = 0
+        for l in leases.values where l.rank == rank && l.isOutstanding {
+            held += 1
+            if l.lease.id > taken { queued += 1 }
+        }
+        let cap = Int(want) + CoordinatorState.maxTakenPerRank
+        while queued < Int(want) && held < cap, let range = planner.next() {
             let lease = Lease(id: nextLeaseId, epoch: range.epoch, shard: range.shard,
                               shardPath: shardPaths[Int(range.shard)], start: range.start, end: range.end)
             nextLeaseId += 1
             leases[lease.id] = LeaseRecord(lease: lease, rank: rank, returnedConsumed: nil, committedOffset: 0)
-            outstanding += 1
+            queued += 1
+            held += 1
             durableVersion &+= 1
         }
     }
@@ -468,7 +490,8 @@ public struct CoordinatorState: Codable, Sendable {
         for l in leases.values where l.isOutstanding { held[l.rank, default: 0] += 1 }
         s.ranks = ranks.values.sorted { $0.rank < $1.rank }.map {
             RankStatus(rank: $0.rank, health: $0.health, host: $0.host, pid: $0.pid, step: $0.step, lag: maxStep - $0.step,
-                       heartbeatAgeSeconds: max(0, now - $0.lastSeen), outstandingLeases: held[$0.rank] ?? 0)
+                       heartbeatAgeSeconds: max(0, now - $0.lastSeen), outstandingLeases: held[$0.rank] ?? 0,
+                       stepSeconds: $0.stepSeconds)
         }
         s.badSamplesIndexed = badSamplesIndexed
         s.badSamplesReported = UInt64(badSamplesReported.count)
@@ -476,11 +499,25 @@ public struct CoordinatorState: Codable, Sendable {
         s.failureReason = failureReason
         s.worldSize = config.worldSize
         s.grantedSamples = planner.issuedThisEpoch
-        s.phases = metrics.phases
+        s.phases = metrics.phases.isEmpty ? meanTimings() : metrics.phases
         return s
     }
 
     // MARK: - Helpers
+
+    /// Mean per-phase time over the live ranks' last heartbeats, in first-seen phase order.
+    private func meanTimings() -> [PhaseTime] {
+        var order: [String] = []
+        var sums: [String: (Double, Int)] = [:]
+        for r in ranks.values.sorted(by: { $0.rank < $1.rank }) where r.health == .alive {
+            for t in r.timings {
+                if sums[t.name] == nil { order.append(t.name) }
+                let (sum, n) = sums[t.name] ?? (0, 0)
+                sums[t.name] = (sum + t.seconds, n + 1)
+            }
+        }
+        return order.compactMap { name in sums[name].map { PhaseTime(name: name, seconds: $0.0 / Double($0.1)) } }
+    }
 
     private mutating func makeEnvelope(replyTo: UInt64, _ body: Body) -> Envelope {
         outSeq &+= 1

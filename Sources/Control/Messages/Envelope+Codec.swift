@@ -129,7 +129,8 @@ extension RankStatus {
     init(c: PBRankStatus) {
         self.init(rank: c.rank, health: RankHealth(rawValue: Int(c.health.rawValue)) ?? .unspecified,
                   host: str(c.host), pid: c.pid, step: c.step, lag: c.lag,
-                  heartbeatAgeSeconds: c.heartbeat_age_seconds, outstandingLeases: c.outstanding_leases)
+                  heartbeatAgeSeconds: c.heartbeat_age_seconds, outstandingLeases: c.outstanding_leases,
+                  stepSeconds: c.step_seconds)
     }
     func c(_ a: CArena) -> UnsafeMutablePointer<PBRankStatus> {
         let p: UnsafeMutablePointer<PBRankStatus> = a.make { albef__control__v1__rank_status__init($0) }
@@ -141,6 +142,7 @@ extension RankStatus {
         p.pointee.lag = lag
         p.pointee.heartbeat_age_seconds = heartbeatAgeSeconds
         p.pointee.outstanding_leases = outstandingLeases
+        p.pointee.step_seconds = stepSeconds
         return p
     }
 }
@@ -224,6 +226,7 @@ extension Envelope {
         case .leaseRequest(let r):
             let p: UnsafeMutablePointer<Albef__Control__V1__LeaseRequest> = a.make { albef__control__v1__lease_request__init($0) }
             p.pointee.want = r.want
+            p.pointee.taken_through = r.takenThrough
             e.pointee.body_case = ALBEF__CONTROL__V1__ENVELOPE__BODY_LEASE_REQUEST
             e.pointee.lease_request = p
         case .leaseGrant(let g):
@@ -341,7 +344,7 @@ extension Envelope {
                                                   commands: list(h.commands, h.n_commands, Command.init(c:))))
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_LEASE_REQUEST:
             guard let r = e.lease_request?.pointee else { return nil }
-            return .leaseRequest(LeaseRequest(want: r.want))
+            return .leaseRequest(LeaseRequest(want: r.want, takenThrough: r.taken_through))
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_LEASE_GRANT:
             guard let g = e.lease_grant?.pointee else { return nil }
             return .leaseGrant(LeaseGrant(leases: list(g.leases, g.n_leases, Lease.init(c:)),

@@ -166,9 +166,15 @@ public struct HeartbeatReply: Codable, Hashable, Sendable {
     }
 }
 
+/// Keep `want` leases queued beyond the ones already taken (ids ≤ `takenThrough`).
 public struct LeaseRequest: Codable, Hashable, Sendable {
     public var want: UInt32
-    public init(want: UInt32) { self.want = want }
+    /// Highest lease id the rank has started reading (0: none).
+    public var takenThrough: UInt64
+    public init(want: UInt32, takenThrough: UInt64 = 0) {
+        self.want = want
+        self.takenThrough = takenThrough
+    }
 }
 
 public struct LeaseGrant: Codable, Hashable, Sendable {
@@ -229,8 +235,10 @@ public struct RankStatus: Codable, Hashable, Sendable {
     public var lag: UInt64
     public var heartbeatAgeSeconds: Double
     public var outstandingLeases: UInt32
+    /// The rank's last reported step time.
+    public var stepSeconds: Double
     public init(rank: Int32, health: RankHealth, host: String, pid: UInt32, step: UInt64, lag: UInt64,
-                heartbeatAgeSeconds: Double, outstandingLeases: UInt32) {
+                heartbeatAgeSeconds: Double, outstandingLeases: UInt32, stepSeconds: Double = 0) {
         self.rank = rank
         self.health = health
         self.host = host
@@ -239,6 +247,7 @@ public struct RankStatus: Codable, Hashable, Sendable {
         self.lag = lag
         self.heartbeatAgeSeconds = heartbeatAgeSeconds
         self.outstandingLeases = outstandingLeases
+        self.stepSeconds = stepSeconds
     }
 }
 

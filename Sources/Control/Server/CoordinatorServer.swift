@@ -7,8 +7,9 @@ import Foundation
 /// the heartbeat clock and, if a durable change happened, hands a copy of the state to the
 /// snapshot writer thread (group commit). A reply leaves only once the state it depends on is on
 /// disk (status and error replies, which change nothing, leave at once), so a coordinator crash
-/// can never un-grant a lease a rank has seen. Undecodable, oversized or
-/// unauthenticated frames are counted and answered with an error; they never change the state.
+/// can never un-grant a lease a rank has seen. Undecodable, unauthenticated or misdirected
+/// frames are counted and answered with an error and never change the state; frames over
+/// `ZMQ_MAXMSGSIZE` (1 MiB) make libzmq drop the sender's connection.
 public final class CoordinatorServer: @unchecked Sendable {
     /// Transport settings.
     public struct Options: Sendable {
@@ -76,7 +77,6 @@ public final class CoordinatorServer: @unchecked Sendable {
         _state = state
         submittedDurable = state.durableVersion
         submittedSoft = state.softVersion
-        writer = store.map { SnapshotWriter(store: $0, savedVersion: state.durableVersion, minInterval: options.minSnapshotInterval) }
         context = try ZMQContext()
         if options.curve != nil, options.allowedClients != nil {
             let handler = try ZMQSocket(context: context, kind: .rep)
@@ -93,8 +93,12 @@ public final class CoordinatorServer: @unchecked Sendable {
         if let curve = options.curve { try socket.makeCurveServer(secretKey: curve.secretKey) }
         try socket.bind(options.bind)
         endpoint = try socket.lastEndpoint
+        // Started last, so a failed bind leaves no thread behind.
+        writer = store.map { SnapshotWriter(store: $0, savedVersion: state.durableVersion, minInterval: options.minSnapshotInterval) }
         _state.resumeAfterRestart(now: clock())
     }
+
+    deinit { writer?.finish() }
 
     /// Loads the job's snapshot from `store` if there is one (checking it is the same job and corpus),
     /// else starts a new state. A resumed job keeps its saved plan settings (seed, lease size,

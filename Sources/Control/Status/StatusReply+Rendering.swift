@@ -14,7 +14,8 @@ extension StatusReply {
             "ranks": ranks.map {
                 ["rank": $0.rank, "health": $0.health == .alive ? "alive" : $0.health == .lost ? "lost" : "unknown",
                  "host": $0.host, "pid": $0.pid, "step": $0.step, "lag": $0.lag,
-                 "heartbeat_age_seconds": $0.heartbeatAgeSeconds, "outstanding_leases": $0.outstandingLeases] as [String: Any]
+                 "heartbeat_age_seconds": $0.heartbeatAgeSeconds, "outstanding_leases": $0.outstandingLeases,
+                 "step_seconds": $0.stepSeconds] as [String: Any]
             },
         ]
         if let ck = lastCheckpoint {
@@ -45,6 +46,9 @@ extension StatusReply {
         lines.append("epoch \(epoch + 1)/\(epochs)  step \(step)  samples \(samples)  granted this epoch \(grantedSamples)/\(totalSamples)")
         lines.append(String(format: "loss total %.4f  ita %.4f  itm %.4f  mlm %.4f", losses.total, losses.ita, losses.itm, losses.mlm))
         lines.append(String(format: "throughput %.1f samples/s  ETA %@", samplesPerSecond, eta(etaSeconds)))
+        if !phases.isEmpty {
+            lines.append("phases: " + phases.map { String(format: "%@ %.3fs", $0.name, $0.seconds) }.joined(separator: "  "))
+        }
         if let ck = lastCheckpoint {
             lines.append("last checkpoint: step \(ck.step)  \(ck.path)  (\(ck.committedSamples) samples committed)")
         } else {
@@ -53,11 +57,11 @@ extension StatusReply {
         lines.append("bad samples: \(badSamplesIndexed) indexed, \(badSamplesReported) reported   dropped messages: \(droppedMessages)")
         lines.append("ranks: \(ranks.count)\(worldSize > 0 ? "/\(worldSize)" : "")")
         if !ranks.isEmpty {
-            lines.append("  rank  health  step        lag   heartbeat  leases  host:pid")
+            lines.append("  rank  health  step        lag   step_s   heartbeat  leases  host:pid")
             for r in ranks {
                 let health = r.health == .alive ? "alive" : r.health == .lost ? "LOST" : "?"
-                lines.append(String(format: "  %4d  %-6@  %-10llu  %-4llu  %7.1fs   %-6u  %@:%u", r.rank, health, r.step, r.lag,
-                                    r.heartbeatAgeSeconds, r.outstandingLeases, r.host, r.pid))
+                lines.append(String(format: "  %4d  %-6@  %-10llu  %-4llu  %6.3f  %7.1fs   %-6u  %@:%u", r.rank, health, r.step, r.lag,
+                                    r.stepSeconds, r.heartbeatAgeSeconds, r.outstandingLeases, r.host, r.pid))
             }
         }
         return lines.joined(separator: "\n")
