@@ -79,6 +79,8 @@ public final class CoordinatorLink {
         run.onStep = { [weak self] m in
             guard let self else { return }
             self.samples += globalBatch
+            // Finish the leases the loader has moved past (keeps the rank's prefetch window open).
+            _ = self.ranges.position(pending: self.source?.loaderPosition?.pending ?? [])
             self.client.sendHeartbeat(step: UInt64(m.step), stepSeconds: m.stepSeconds,
                                       timings: [PhaseTime(name: "forward", seconds: m.forwardSeconds),
                                                 PhaseTime(name: "backward", seconds: m.backwardSeconds),
