@@ -29,30 +29,35 @@ public final class LeaseRangeSource: SampleRangeSource, @unchecked Sendable {
         throw TrainingError.data("no lease from the coordinator \(client.endpoint) for \(Int(patience)) s: is `albef-coord serve` running and reachable?")
     }
 
-    /// This rank's data position given the loader's unread `pending` ranges; leases fully behind
-    /// it are reported complete to the coordinator.
-    public func position(pending: [DataPipeline.SampleRange]) -> DataPosition {
+    /// This rank's data position given the loader's `cursor` (samples of the lease sequence
+    /// consumed, in grant order); leases entirely behind it are reported complete.
+    public func position(cursor: Int) -> DataPosition {
         lock.withLock {
-            // The first pending sample belongs to the earliest handed lease that is not finished.
-            let head = pending.first
-            var pos = DataPosition(rank: client.rank, leaseId: completedThrough, offset: 0)
-            var done: [Lease] = []
-            for l in handed {
-                if let h = head, h.shard == Int(l.shard), h.start >= Int(l.start), h.start < Int(l.end) {
-                    pos = DataPosition(rank: client.rank, leaseId: l.id, offset: UInt64(h.start) - l.start)
-                    break
+            var pos = DataPosition(rank: client.rank, leaseId: completedThrough, offset: completedThrough == 0 ? 0 : lastCompletedCount)
+            var k = 0
+            while k < handed.count {
+                let l = handed[k]
+                let n = Int(l.end - l.start)
+                if cursor - consumedBase >= n {
+                    // Entirely consumed.
+                    client.completeLease(l)
+                    completedThrough = l.id
+                    lastCompletedCount = UInt64(n)
+                    consumedBase += n
+                    pos = DataPosition(rank: client.rank, leaseId: l.id, offset: UInt64(n))
+                    k += 1
+                    continue
                 }
-                // Entirely consumed (the loader moved past it).
-                done.append(l)
-                pos = DataPosition(rank: client.rank, leaseId: l.id, offset: l.end - l.start)
+                let inside = cursor - consumedBase
+                if inside > 0 { pos = DataPosition(rank: client.rank, leaseId: l.id, offset: UInt64(inside)) }
+                break
             }
-            if head != nil || !done.isEmpty {
-                for l in done { client.completeLease(l); completedThrough = l.id }
-                handed.removeFirst(done.count)
-            }
+            handed.removeFirst(k)
             return pos
         }
     }
+    var consumedBase = 0
+    var lastCompletedCount: UInt64 = 0
 }
 
 /// Ties a training run to `albef-coord`: leases feed the loader, every rank heartbeats each step,
@@ -80,7 +85,7 @@ public final class CoordinatorLink {
             guard let self else { return }
             self.samples += globalBatch
             // Finish the leases the loader has moved past (keeps the rank's prefetch window open).
-            _ = self.ranges.position(pending: self.source?.loaderPosition?.pending ?? [])
+            if let c = self.source?.loaderPosition?.cursor { _ = self.ranges.position(cursor: c) }
             self.client.sendHeartbeat(step: UInt64(m.step), stepSeconds: m.stepSeconds,
                                       timings: [PhaseTime(name: "forward", seconds: m.forwardSeconds),
                                                 PhaseTime(name: "backward", seconds: m.backwardSeconds),
@@ -105,7 +110,7 @@ public final class CoordinatorLink {
         }
         run.onCheckpoint = { [weak self] url, step in
             guard let self else { return }
-            let mine = self.ranges.position(pending: self.source?.loaderPosition?.pending ?? [])
+            let mine = self.ranges.position(cursor: self.source?.loaderPosition?.cursor ?? 0)
             let ids = self.comm.allGather(mine.leaseId), offs = self.comm.allGather(mine.offset)
             if self.comm.rank == 0 {
                 let all = (0..<self.comm.size).map { DataPosition(rank: Int32($0), leaseId: ids[$0], offset: offs[$0]) }
