@@ -175,7 +175,7 @@ public final class DataLoader: @unchecked Sendable {
             batchesMade = 0
         }
         if let q = configuration.quarantineFile {
-            if !FileManager.default.fileExists(atPath: q.path) { FileManager.default.createFile(atPath: q.path, contents: nil) }
+            if !FileManager.default.fileExists(atPath: q.path) { _ = FileManager.default.createFile(atPath: q.path, contents: nil) }
             quarantine = try FileHandle(forWritingTo: q)
             quarantine?.seekToEndOfFile()
         } else {
