@@ -125,3 +125,27 @@ final class LoaderTests: XCTestCase {
         XCTAssertTrue(b.images.allSatisfy { $0.isFinite })
     }
 }
+
+final class LoaderFlipCaptionTests: XCTestCase {
+    func testFlipSwapsLeftRightWhenAsked() throws {
+        let dir = try makeTempDirectory(self)
+        let jpg = try JPEGEncoder.encode(RGBImage(width: 16, height: 16, fill: 50))
+        try Data(jpg).write(to: dir.appendingPathComponent("a.jpg"))
+        try AnnotationFile.write([.init(image: "a.jpg", captions: ["a red circle on the left, not right"])],
+                                 to: dir.appendingPathComponent("ann.json"), listCaptions: false)
+        let index = try CorpusIndex.build(spec: dir.appendingPathComponent("ann.json").path)
+        let tok = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
+        var c = DataLoader.Configuration(batchSize: 1, imageSize: 8)
+        c.flipProbability = 1
+        c.useRandAugment = false
+        c.log = { _ in }
+        let ranges = FixedRangeSource([SampleRange(shard: 0, start: 0, end: 1)])
+        XCTAssertEqual(try DataLoader(index: index, tokenizer: tok, configuration: c, ranges: ranges).next()?.captions,
+                       ["a red circle on the left not right"])
+        c.flipSwapsLeftRight = true
+        let l = try DataLoader(index: index, tokenizer: tok, configuration: c, ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 1)]))
+        let b = try XCTUnwrap(l.next())
+        XCTAssertEqual(b.captions, ["a red circle on the right not left"])
+        XCTAssertEqual(Array(b.inputIds[0..<b.textLength]), [101] + tok.ids("a red circle on the right not left"))
+    }
+}

@@ -31,6 +31,9 @@ public final class DataLoader: @unchecked Sendable {
         public var mode = ImageTransform.Mode.pretrain
         public var useRandAugment = true
         public var flipProbability = 0.5
+        /// Swap the words "left" and "right" in the caption of a flipped image (NOT in ALBEF; for
+        /// corpora whose captions name positions, such as the synthetic one).
+        public var flipSwapsLeftRight = false
         public var cropScale = (0.2, 1.0)
         public var maxCaptionBytes = CaptionCheck.defaultMaxBytes
         /// Throw `DataError.tooManyBadSamples` when bad / seen exceeds this, checked once at least
@@ -355,8 +358,7 @@ public final class DataLoader: @unchecked Sendable {
         do {
             let raw = try reader.read(shard: r.shard, index: r.index)
             let pick = raw.captions.count > 1 ? rng.int(below: raw.captions.count) : 0
-            let caption = PreCaption.apply(raw.captions[pick], maxWords: configuration.preCaptionMaxWords)
-            let ids = [tokenizer.vocabulary.clsId] + tokenizer.ids(caption).prefix(configuration.maxTextLength - 1)
+            var caption = PreCaption.apply(raw.captions[pick], maxWords: configuration.preCaptionMaxWords)
             var image = [Float](repeating: 0, count: floats)
             do {
                 try image.withUnsafeMutableBufferPointer { try transform.run(raw.image, source: raw.source, rng: &rng, into: $0) }
@@ -364,6 +366,11 @@ public final class DataLoader: @unchecked Sendable {
                 let kind: BadSampleKind = e.kind == .truncated ? .truncatedImage : (e.kind == .unknownFormat ? .unknownImageFormat : .corruptImage)
                 return .failure(BadSample(shard: raw.shardPath, key: raw.key, kind: kind, message: e.message))
             }
+            if configuration.flipSwapsLeftRight && transform.lastFlipped {
+                caption = caption.split(separator: " ", omittingEmptySubsequences: false)
+                    .map { $0 == "left" ? "right" : ($0 == "right" ? "left" : String($0)) }.joined(separator: " ")
+            }
+            let ids = [tokenizer.vocabulary.clsId] + tokenizer.ids(caption).prefix(configuration.maxTextLength - 1)
             return .success(Decoded(ref: r, key: raw.key, caption: caption, ids: ids, image: image))
         } catch let b as BadSample {
             return .failure(b)
