@@ -55,6 +55,7 @@ final class BadInputTests: XCTestCase {
         // 10 groups, 6 bad in the index → 4 in the plan (ok, corrupt, garbage, last), 2 fail to decode;
         // the 4 batches of 1 are filled by wrapping around.
         XCTAssertEqual(l.batchesPerEpoch, 4)
+        XCTAssertEqual(try DataLoader.batchesPerEpoch(index: index, configuration: c, worldSize: 1), 4)
         XCTAssertEqual(keys.count, 4)
         XCTAssertEqual(Set(keys), ["ok", "last"])
         XCTAssertEqual(l.statistics.excludedByIndex, 6)

@@ -61,6 +61,7 @@ final class LoaderTests: XCTestCase {
             }
         }
         XCTAssertEqual(counts, [8, 8, 8])
+        XCTAssertEqual(try DataLoader.batchesPerEpoch(index: index, configuration: config(), worldSize: 3), 8)
     }
 
     func testDeterministicAcrossThreadCountsAndEpochsDiffer() throws {

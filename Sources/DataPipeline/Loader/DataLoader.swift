@@ -109,7 +109,25 @@ public final class DataLoader: @unchecked Sendable {
     public convenience init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration,
                             rank: Int, worldSize: Int, epoch: Int, resumeFrom: LoaderPosition? = nil) throws {
         precondition(rank >= 0 && rank < worldSize, "DataLoader: rank \(rank) not in 0..<\(worldSize)")
+        let (usable, excluded) = try DataLoader.usableSamples(index: index, configuration: configuration)
+        var permRNG = RandomGenerator(seed: configuration.seed).split(0xE90C).split(UInt64(epoch))
+        var order = usable
+        permRNG.shuffle(&order)
+        let perRank = order.count / worldSize
+        guard perRank >= configuration.batchSize else {
+            throw DataError.notEnoughSamples(available: order.count, needed: configuration.batchSize * worldSize)
+        }
+        let sequence = (0..<perRank).map { order[rank + worldSize * $0] }
+        try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
+                      epoch: epoch, plan: .staticShard(sequence: sequence), batches: perRank / configuration.batchSize,
+                      start: resumeFrom, excludedByIndex: excluded)
+    }
+
+    /// Global indices of the samples not marked bad in the index, and how many were excluded.
+    /// Throws `tooManyBadSamples` when the excluded fraction exceeds `maxBadFraction`.
+    static func usableSamples(index: CorpusIndex, configuration: Configuration) throws -> (usable: [Int], excluded: Int) {
         var usable: [Int] = []
+        usable.reserveCapacity(index.totalSamples)
         var offset = 0
         var excluded = 0
         for s in index.shards {
@@ -117,7 +135,6 @@ public final class DataLoader: @unchecked Sendable {
             if badKeys.isEmpty {
                 usable.append(contentsOf: offset..<(offset + s.samples))
             } else {
-                // Bad entries are listed by key; map keys to indices (JSON keys are entry numbers; tar keys need a scan).
                 let badIdx = DataLoader.badIndices(index: index, shard: s, badKeys: badKeys)
                 for i in 0..<s.samples where !badIdx.contains(i) { usable.append(offset + i) }
                 excluded += badIdx.count
@@ -129,29 +146,25 @@ public final class DataLoader: @unchecked Sendable {
                                               last: BadSample(shard: "index", key: "*", kind: .corruptImage,
                                                               message: "the index marks \(excluded) samples bad"))
         }
-        var permRNG = RandomGenerator(seed: configuration.seed).split(0xE90C).split(UInt64(epoch))
-        var order = usable
-        permRNG.shuffle(&order)
-        let perRank = order.count / worldSize
-        guard perRank >= configuration.batchSize else {
-            throw DataError.notEnoughSamples(available: order.count, needed: configuration.batchSize * worldSize)
-        }
-        let sequence = (0..<perRank).map { order[rank + worldSize * $0] }
-        try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
-                      epoch: epoch, plan: .staticShard(sequence: sequence), batches: perRank / configuration.batchSize,
-                      start: resumeFrom)
-        stats.excludedByIndex = excluded
+        return (usable, excluded)
+    }
+
+    /// Batches per epoch of static sharding, ⌊⌊usable/W⌋/B⌋, without starting a loader (the same
+    /// on every rank and every epoch).
+    public static func batchesPerEpoch(index: CorpusIndex, configuration: Configuration, worldSize: Int) throws -> Int {
+        let (usable, _) = try usableSamples(index: index, configuration: configuration)
+        return usable.count / worldSize / configuration.batchSize
     }
 
     /// Range mode: reads the ranges handed out by `ranges` (e.g. coordinator leases), in order.
     public convenience init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration,
                             ranges: SampleRangeSource, rank: Int = 0, worldSize: Int = 1, epoch: Int = 0) throws {
         try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
-                      epoch: epoch, plan: .ranges(source: ranges), batches: nil, start: nil)
+                      epoch: epoch, plan: .ranges(source: ranges), batches: nil, start: nil, excludedByIndex: 0)
     }
 
     init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration, rank: Int, worldSize: Int,
-         epoch: Int, plan: Plan, batches: Int?, start: LoaderPosition?) throws {
+         epoch: Int, plan: Plan, batches: Int?, start: LoaderPosition?, excludedByIndex: Int) throws {
         precondition(configuration.batchSize > 0 && configuration.imageSize > 0 && configuration.maxTextLength > 0,
                      "DataLoader: batchSize, imageSize and maxTextLength must be positive")
         self.index = index
@@ -167,6 +180,7 @@ public final class DataLoader: @unchecked Sendable {
         var o = 0
         for s in index.shards { offsets.append(o); o += s.samples }
         shardOffsets = offsets
+        stats.excludedByIndex = excludedByIndex
         if let p = start {
             precondition(p.epoch == epoch, "DataLoader: resume position is for epoch \(p.epoch), loader for \(epoch)")
             nextClaim = p.cursor
