@@ -128,6 +128,21 @@ final class LoaderTests: XCTestCase {
 }
 
 final class LoaderFlipCaptionTests: XCTestCase {
+    func testPresets() {
+        var c = DataLoader.Configuration(batchSize: 2, imageSize: 8)
+        XCTAssertTrue(c.useRandAugment)
+        XCTAssertEqual(c.cropScale.0, 0.2)
+        c.apply(.light)
+        XCTAssertEqual(c.cropScale.0, 0.5)
+        XCTAssertTrue(c.flipSwapsLeftRight)
+        XCTAssertFalse(c.useRandAugment)
+        c.apply(.none)
+        XCTAssertEqual(c.flipProbability, 0)
+        c.apply(.albef)
+        XCTAssertEqual(c.flipProbability, 0.5)
+        XCTAssertFalse(c.flipSwapsLeftRight)
+    }
+
     func testFlipSwapsLeftRightWhenAsked() throws {
         let dir = try makeTempDirectory(self)
         let jpg = try JPEGEncoder.encode(RGBImage(width: 16, height: 16, fill: 50))

@@ -50,6 +50,25 @@ public final class DataLoader: @unchecked Sendable {
             self.batchSize = batchSize
             self.imageSize = imageSize
         }
+
+        /// Augmentation presets.
+        /// - `albef`: ALBEF pretraining (RRC scale 0.2–1, flip 0.5, RandAugment(2, 7)); the default.
+        /// - `light`: RRC scale 0.5–1, flip 0.5 with "left"/"right" swapped in the caption, no
+        ///   RandAugment: for small, position-naming corpora such as the synthetic quickstart one.
+        /// - `none`: RRC scale 1 (the whole image up to the aspect-ratio jitter), no flip, no RandAugment.
+        public enum AugmentPreset: String, Sendable, CaseIterable { case albef, light, none }
+
+        /// Sets the crop scale, flip and RandAugment fields from a preset.
+        public mutating func apply(_ preset: AugmentPreset) {
+            switch preset {
+            case .albef:
+                cropScale = (0.2, 1.0); flipProbability = 0.5; flipSwapsLeftRight = false; useRandAugment = true
+            case .light:
+                cropScale = (0.5, 1.0); flipProbability = 0.5; flipSwapsLeftRight = true; useRandAugment = false
+            case .none:
+                cropScale = (1.0, 1.0); flipProbability = 0; flipSwapsLeftRight = false; useRandAugment = false
+            }
+        }
     }
 
     /// Counters of skipped samples.
