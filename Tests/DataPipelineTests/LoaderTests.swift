@@ -106,6 +106,13 @@ final class LoaderTests: XCTestCase {
         // After batch 1 (16 samples: 5 + 3 + 8 of shard 1 [40, 49)), the fetched-but-unread rest is shard 1 [48, 49).
         XCTAssertEqual(batches[1].position.pending, [SampleRange(shard: 1, start: 48, end: 49)])
         XCTAssertEqual(batches[2].position.pending, [])
+        // Ranges 0 (5 samples), 1 (empty) and 2 (3) are done after batch 0; all 4 after the last.
+        XCTAssertEqual(batches[0].position.rangesCompleted, 3)
+        XCTAssertEqual(batches[1].position.rangesCompleted, 3)
+        XCTAssertEqual(batches[2].position.rangesCompleted, 4)
+        // Positions saved before this field existed still decode.
+        let old = try JSONDecoder().decode(LoaderPosition.self, from: Data(#"{"epoch":1,"cursor":5,"batches":2,"pending":[]}"#.utf8))
+        XCTAssertEqual(old, LoaderPosition(epoch: 1, cursor: 5, batches: 2))
         var c = config()
         c.dropLast = true
         XCTAssertEqual(try drain(DataLoader(index: index, tokenizer: tok, configuration: c, ranges: FixedRangeSource(ranges))).count, 2)

@@ -119,6 +119,8 @@ public final class DataLoader: @unchecked Sendable {
     var sequenceEnd: Int? = nil
     var fetchedRanges: [SampleRange] = []
     var fetchedStarts: [Int] = []
+    /// Every range from the source (empty ones too): sequence start and length.
+    var sourceRanges: [(start: Int, count: Int)] = []
     var stats = Stats()
     var lastBad: BadSample? = nil
     var threads: [Thread] = []
@@ -332,6 +334,7 @@ public final class DataLoader: @unchecked Sendable {
                 guard r.shard >= 0, r.shard < index.shards.count, r.start >= 0, r.end <= index.shards[r.shard].samples else {
                     throw DataError.badIndex(path: "lease", reason: "range \(r) is outside the index (\(index.shards.count) shards)")
                 }
+                sourceRanges.append((start: (fetchedStarts.last ?? 0) + (fetchedRanges.last?.count ?? 0), count: r.count))
                 if r.count == 0 { continue }
                 fetchedStarts.append((fetchedStarts.last ?? 0) + (fetchedRanges.last?.count ?? 0))
                 fetchedRanges.append(r)
@@ -479,7 +482,10 @@ public final class DataLoader: @unchecked Sendable {
         }
         batchesMade += 1
         var position = LoaderPosition(epoch: epoch, cursor: assemblePos, batches: batchesMade)
-        if case .ranges = plan { position.pending = pendingRanges(from: assemblePos) }
+        if case .ranges = plan {
+            position.pending = pendingRanges(from: assemblePos)
+            position.rangesCompleted = sourceRanges.prefix { $0.start + $0.count <= assemblePos }.count
+        }
         ready.append(Batch(images: images, inputIds: ids, attentionMask: mask, batchSize: b, textLength: length,
                            imageSize: side, keys: builder.map(\.key), captions: builder.map(\.caption),
                            samples: builder.map(\.ref), position: position))
