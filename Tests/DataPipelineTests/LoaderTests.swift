@@ -110,6 +110,12 @@ final class LoaderTests: XCTestCase {
         XCTAssertEqual(batches[0].position.rangesCompleted, 3)
         XCTAssertEqual(batches[1].position.rangesCompleted, 3)
         XCTAssertEqual(batches[2].position.rangesCompleted, 4)
+        // A range's own epoch drives its samples' random stream.
+        let e0 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8)]), epoch: 0))
+        let e5 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8, epoch: 5)]), epoch: 0))
+        let l5 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8)]), epoch: 5))
+        XCTAssertNotEqual(e0[0].images, e5[0].images)
+        XCTAssertEqual(e5[0].images, l5[0].images)
         // Positions saved before this field existed still decode.
         let old = try JSONDecoder().decode(LoaderPosition.self, from: Data(#"{"epoch":1,"cursor":5,"batches":2,"pending":[]}"#.utf8))
         XCTAssertEqual(old, LoaderPosition(epoch: 1, cursor: 5, batches: 2))

@@ -304,8 +304,9 @@ public final class DataLoader: @unchecked Sendable {
         k == .emptyCaption || k == .nonUTF8Caption || k == .overlongCaption
     }
 
-    /// Sample address of sequence position p (lock held). nil: beyond the known end.
-    func ref(at p: Int) throws -> SampleRef? {
+    /// Sample address of sequence position p and the epoch of its random stream (lock held).
+    /// nil: beyond the known end.
+    func ref(at p: Int) throws -> (SampleRef, Int)? {
         switch plan {
         case .staticShard(let seq):
             let g = seq[p % seq.count]
@@ -314,7 +315,7 @@ public final class DataLoader: @unchecked Sendable {
                 let mid = (lo + hi + 1) / 2
                 if shardOffsets[mid] <= g { lo = mid } else { hi = mid - 1 }
             }
-            return SampleRef(shard: lo, index: g - shardOffsets[lo])
+            return (SampleRef(shard: lo, index: g - shardOffsets[lo]), epoch)
         case .ranges(let source):
             while true {
                 if let last = fetchedRanges.last, p < fetchedStarts.last! + last.count {
@@ -324,7 +325,7 @@ public final class DataLoader: @unchecked Sendable {
                         if fetchedStarts[mid] <= p { lo = mid } else { hi = mid - 1 }
                     }
                     let r = fetchedRanges[lo]
-                    return SampleRef(shard: r.shard, index: r.start + p - fetchedStarts[lo])
+                    return (SampleRef(shard: r.shard, index: r.start + p - fetchedStarts[lo]), r.epoch ?? epoch)
                 }
                 if sequenceEnd != nil { return nil }
                 guard let r = try source.nextRange() else {
@@ -359,7 +360,7 @@ public final class DataLoader: @unchecked Sendable {
             }
             if stopped || finished || failure != nil { cond.unlock(); return }
             let p = nextClaim
-            let address: SampleRef?
+            let address: (SampleRef, Int)?
             do {
                 address = try ref(at: p)
             } catch {
@@ -368,7 +369,7 @@ public final class DataLoader: @unchecked Sendable {
                 cond.unlock()
                 return
             }
-            guard let r = address else {
+            guard let (r, sampleEpoch) = address else {
                 // End of the range stream: let the assembler flush, and wake the consumer.
                 assemble()
                 cond.broadcast()
@@ -378,7 +379,7 @@ public final class DataLoader: @unchecked Sendable {
             nextClaim += 1
             cond.unlock()
 
-            let result = decode(r, transform: &transform, floats: floats)
+            let result = decode(r, epoch: sampleEpoch, transform: &transform, floats: floats)
 
             cond.lock()
             results[p] = result
@@ -388,7 +389,7 @@ public final class DataLoader: @unchecked Sendable {
         }
     }
 
-    func decode(_ r: SampleRef, transform: inout ImageTransform, floats: Int) -> Result<Decoded, BadSample> {
+    func decode(_ r: SampleRef, epoch: Int, transform: inout ImageTransform, floats: Int) -> Result<Decoded, BadSample> {
         let global = shardOffsets[r.shard] + r.index
         var rng = RandomGenerator(seed: configuration.seed).split(UInt64(epoch)).split(UInt64(global))
         do {
@@ -499,7 +500,7 @@ public final class DataLoader: @unchecked Sendable {
             let s = fetchedStarts[i]
             if p >= s + r.count { continue }
             let skip = max(0, p - s)
-            out.append(SampleRange(shard: r.shard, start: r.start + skip, end: r.end))
+            out.append(SampleRange(shard: r.shard, start: r.start + skip, end: r.end, epoch: r.epoch))
         }
         return out
     }
