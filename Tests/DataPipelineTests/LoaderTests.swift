@@ -178,3 +178,36 @@ final class LoaderFlipCaptionTests: XCTestCase {
         XCTAssertEqual(Array(b.inputIds[0..<b.textLength]), [101] + tok.ids("a red circle on the right not left"))
     }
 }
+
+/// A source whose second call blocks until released (a coordinator that is slow to lease).
+final class BlockingRangeSource: SampleRangeSource, @unchecked Sendable {
+    let release = DispatchSemaphore(value: 0)
+    let calls = Locked(0)
+    func nextRange() throws -> SampleRange? {
+        let n = calls.with { c -> Int in c += 1; return c }
+        if n == 1 { return SampleRange(shard: 0, start: 0, end: 8) }
+        _ = release.wait(timeout: .now() + 20)
+        return nil
+    }
+}
+
+final class LoaderBlockingSourceTests: XCTestCase {
+    func testReadyBatchIsDeliveredWhileTheSourceBlocks() throws {
+        let dir = try makeTempDirectory(self)
+        var o = SyntheticCorpus.Options()
+        o.samples = 8; o.shardSize = 8; o.imageSize = 16; o.heldout = 1; o.writeJSON = false
+        try SyntheticCorpus(options: o).write(to: dir)
+        let index = try CorpusIndex.load(dir.appendingPathComponent("index.json"))
+        let tok = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
+        var c = DataLoader.Configuration(batchSize: 8, imageSize: 16)
+        c.log = { _ in }
+        let source = BlockingRangeSource()
+        let l = try DataLoader(index: index, tokenizer: tok, configuration: c, ranges: source)
+        let start = Date()
+        let first = try l.next()
+        XCTAssertEqual(first?.batchSize, 8)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the consumer waited for the blocked source")
+        source.release.signal()
+        XCTAssertNil(try l.next())
+    }
+}

@@ -121,6 +121,8 @@ public final class DataLoader: @unchecked Sendable {
     var fetchedStarts: [Int] = []
     /// Every range from the source (empty ones too): sequence start and length.
     var sourceRanges: [(start: Int, count: Int)] = []
+    /// A worker is calling the range source (with the lock released).
+    var fetching = false
     var stats = Stats()
     var lastBad: BadSample? = nil
     var threads: [Thread] = []
@@ -253,12 +255,13 @@ public final class DataLoader: @unchecked Sendable {
         return stats
     }
 
-    /// The next batch, or nil at the end of the epoch / range stream. Blocks while workers decode.
+    /// The next batch, or nil at the end of the epoch / range stream (or after `stop()`). Blocks
+    /// while workers decode.
     /// Throws `DataError.tooManyBadSamples` (or a range-source error).
     public func next() throws -> Batch? {
         cond.lock()
         defer { cond.unlock() }
-        while ready.isEmpty && !finished && failure == nil { cond.wait() }
+        while ready.isEmpty && !finished && failure == nil && !stopped { cond.wait() }
         if let e = failure { throw e }
         if ready.isEmpty { return nil }
         let b = ready.removeFirst()
@@ -304,8 +307,9 @@ public final class DataLoader: @unchecked Sendable {
         k == .emptyCaption || k == .nonUTF8Caption || k == .overlongCaption
     }
 
-    /// Sample address of sequence position p and the epoch of its random stream (lock held).
-    /// nil: beyond the known end.
+    /// Sample address of sequence position p and the epoch of its random stream (lock held; in
+    /// range mode the lock is released while the source is asked for more). nil: beyond the
+    /// known end, or stopping.
     func ref(at p: Int) throws -> (SampleRef, Int)? {
         switch plan {
         case .staticShard(let seq):
@@ -327,8 +331,21 @@ public final class DataLoader: @unchecked Sendable {
                     let r = fetchedRanges[lo]
                     return (SampleRef(shard: r.shard, index: r.start + p - fetchedStarts[lo]), r.epoch ?? epoch)
                 }
-                if sequenceEnd != nil { return nil }
-                guard let r = try source.nextRange() else {
+                if sequenceEnd != nil || stopped || failure != nil { return nil }
+                if fetching {
+                    // Another worker is asking the source; its answer may cover p.
+                    cond.wait()
+                    continue
+                }
+                // Ask the source without holding the lock: it may block (waiting for a lease) and
+                // the consumer must still get the batches that are ready.
+                fetching = true
+                cond.unlock()
+                let answer = Result { try source.nextRange() }
+                cond.lock()
+                fetching = false
+                cond.broadcast()
+                guard let r = try answer.get() else {
                     sequenceEnd = (fetchedStarts.last ?? 0) + (fetchedRanges.last?.count ?? 0)
                     return nil
                 }
@@ -343,7 +360,7 @@ public final class DataLoader: @unchecked Sendable {
         }
     }
 
-    var window: Int { configuration.batchSize * (configuration.prefetchBatches + 1) }
+    var window: Int { configuration.batchSize * (max(1, configuration.prefetchBatches) + 1) }
 
     func workerLoop() {
         var transform = ImageTransform(mode: configuration.mode, imageSize: configuration.imageSize)
@@ -355,7 +372,7 @@ public final class DataLoader: @unchecked Sendable {
         while true {
             cond.lock()
             while !stopped && !finished && failure == nil
-                    && (nextClaim - assemblePos >= window || ready.count >= configuration.prefetchBatches) {
+                    && (nextClaim - assemblePos >= window || ready.count >= max(1, configuration.prefetchBatches)) {
                 cond.wait()
             }
             if stopped || finished || failure != nil { cond.unlock(); return }
@@ -368,6 +385,11 @@ public final class DataLoader: @unchecked Sendable {
                 cond.broadcast()
                 cond.unlock()
                 return
+            }
+            if p != nextClaim {
+                // Another worker claimed p while the source was being asked; take the next one.
+                cond.unlock()
+                continue
             }
             guard let (r, sampleEpoch) = address else {
                 // End of the range stream: let the assembler flush, and wake the consumer.
