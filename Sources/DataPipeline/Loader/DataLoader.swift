@@ -281,14 +281,27 @@ public final class DataLoader: @unchecked Sendable {
             return Set(badKeys.compactMap { Int($0).map { $0 - chunk * first } })
         }
         let path = shard.path.hasPrefix("/") ? shard.path : index.root + "/" + shard.path
+        // Every loader (each epoch, each rank in the process) needs this; scan each tar once.
+        let cacheKey = "\(path)|\(shard.bytes)|\(shard.bad.map { "\($0.key)/\($0.kind)" }.joined(separator: ","))"
+        if let cached = badIndexCache.with({ $0[cacheKey] }) { return cached }
         guard let tar = try? TarFile(path: path), let scan = try? tar.scan() else { return Set(0..<shard.samples) }
-        let ws = WebDatasetShard(scan: scan)
+        let found = matchBad(shard: shard, entries: WebDatasetShard(scan: scan).entries, badKeys: badKeys)
+        badIndexCache.with { cache in
+            if cache.count > 4096 { cache.removeAll() }
+            cache[cacheKey] = found
+        }
+        return found
+    }
+
+    static let badIndexCache = Locked([String: Set<Int>]())
+
+    static func matchBad(shard: CorpusIndex.Shard, entries: [WebDatasetShard.Entry], badKeys: Set<String>) -> Set<Int> {
         // Match each listed (key, kind) to one group in file order: structural kinds to the group
         // carrying that problem, caption kinds to the first structurally fine group with that key
         // (a duplicated key has two groups, only one of them bad).
         var remaining = shard.bad.map { ($0.key, $0.kind) }
         var out = Set<Int>()
-        for (i, e) in ws.entries.enumerated() where badKeys.contains(e.key) {
+        for (i, e) in entries.enumerated() where badKeys.contains(e.key) {
             let j: Int?
             if let b = e.bad {
                 j = remaining.firstIndex { $0.0 == e.key && $0.1 == b.kind.rawValue }
