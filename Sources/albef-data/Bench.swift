@@ -11,8 +11,13 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("image-size")) var imageSize = 256
     @Option(help: "Seconds to run.") var seconds = 5.0
     @Option(help: "Maximum samples loaded into memory.") var samples = 500
+    @Option(help: "Instead: run the full DataLoader (read + decode + augment + tokenize + batch) with this vocab.txt.")
+    var loaderVocab: String?
+    @Option(name: .customLong("batch-size")) var batchSize = 16
+    @Option(help: "Loader worker threads.") var workers = 2
 
     func run() throws {
+        if let vocab = loaderVocab { return try runLoader(vocab) }
         let index = corpus.hasSuffix("index.json") ? try CorpusIndex.load(URL(fileURLWithPath: corpus)) : try CorpusIndex.build(spec: corpus)
         let reader = CorpusReader(index: index)
         var images: [[UInt8]] = []
@@ -37,5 +42,22 @@ struct Bench: ParsableCommand {
         }
         let rate = Double(n) / Date().timeIntervalSince(start)
         print(String(format: "ours_img_s=%.1f", rate))
+    }
+
+    func runLoader(_ vocab: String) throws {
+        let index = corpus.hasSuffix("index.json") ? try CorpusIndex.load(URL(fileURLWithPath: corpus)) : try CorpusIndex.build(spec: corpus)
+        let tok = try BertTokenizer(vocabularyURL: URL(fileURLWithPath: vocab))
+        var cfg = DataLoader.Configuration(batchSize: batchSize, imageSize: imageSize)
+        cfg.workers = workers
+        let start = Date()
+        var images = 0, epoch = 0
+        while Date().timeIntervalSince(start) < seconds {
+            let loader = try DataLoader(index: index, tokenizer: tok, configuration: cfg, rank: 0, worldSize: 1, epoch: epoch)
+            while Date().timeIntervalSince(start) < seconds, let b = try loader.next() { images += b.batchSize }
+            loader.stop()
+            epoch += 1
+        }
+        let dt = Date().timeIntervalSince(start)
+        print(String(format: "loader_img_s=%.1f batches_s=%.2f workers=%d", Double(images) / dt, Double(images) / dt / Double(batchSize), workers))
     }
 }

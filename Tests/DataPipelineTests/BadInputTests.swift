@@ -55,6 +55,7 @@ final class BadInputTests: XCTestCase {
         // 10 groups, 6 bad in the index → 4 in the plan (ok, corrupt, garbage, last), 2 fail to decode;
         // the 4 batches of 1 are filled by wrapping around.
         XCTAssertEqual(l.batchesPerEpoch, 4)
+        XCTAssertEqual(try DataLoader.batchesPerEpoch(index: index, configuration: c, worldSize: 1), 4)
         XCTAssertEqual(keys.count, 4)
         XCTAssertEqual(Set(keys), ["ok", "last"])
         XCTAssertEqual(l.statistics.excludedByIndex, 6)
@@ -83,19 +84,24 @@ final class BadInputTests: XCTestCase {
         let tmp = try makeTempDirectory(self)
         let jpg = try JPEGEncoder.encode(RGBImage(width: 8, height: 8, fill: 90))
         try Data(jpg).write(to: tmp.appendingPathComponent("a.jpg"))
+        var broken = jpg
+        let sof = broken.indices.dropLast().first { broken[$0] == 0xFF && broken[$0 + 1] == 0xC0 }!
+        for i in (sof + 5)..<(sof + 9) { broken[i] = 0 }
+        try Data(broken).write(to: tmp.appendingPathComponent("broken.jpg"))
         let entries: [AnnotationFile.Entry] = [
             .init(image: "a.jpg", captions: ["fine"]), .init(image: "gone.jpg", captions: ["missing image"]),
             .init(image: "a.jpg", captions: [String(repeating: "x", count: 10_001)]), .init(image: "a.jpg", captions: ["   "]),
+            .init(image: "broken.jpg", captions: ["header says 0x0"]),
         ]
         try AnnotationFile.write(entries, to: tmp.appendingPathComponent("ann.json"), listCaptions: true)
         let index = try CorpusIndex.build(spec: tmp.appendingPathComponent("ann.json").path)
         XCTAssertEqual(index.shards[0].bad.map(\.kind), ["missing_file", "overlong_caption", "empty_caption"])
         let l = try DataLoader(index: index, tokenizer: tokenizer(), configuration: config(nil),
-                               ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 4)]))
+                               ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 5)]))
         var n = 0
         while let b = try l.next() { n += b.batchSize }
         XCTAssertEqual(n, 1)
-        XCTAssertEqual(l.statistics.badByKind, [.missingFile: 1, .overlongCaption: 1, .emptyCaption: 1])
+        XCTAssertEqual(l.statistics.badByKind, [.missingFile: 1, .overlongCaption: 1, .emptyCaption: 1, .corruptImage: 1])
         // A broken annotation file is a clear error naming it.
         try Data("{not json".utf8).write(to: tmp.appendingPathComponent("broken.json"))
         XCTAssertThrowsError(try CorpusIndex.build(spec: tmp.appendingPathComponent("broken.json").path)) {

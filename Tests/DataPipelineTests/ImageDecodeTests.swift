@@ -85,6 +85,17 @@ final class ImageDecodeTests: XCTestCase {
         }
     }
 
+    func testCorruptJPEGHeaderIsCorrupt() throws {
+        var b = try bytes("blocks32.jpg")
+        // Zero the height and width of the SOF0 frame header (FF C0 len(2) P(1) H(2) W(2)).
+        let sof = try XCTUnwrap((0..<(b.count - 1)).first { b[$0] == 0xFF && b[$0 + 1] == 0xC0 })
+        for i in (sof + 5)..<(sof + 9) { b[i] = 0 }
+        XCTAssertThrowsError(try ImageDecoder.decode(b, source: "zero.jpg")) { error in
+            XCTAssertEqual((error as! ImageError).kind, .corrupt)
+            XCTAssertTrue("\(error)".contains("zero.jpg"))
+        }
+    }
+
     func testTruncatedAndGarbagePNGAndUnknownFormat() throws {
         let full = try bytes("rgb4x4.png")
         XCTAssertThrowsError(try ImageDecoder.decode(Array(full.prefix(40)), source: "a.png")) { error in

@@ -61,6 +61,7 @@ final class LoaderTests: XCTestCase {
             }
         }
         XCTAssertEqual(counts, [8, 8, 8])
+        XCTAssertEqual(try DataLoader.batchesPerEpoch(index: index, configuration: config(), worldSize: 3), 8)
     }
 
     func testDeterministicAcrossThreadCountsAndEpochsDiffer() throws {
@@ -105,6 +106,19 @@ final class LoaderTests: XCTestCase {
         // After batch 1 (16 samples: 5 + 3 + 8 of shard 1 [40, 49)), the fetched-but-unread rest is shard 1 [48, 49).
         XCTAssertEqual(batches[1].position.pending, [SampleRange(shard: 1, start: 48, end: 49)])
         XCTAssertEqual(batches[2].position.pending, [])
+        // Ranges 0 (5 samples), 1 (empty) and 2 (3) are done after batch 0; all 4 after the last.
+        XCTAssertEqual(batches[0].position.rangesCompleted, 3)
+        XCTAssertEqual(batches[1].position.rangesCompleted, 3)
+        XCTAssertEqual(batches[2].position.rangesCompleted, 4)
+        // A range's own epoch drives its samples' random stream.
+        let e0 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8)]), epoch: 0))
+        let e5 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8, epoch: 5)]), epoch: 0))
+        let l5 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8)]), epoch: 5))
+        XCTAssertNotEqual(e0[0].images, e5[0].images)
+        XCTAssertEqual(e5[0].images, l5[0].images)
+        // Positions saved before this field existed still decode.
+        let old = try JSONDecoder().decode(LoaderPosition.self, from: Data(#"{"epoch":1,"cursor":5,"batches":2,"pending":[]}"#.utf8))
+        XCTAssertEqual(old, LoaderPosition(epoch: 1, cursor: 5, batches: 2))
         var c = config()
         c.dropLast = true
         XCTAssertEqual(try drain(DataLoader(index: index, tokenizer: tok, configuration: c, ranges: FixedRangeSource(ranges))).count, 2)
@@ -123,5 +137,77 @@ final class LoaderTests: XCTestCase {
         let b = try XCTUnwrap(l.next())
         XCTAssertLessThanOrEqual(b.textLength, 4)
         XCTAssertTrue(b.images.allSatisfy { $0.isFinite })
+    }
+}
+
+final class LoaderFlipCaptionTests: XCTestCase {
+    func testPresets() {
+        var c = DataLoader.Configuration(batchSize: 2, imageSize: 8)
+        XCTAssertTrue(c.useRandAugment)
+        XCTAssertEqual(c.cropScale.0, 0.2)
+        c.apply(.light)
+        XCTAssertEqual(c.cropScale.0, 0.5)
+        XCTAssertTrue(c.flipSwapsLeftRight)
+        XCTAssertFalse(c.useRandAugment)
+        c.apply(.none)
+        XCTAssertEqual(c.flipProbability, 0)
+        c.apply(.albef)
+        XCTAssertEqual(c.flipProbability, 0.5)
+        XCTAssertFalse(c.flipSwapsLeftRight)
+    }
+
+    func testFlipSwapsLeftRightWhenAsked() throws {
+        let dir = try makeTempDirectory(self)
+        let jpg = try JPEGEncoder.encode(RGBImage(width: 16, height: 16, fill: 50))
+        try Data(jpg).write(to: dir.appendingPathComponent("a.jpg"))
+        try AnnotationFile.write([.init(image: "a.jpg", captions: ["a red circle on the left, not right"])],
+                                 to: dir.appendingPathComponent("ann.json"), listCaptions: false)
+        let index = try CorpusIndex.build(spec: dir.appendingPathComponent("ann.json").path)
+        let tok = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
+        var c = DataLoader.Configuration(batchSize: 1, imageSize: 8)
+        c.flipProbability = 1
+        c.useRandAugment = false
+        c.log = { _ in }
+        let ranges = FixedRangeSource([SampleRange(shard: 0, start: 0, end: 1)])
+        XCTAssertEqual(try DataLoader(index: index, tokenizer: tok, configuration: c, ranges: ranges).next()?.captions,
+                       ["a red circle on the left not right"])
+        c.flipSwapsLeftRight = true
+        let l = try DataLoader(index: index, tokenizer: tok, configuration: c, ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 1)]))
+        let b = try XCTUnwrap(l.next())
+        XCTAssertEqual(b.captions, ["a red circle on the right not left"])
+        XCTAssertEqual(Array(b.inputIds[0..<b.textLength]), [101] + tok.ids("a red circle on the right not left"))
+    }
+}
+
+/// A source whose second call blocks until released (a coordinator that is slow to lease).
+final class BlockingRangeSource: SampleRangeSource, @unchecked Sendable {
+    let release = DispatchSemaphore(value: 0)
+    let calls = Locked(0)
+    func nextRange() throws -> SampleRange? {
+        let n = calls.with { c -> Int in c += 1; return c }
+        if n == 1 { return SampleRange(shard: 0, start: 0, end: 8) }
+        _ = release.wait(timeout: .now() + 20)
+        return nil
+    }
+}
+
+final class LoaderBlockingSourceTests: XCTestCase {
+    func testReadyBatchIsDeliveredWhileTheSourceBlocks() throws {
+        let dir = try makeTempDirectory(self)
+        var o = SyntheticCorpus.Options()
+        o.samples = 8; o.shardSize = 8; o.imageSize = 16; o.heldout = 1; o.writeJSON = false
+        try SyntheticCorpus(options: o).write(to: dir)
+        let index = try CorpusIndex.load(dir.appendingPathComponent("index.json"))
+        let tok = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
+        var c = DataLoader.Configuration(batchSize: 8, imageSize: 16)
+        c.log = { _ in }
+        let source = BlockingRangeSource()
+        let l = try DataLoader(index: index, tokenizer: tok, configuration: c, ranges: source)
+        let start = Date()
+        let first = try l.next()
+        XCTAssertEqual(first?.batchSize, 8)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the consumer waited for the blocked source")
+        source.release.signal()
+        XCTAssertNil(try l.next())
     }
 }

@@ -79,3 +79,17 @@ final class RetrievalEvalSetTests: XCTestCase {
         XCTAssertNotEqual(Array(set.images[0..<768]), Array(set.images[768..<1536]))
     }
 }
+
+final class SynthRewriteTests: XCTestCase {
+    func testRewritingASmallerCorpusDropsStaleShards() throws {
+        let dir = try makeTempDirectory(self)
+        var o = SyntheticCorpus.Options()
+        o.samples = 30; o.shardSize = 10; o.imageSize = 16; o.heldout = 3; o.writeJSON = false
+        try SyntheticCorpus(options: o).write(to: dir)
+        o.samples = 12
+        try SyntheticCorpus(options: o).write(to: dir)
+        let index = try CorpusIndex.load(dir.appendingPathComponent("index.json"))
+        XCTAssertEqual(index.shards.map(\.path), ["00000.tar", "00001.tar"])
+        XCTAssertEqual(index.totalSamples, 12)
+    }
+}

@@ -19,6 +19,8 @@ public struct ImageTransform {
     /// Decode JPEGs at 1/2, 1/4, 1/8 when the crop still covers `imageSize` (faster; on by default).
     public var allowScaledDecode = true
 
+    /// Whether the last pretrain transform flipped the image.
+    public private(set) var lastFlipped = false
     var decoded = RGBImage()
     var resized = RGBImage()
     var resampler = BicubicResampler()
@@ -38,6 +40,7 @@ public struct ImageTransform {
 
     /// Everything but the normalization; the result is `lastImage`.
     public mutating func transformToRGB(_ bytes: [UInt8], source: String, rng: inout RandomGenerator) throws {
+        lastFlipped = false
         switch mode {
         case .eval:
             try ImageDecoder.decode(bytes, into: &decoded, source: source)
@@ -57,7 +60,8 @@ public struct ImageTransform {
                         x1: min(decoded.width, (crop.x + crop.width + d - 1) / d),
                         y1: min(decoded.height, (crop.y + crop.height + d - 1) / d))
             resampler.resample(decoded, box: box, clip: clip, into: &resized, outWidth: imageSize, outHeight: imageSize)
-            if rng.nextDouble() < flipProbability { flipHorizontally(&resized) }
+            lastFlipped = rng.nextDouble() < flipProbability
+            if lastFlipped { flipHorizontally(&resized) }
             if useRandAugment { randAugment(&resized, rng: &rng) }
         }
     }

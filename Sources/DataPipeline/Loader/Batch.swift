@@ -4,17 +4,35 @@
 /// sample to read; `batches` the batches already produced this epoch. Range mode: `pending` holds
 /// the unread remainder of the range being consumed followed by the fetched-but-unread ranges, so
 /// a resumed loader can be fed them before new leases.
+///
+/// `rangesCompleted` (range mode) counts the ranges handed out by the source, in order and empty
+/// ones included, that are entirely consumed at this position: a lease client can report exactly
+/// those as done. (Ranges fetched after this batch was assembled are neither pending nor
+/// completed here: do not infer "done" from their absence in `pending`.)
 public struct LoaderPosition: Codable, Equatable, Sendable {
     public var epoch: Int
     public var cursor: Int
     public var batches: Int
     public var pending: [SampleRange]
+    public var rangesCompleted: Int
 
-    public init(epoch: Int, cursor: Int = 0, batches: Int = 0, pending: [SampleRange] = []) {
+    public init(epoch: Int, cursor: Int = 0, batches: Int = 0, pending: [SampleRange] = [], rangesCompleted: Int = 0) {
         self.epoch = epoch
         self.cursor = cursor
         self.batches = batches
         self.pending = pending
+        self.rangesCompleted = rangesCompleted
+    }
+
+    enum CodingKeys: String, CodingKey { case epoch, cursor, batches, pending, rangesCompleted }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epoch = try c.decode(Int.self, forKey: .epoch)
+        cursor = try c.decode(Int.self, forKey: .cursor)
+        batches = try c.decode(Int.self, forKey: .batches)
+        pending = try c.decodeIfPresent([SampleRange].self, forKey: .pending) ?? []
+        rangesCompleted = try c.decodeIfPresent(Int.self, forKey: .rangesCompleted) ?? 0
     }
 }
 

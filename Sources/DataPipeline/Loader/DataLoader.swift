@@ -31,6 +31,9 @@ public final class DataLoader: @unchecked Sendable {
         public var mode = ImageTransform.Mode.pretrain
         public var useRandAugment = true
         public var flipProbability = 0.5
+        /// Swap the words "left" and "right" in the caption of a flipped image (NOT in ALBEF; for
+        /// corpora whose captions name positions, such as the synthetic one).
+        public var flipSwapsLeftRight = false
         public var cropScale = (0.2, 1.0)
         public var maxCaptionBytes = CaptionCheck.defaultMaxBytes
         /// Throw `DataError.tooManyBadSamples` when bad / seen exceeds this, checked once at least
@@ -46,6 +49,25 @@ public final class DataLoader: @unchecked Sendable {
         public init(batchSize: Int, imageSize: Int) {
             self.batchSize = batchSize
             self.imageSize = imageSize
+        }
+
+        /// Augmentation presets.
+        /// - `albef`: ALBEF pretraining (RRC scale 0.2–1, flip 0.5, RandAugment(2, 7)); the default.
+        /// - `light`: RRC scale 0.5–1, flip 0.5 with "left"/"right" swapped in the caption, no
+        ///   RandAugment: for small, position-naming corpora such as the synthetic quickstart one.
+        /// - `none`: RRC scale 1 (the whole image up to the aspect-ratio jitter), no flip, no RandAugment.
+        public enum AugmentPreset: String, Sendable, CaseIterable { case albef, light, none }
+
+        /// Sets the crop scale, flip and RandAugment fields from a preset.
+        public mutating func apply(_ preset: AugmentPreset) {
+            switch preset {
+            case .albef:
+                cropScale = (0.2, 1.0); flipProbability = 0.5; flipSwapsLeftRight = false; useRandAugment = true
+            case .light:
+                cropScale = (0.5, 1.0); flipProbability = 0.5; flipSwapsLeftRight = true; useRandAugment = false
+            case .none:
+                cropScale = (1.0, 1.0); flipProbability = 0; flipSwapsLeftRight = false; useRandAugment = false
+            }
         }
     }
 
@@ -97,6 +119,10 @@ public final class DataLoader: @unchecked Sendable {
     var sequenceEnd: Int? = nil
     var fetchedRanges: [SampleRange] = []
     var fetchedStarts: [Int] = []
+    /// Every range from the source (empty ones too): sequence start and length.
+    var sourceRanges: [(start: Int, count: Int)] = []
+    /// A worker is calling the range source (with the lock released).
+    var fetching = false
     var stats = Stats()
     var lastBad: BadSample? = nil
     var threads: [Thread] = []
@@ -106,7 +132,25 @@ public final class DataLoader: @unchecked Sendable {
     public convenience init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration,
                             rank: Int, worldSize: Int, epoch: Int, resumeFrom: LoaderPosition? = nil) throws {
         precondition(rank >= 0 && rank < worldSize, "DataLoader: rank \(rank) not in 0..<\(worldSize)")
+        let (usable, excluded) = try DataLoader.usableSamples(index: index, configuration: configuration)
+        var permRNG = RandomGenerator(seed: configuration.seed).split(0xE90C).split(UInt64(epoch))
+        var order = usable
+        permRNG.shuffle(&order)
+        let perRank = order.count / worldSize
+        guard perRank >= configuration.batchSize else {
+            throw DataError.notEnoughSamples(available: order.count, needed: configuration.batchSize * worldSize)
+        }
+        let sequence = (0..<perRank).map { order[rank + worldSize * $0] }
+        try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
+                      epoch: epoch, plan: .staticShard(sequence: sequence), batches: perRank / configuration.batchSize,
+                      start: resumeFrom, excludedByIndex: excluded)
+    }
+
+    /// Global indices of the samples not marked bad in the index, and how many were excluded.
+    /// Throws `tooManyBadSamples` when the excluded fraction exceeds `maxBadFraction`.
+    static func usableSamples(index: CorpusIndex, configuration: Configuration) throws -> (usable: [Int], excluded: Int) {
         var usable: [Int] = []
+        usable.reserveCapacity(index.totalSamples)
         var offset = 0
         var excluded = 0
         for s in index.shards {
@@ -114,7 +158,6 @@ public final class DataLoader: @unchecked Sendable {
             if badKeys.isEmpty {
                 usable.append(contentsOf: offset..<(offset + s.samples))
             } else {
-                // Bad entries are listed by key; map keys to indices (JSON keys are entry numbers; tar keys need a scan).
                 let badIdx = DataLoader.badIndices(index: index, shard: s, badKeys: badKeys)
                 for i in 0..<s.samples where !badIdx.contains(i) { usable.append(offset + i) }
                 excluded += badIdx.count
@@ -126,29 +169,25 @@ public final class DataLoader: @unchecked Sendable {
                                               last: BadSample(shard: "index", key: "*", kind: .corruptImage,
                                                               message: "the index marks \(excluded) samples bad"))
         }
-        var permRNG = RandomGenerator(seed: configuration.seed).split(0xE90C).split(UInt64(epoch))
-        var order = usable
-        permRNG.shuffle(&order)
-        let perRank = order.count / worldSize
-        guard perRank >= configuration.batchSize else {
-            throw DataError.notEnoughSamples(available: order.count, needed: configuration.batchSize * worldSize)
-        }
-        let sequence = (0..<perRank).map { order[rank + worldSize * $0] }
-        try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
-                      epoch: epoch, plan: .staticShard(sequence: sequence), batches: perRank / configuration.batchSize,
-                      start: resumeFrom)
-        stats.excludedByIndex = excluded
+        return (usable, excluded)
+    }
+
+    /// Batches per epoch of static sharding, ⌊⌊usable/W⌋/B⌋, without starting a loader (the same
+    /// on every rank and every epoch).
+    public static func batchesPerEpoch(index: CorpusIndex, configuration: Configuration, worldSize: Int) throws -> Int {
+        let (usable, _) = try usableSamples(index: index, configuration: configuration)
+        return usable.count / worldSize / configuration.batchSize
     }
 
     /// Range mode: reads the ranges handed out by `ranges` (e.g. coordinator leases), in order.
     public convenience init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration,
                             ranges: SampleRangeSource, rank: Int = 0, worldSize: Int = 1, epoch: Int = 0) throws {
         try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
-                      epoch: epoch, plan: .ranges(source: ranges), batches: nil, start: nil)
+                      epoch: epoch, plan: .ranges(source: ranges), batches: nil, start: nil, excludedByIndex: 0)
     }
 
     init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration, rank: Int, worldSize: Int,
-         epoch: Int, plan: Plan, batches: Int?, start: LoaderPosition?) throws {
+         epoch: Int, plan: Plan, batches: Int?, start: LoaderPosition?, excludedByIndex: Int) throws {
         precondition(configuration.batchSize > 0 && configuration.imageSize > 0 && configuration.maxTextLength > 0,
                      "DataLoader: batchSize, imageSize and maxTextLength must be positive")
         self.index = index
@@ -164,6 +203,7 @@ public final class DataLoader: @unchecked Sendable {
         var o = 0
         for s in index.shards { offsets.append(o); o += s.samples }
         shardOffsets = offsets
+        stats.excludedByIndex = excludedByIndex
         if let p = start {
             precondition(p.epoch == epoch, "DataLoader: resume position is for epoch \(p.epoch), loader for \(epoch)")
             nextClaim = p.cursor
@@ -175,7 +215,7 @@ public final class DataLoader: @unchecked Sendable {
             batchesMade = 0
         }
         if let q = configuration.quarantineFile {
-            if !FileManager.default.fileExists(atPath: q.path) { FileManager.default.createFile(atPath: q.path, contents: nil) }
+            if !FileManager.default.fileExists(atPath: q.path) { _ = FileManager.default.createFile(atPath: q.path, contents: nil) }
             quarantine = try FileHandle(forWritingTo: q)
             quarantine?.seekToEndOfFile()
         } else {
@@ -215,12 +255,13 @@ public final class DataLoader: @unchecked Sendable {
         return stats
     }
 
-    /// The next batch, or nil at the end of the epoch / range stream. Blocks while workers decode.
+    /// The next batch, or nil at the end of the epoch / range stream (or after `stop()`). Blocks
+    /// while workers decode.
     /// Throws `DataError.tooManyBadSamples` (or a range-source error).
     public func next() throws -> Batch? {
         cond.lock()
         defer { cond.unlock() }
-        while ready.isEmpty && !finished && failure == nil { cond.wait() }
+        while ready.isEmpty && !finished && failure == nil && !stopped { cond.wait() }
         if let e = failure { throw e }
         if ready.isEmpty { return nil }
         let b = ready.removeFirst()
@@ -240,14 +281,27 @@ public final class DataLoader: @unchecked Sendable {
             return Set(badKeys.compactMap { Int($0).map { $0 - chunk * first } })
         }
         let path = shard.path.hasPrefix("/") ? shard.path : index.root + "/" + shard.path
+        // Every loader (each epoch, each rank in the process) needs this; scan each tar once.
+        let cacheKey = "\(path)|\(shard.bytes)|\(shard.bad.map { "\($0.key)/\($0.kind)" }.joined(separator: ","))"
+        if let cached = badIndexCache.with({ $0[cacheKey] }) { return cached }
         guard let tar = try? TarFile(path: path), let scan = try? tar.scan() else { return Set(0..<shard.samples) }
-        let ws = WebDatasetShard(scan: scan)
+        let found = matchBad(shard: shard, entries: WebDatasetShard(scan: scan).entries, badKeys: badKeys)
+        badIndexCache.with { cache in
+            if cache.count > 4096 { cache.removeAll() }
+            cache[cacheKey] = found
+        }
+        return found
+    }
+
+    static let badIndexCache = Locked([String: Set<Int>]())
+
+    static func matchBad(shard: CorpusIndex.Shard, entries: [WebDatasetShard.Entry], badKeys: Set<String>) -> Set<Int> {
         // Match each listed (key, kind) to one group in file order: structural kinds to the group
         // carrying that problem, caption kinds to the first structurally fine group with that key
         // (a duplicated key has two groups, only one of them bad).
         var remaining = shard.bad.map { ($0.key, $0.kind) }
         var out = Set<Int>()
-        for (i, e) in ws.entries.enumerated() where badKeys.contains(e.key) {
+        for (i, e) in entries.enumerated() where badKeys.contains(e.key) {
             let j: Int?
             if let b = e.bad {
                 j = remaining.firstIndex { $0.0 == e.key && $0.1 == b.kind.rawValue }
@@ -266,8 +320,10 @@ public final class DataLoader: @unchecked Sendable {
         k == .emptyCaption || k == .nonUTF8Caption || k == .overlongCaption
     }
 
-    /// Sample address of sequence position p (lock held). nil: beyond the known end.
-    func ref(at p: Int) throws -> SampleRef? {
+    /// Sample address of sequence position p and the epoch of its random stream (lock held; in
+    /// range mode the lock is released while the source is asked for more). nil: beyond the
+    /// known end, or stopping.
+    func ref(at p: Int) throws -> (SampleRef, Int)? {
         switch plan {
         case .staticShard(let seq):
             let g = seq[p % seq.count]
@@ -276,7 +332,7 @@ public final class DataLoader: @unchecked Sendable {
                 let mid = (lo + hi + 1) / 2
                 if shardOffsets[mid] <= g { lo = mid } else { hi = mid - 1 }
             }
-            return SampleRef(shard: lo, index: g - shardOffsets[lo])
+            return (SampleRef(shard: lo, index: g - shardOffsets[lo]), epoch)
         case .ranges(let source):
             while true {
                 if let last = fetchedRanges.last, p < fetchedStarts.last! + last.count {
@@ -286,16 +342,30 @@ public final class DataLoader: @unchecked Sendable {
                         if fetchedStarts[mid] <= p { lo = mid } else { hi = mid - 1 }
                     }
                     let r = fetchedRanges[lo]
-                    return SampleRef(shard: r.shard, index: r.start + p - fetchedStarts[lo])
+                    return (SampleRef(shard: r.shard, index: r.start + p - fetchedStarts[lo]), r.epoch ?? epoch)
                 }
-                if sequenceEnd != nil { return nil }
-                guard let r = try source.nextRange() else {
+                if sequenceEnd != nil || stopped || failure != nil { return nil }
+                if fetching {
+                    // Another worker is asking the source; its answer may cover p.
+                    cond.wait()
+                    continue
+                }
+                // Ask the source without holding the lock: it may block (waiting for a lease) and
+                // the consumer must still get the batches that are ready.
+                fetching = true
+                cond.unlock()
+                let answer = Result { try source.nextRange() }
+                cond.lock()
+                fetching = false
+                cond.broadcast()
+                guard let r = try answer.get() else {
                     sequenceEnd = (fetchedStarts.last ?? 0) + (fetchedRanges.last?.count ?? 0)
                     return nil
                 }
                 guard r.shard >= 0, r.shard < index.shards.count, r.start >= 0, r.end <= index.shards[r.shard].samples else {
                     throw DataError.badIndex(path: "lease", reason: "range \(r) is outside the index (\(index.shards.count) shards)")
                 }
+                sourceRanges.append((start: (fetchedStarts.last ?? 0) + (fetchedRanges.last?.count ?? 0), count: r.count))
                 if r.count == 0 { continue }
                 fetchedStarts.append((fetchedStarts.last ?? 0) + (fetchedRanges.last?.count ?? 0))
                 fetchedRanges.append(r)
@@ -303,7 +373,7 @@ public final class DataLoader: @unchecked Sendable {
         }
     }
 
-    var window: Int { configuration.batchSize * (configuration.prefetchBatches + 1) }
+    var window: Int { configuration.batchSize * (max(1, configuration.prefetchBatches) + 1) }
 
     func workerLoop() {
         var transform = ImageTransform(mode: configuration.mode, imageSize: configuration.imageSize)
@@ -315,12 +385,12 @@ public final class DataLoader: @unchecked Sendable {
         while true {
             cond.lock()
             while !stopped && !finished && failure == nil
-                    && (nextClaim - assemblePos >= window || ready.count >= configuration.prefetchBatches) {
+                    && (nextClaim - assemblePos >= window || ready.count >= max(1, configuration.prefetchBatches)) {
                 cond.wait()
             }
             if stopped || finished || failure != nil { cond.unlock(); return }
             let p = nextClaim
-            let address: SampleRef?
+            let address: (SampleRef, Int)?
             do {
                 address = try ref(at: p)
             } catch {
@@ -329,7 +399,12 @@ public final class DataLoader: @unchecked Sendable {
                 cond.unlock()
                 return
             }
-            guard let r = address else {
+            if p != nextClaim {
+                // Another worker claimed p while the source was being asked; take the next one.
+                cond.unlock()
+                continue
+            }
+            guard let (r, sampleEpoch) = address else {
                 // End of the range stream: let the assembler flush, and wake the consumer.
                 assemble()
                 cond.broadcast()
@@ -339,7 +414,7 @@ public final class DataLoader: @unchecked Sendable {
             nextClaim += 1
             cond.unlock()
 
-            let result = decode(r, transform: &transform, floats: floats)
+            let result = decode(r, epoch: sampleEpoch, transform: &transform, floats: floats)
 
             cond.lock()
             results[p] = result
@@ -349,14 +424,13 @@ public final class DataLoader: @unchecked Sendable {
         }
     }
 
-    func decode(_ r: SampleRef, transform: inout ImageTransform, floats: Int) -> Result<Decoded, BadSample> {
+    func decode(_ r: SampleRef, epoch: Int, transform: inout ImageTransform, floats: Int) -> Result<Decoded, BadSample> {
         let global = shardOffsets[r.shard] + r.index
         var rng = RandomGenerator(seed: configuration.seed).split(UInt64(epoch)).split(UInt64(global))
         do {
             let raw = try reader.read(shard: r.shard, index: r.index)
             let pick = raw.captions.count > 1 ? rng.int(below: raw.captions.count) : 0
-            let caption = PreCaption.apply(raw.captions[pick], maxWords: configuration.preCaptionMaxWords)
-            let ids = [tokenizer.vocabulary.clsId] + tokenizer.ids(caption).prefix(configuration.maxTextLength - 1)
+            var caption = PreCaption.apply(raw.captions[pick], maxWords: configuration.preCaptionMaxWords)
             var image = [Float](repeating: 0, count: floats)
             do {
                 try image.withUnsafeMutableBufferPointer { try transform.run(raw.image, source: raw.source, rng: &rng, into: $0) }
@@ -364,6 +438,11 @@ public final class DataLoader: @unchecked Sendable {
                 let kind: BadSampleKind = e.kind == .truncated ? .truncatedImage : (e.kind == .unknownFormat ? .unknownImageFormat : .corruptImage)
                 return .failure(BadSample(shard: raw.shardPath, key: raw.key, kind: kind, message: e.message))
             }
+            if configuration.flipSwapsLeftRight && transform.lastFlipped {
+                caption = caption.split(separator: " ", omittingEmptySubsequences: false)
+                    .map { $0 == "left" ? "right" : ($0 == "right" ? "left" : String($0)) }.joined(separator: " ")
+            }
+            let ids = [tokenizer.vocabulary.clsId] + tokenizer.ids(caption).prefix(configuration.maxTextLength - 1)
             return .success(Decoded(ref: r, key: raw.key, caption: caption, ids: ids, image: image))
         } catch let b as BadSample {
             return .failure(b)
@@ -439,7 +518,10 @@ public final class DataLoader: @unchecked Sendable {
         }
         batchesMade += 1
         var position = LoaderPosition(epoch: epoch, cursor: assemblePos, batches: batchesMade)
-        if case .ranges = plan { position.pending = pendingRanges(from: assemblePos) }
+        if case .ranges = plan {
+            position.pending = pendingRanges(from: assemblePos)
+            position.rangesCompleted = sourceRanges.prefix { $0.start + $0.count <= assemblePos }.count
+        }
         ready.append(Batch(images: images, inputIds: ids, attentionMask: mask, batchSize: b, textLength: length,
                            imageSize: side, keys: builder.map(\.key), captions: builder.map(\.caption),
                            samples: builder.map(\.ref), position: position))
@@ -453,7 +535,7 @@ public final class DataLoader: @unchecked Sendable {
             let s = fetchedStarts[i]
             if p >= s + r.count { continue }
             let skip = max(0, p - s)
-            out.append(SampleRange(shard: r.shard, start: r.start + skip, end: r.end))
+            out.append(SampleRange(shard: r.shard, start: r.start + skip, end: r.end, epoch: r.epoch))
         }
         return out
     }

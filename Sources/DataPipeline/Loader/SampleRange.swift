@@ -1,13 +1,18 @@
 /// A contiguous run of samples of one shard: indices [start, end) in file order (a coordinator lease).
+///
+/// `epoch`, when set (a coordinator lease belongs to an epoch), replaces the loader's epoch in the
+/// per-sample random stream, so a lease stream may cross epochs.
 public struct SampleRange: Codable, Hashable, Sendable, CustomStringConvertible {
     public var shard: Int
     public var start: Int
     public var end: Int
-    public init(shard: Int, start: Int, end: Int) {
+    public var epoch: Int?
+    public init(shard: Int, start: Int, end: Int, epoch: Int? = nil) {
         precondition(start <= end, "SampleRange: start \(start) > end \(end)")
         self.shard = shard
         self.start = start
         self.end = end
+        self.epoch = epoch
     }
     public var count: Int { end - start }
     public var description: String { "shard \(shard) [\(start), \(end))" }

@@ -69,6 +69,11 @@ public struct SyntheticCorpus {
         if o.writeJSON { try fm.createDirectory(at: outDir.appendingPathComponent("images"), withIntermediateDirectories: true) }
         try fm.createDirectory(at: outDir.appendingPathComponent("heldout"), withIntermediateDirectories: true)
         let nShards = (o.samples + o.shardSize - 1) / o.shardSize
+        // Shards of an earlier, larger run would otherwise be picked up by the index.
+        let shardDir = outDir.appendingPathComponent("shards")
+        for name in (try? fm.contentsOfDirectory(atPath: shardDir.path)) ?? [] where name.hasSuffix(".tar") {
+            try fm.removeItem(at: shardDir.appendingPathComponent(name))
+        }
         struct Shared {
             var noiseKinds: [String: Int] = [:]
             var firstError: Error? = nil
