@@ -22,6 +22,8 @@ public struct TrainConfig: Sendable {
     public var cropScale = (0.2, 1.0)
     public var flip = true
     public var randAugment = true
+    /// Swap "left"/"right" in the caption of a flipped image (not ALBEF; for position-naming corpora).
+    public var flipSwapsLeftRight = false
     /// WordPiece vocabulary (`vocab.txt`, uncased BERT); key `vocab`, default `configs/vocab.txt`.
     public var vocab: String?
     /// A plain BERT safetensors file (e.g. MiniLM) that initialises `text_encoder.bert` (+ `_m`).
@@ -79,6 +81,7 @@ public struct TrainConfig: Sendable {
             }
             flip = try a.opt("flip") ?? flip
             randAugment = try a.opt("randaugment") ?? randAugment
+            flipSwapsLeftRight = try a.opt("flip_swaps_left_right") ?? flipSwapsLeftRight
         }
         if let v: String = try r.opt("vocab") { vocab = v.hasPrefix("/") ? v : dir.appendingPathComponent(v).path }
         if let t: String = try r.opt("text_init") { textInit = t.hasPrefix("/") ? t : dir.appendingPathComponent(t).path }

@@ -38,6 +38,7 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
     c.cropScale = config.cropScale
     c.flipProbability = config.flip ? 0.5 : 0
     c.useRandAugment = config.randAugment
+    c.flipSwapsLeftRight = config.flipSwapsLeftRight
     return try LoaderSource(index: index, tokenizer: tokenizer, configuration: c, rank: rank, worldSize: worldSize, ranges: ranges,
                             iterationsPerEpoch: iterationsPerEpoch)
 }
