@@ -81,7 +81,8 @@ public final class TrainingRun {
                     let now = monotonicSeconds()
                     let sps = Double(windowSamples) / max(now - windowStart, 1e-9)
                     let done = step - startStep
-                    let eta = Double(totalSteps - step) * (now - start) / Double(max(done, 1))
+                    var eta = Double(totalSteps - step) * (now - start) / Double(max(done, 1))
+                    if let ms = options.maxSeconds { eta = min(eta, max(0, ms - (now - start))) }
                     print(String(format: "epoch %d step %d | loss_ita %.4f | loss_itm %.4f | loss_mlm %.4f | lr %.2e | %.1f samples/s | ETA %@",
                                  epoch, step, m.lossITA, m.lossITM, m.lossMLM, m.lr, sps, formatDuration(eta)))
                     var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "loss_ita": m.lossITA, "loss_itm": m.lossITM,

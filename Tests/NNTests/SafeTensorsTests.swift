@@ -77,3 +77,54 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(try f.floats("b"), [0.5])
     }
 }
+
+/// Interop with the reference implementation of the format (Python `safetensors`, the same code
+/// path `safetensors.torch.load_file` uses): our files load there, theirs load here.
+final class SafeTensorsInteropTests: XCTestCase {
+    func python(_ script: String) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", script]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func testPythonSafetensorsReadsOursAndWeReadTheirs() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("stpy-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let m = TinyModule()
+        for (i, (_, t)) in m.namedParameters().enumerated() { for j in 0..<t.count { t.data[j] = Float(i) + Float(j) * 0.25 } }
+        let ours = dir.appendingPathComponent("ours.safetensors").path
+        try m.save(to: ours)
+        let (s1, out1) = try python("""
+        from safetensors.numpy import load_file
+        d = load_file('\(ours)')
+        for k in sorted(d): print(k, d[k].dtype, list(d[k].shape), float(d[k].astype('float64').sum()))
+        """)
+        XCTAssertEqual(s1, 0, "python3 with the safetensors package is needed (scripts/setup installs it): \(out1)")
+        for (k, t) in m.namedParameters() {
+            let sum = t.scalars.reduce(0.0) { $0 + Double($1) }
+            XCTAssertTrue(out1.contains("\(k) float32 \(t.shape) \(sum)"), "\(k): \(out1)")
+        }
+        XCTAssertTrue(out1.contains("ptr int64 [1] 7.0"), out1)
+        let theirs = dir.appendingPathComponent("theirs.safetensors").path
+        let (s2, out2) = try python("""
+        import numpy as np
+        from safetensors.numpy import save_file
+        save_file({'a.weight': np.arange(12, dtype=np.float32).reshape(4, 3), 'a.bias': np.full(4, 0.5, np.float32),
+                   'norm.weight': np.ones(4, np.float32), 'norm.bias': np.zeros(4, np.float32), 'ptr': np.array([3], np.int64)}, '\(theirs)')
+        """)
+        XCTAssertEqual(s2, 0, out2)
+        let m2 = TinyModule()
+        let r = try m2.load(from: SafeTensorsFile(path: theirs))
+        XCTAssertTrue(r.isClean, r.summary)
+        XCTAssertEqual(m2.a.weight.scalars, (0..<12).map(Float.init))
+        XCTAssertEqual(m2.a.bias!.scalars, [0.5, 0.5, 0.5, 0.5])
+        XCTAssertEqual(m2.ptr.value.values, [3])
+    }
+}
