@@ -39,7 +39,7 @@ let package = Package(
         // Swift layers.
         .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: swiftSettings),
         .target(name: "NN", dependencies: ["Tensor"], swiftSettings: swiftSettings),
-        .target(name: "ALBEF", dependencies: ["NN", "Tensor"], swiftSettings: swiftSettings),
+        .target(name: "ALBEF", dependencies: ["NN", "Tensor", "DataPipeline"], swiftSettings: swiftSettings),
         .target(name: "DataPipeline", dependencies: ["Tensor", "CImage"], swiftSettings: swiftSettings),
         .target(name: "Distributed", dependencies: ["CMPI", "Tensor"], swiftSettings: swiftSettings),
         .target(name: "Control", dependencies: ["CZMQ", "CControlProto"], swiftSettings: swiftSettings),
@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "Tensor", "CImage"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Tensor", "CMPI"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "ALBEF", "NN", "Tensor", "Distributed"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "ALBEF", "NN", "Tensor", "Distributed", "DataPipeline"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "CZMQ", "CControlProto"]),
     ],
     swiftLanguageModes: [.v5]

@@ -23,8 +23,12 @@ public enum RetrievalEvaluator {
     ///   - images: normalised eval images `[N, 3, H, W]` (processed in chunks).
     ///   - ids/mask: tokenized captions `[T, L]` (padded to a common L).
     ///   - textToImage: the ground-truth image of each caption.
+    /// How re-ranked candidates are scored: ALBEF's ITM logit alone (`Retrieval.py`), or LAVIS's
+    /// ITM logit + ITC cosine (`compute_sim_matrix`).
+    public enum Scoring: String, Sendable, CaseIterable { case itm, itmPlusITC = "itm+itc" }
+
     public static func evaluate(model: ALBEFPretrain, images: Tensor, ids: [Int32], mask: [Int32], length l: Int,
-                                textToImage: [Int], k: Int, chunk: Int = 64) -> RetrievalResult {
+                                textToImage: [Int], k: Int, scoring: Scoring = .itm, chunk: Int = 64) -> RetrievalResult {
         model.train(false)
         defer { model.train(true) }
         return withNoGrad {
@@ -79,14 +83,14 @@ public enum RetrievalEvaluator {
                 itcI2T.append(row)
                 let top = topK(row, kk)
                 let sc = itmScores(textIdx: top, imageIdx: Array(repeating: i, count: kk))
-                for (j, v) in zip(top, sc) { scoreI2T[i][j] = v }
+                for (j, v) in zip(top, sc) { scoreI2T[i][j] = scoring == .itm ? v : v + row[j] }
             }
             for j in 0..<t {
                 let col = (0..<n).map { sim.data[$0 * t + j] }
                 itcT2I.append(col)
                 let top = topK(col, kk)
                 let sc = itmScores(textIdx: Array(repeating: j, count: kk), imageIdx: top)
-                for (i, v) in zip(top, sc) { scoreT2I[j][i] = v }
+                for (i, v) in zip(top, sc) { scoreT2I[j][i] = scoring == .itm ? v : v + col[i] }
             }
             var imageTexts = [[Int]](repeating: [], count: n)
             for (j, i) in textToImage.enumerated() { imageTexts[i].append(j) }

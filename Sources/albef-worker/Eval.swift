@@ -14,6 +14,12 @@ struct Eval: ParsableCommand {
     @Option(help: "Held-out annotation list [{\"image\": path, \"caption\": [str]}].") var heldout: String
     @Option(help: "Top-k candidates re-ranked by ITM (ALBEF: 128 Flickr / 256 COCO).") var k: Int = 16
     @Option(help: "Write the result as JSON here.") var json: String?
+    @Option(help: "Score of re-ranked pairs: itm (ALBEF Retrieval.py) or itm+itc (LAVIS).") var score: String = "itm"
+
+    func validate() throws {
+        guard RetrievalEvaluator.Scoring(rawValue: score) != nil else { throw ValidationError("--score must be itm or itm+itc") }
+        guard k >= 1 else { throw ValidationError("--k must be ≥ 1") }
+    }
 
     func run() throws {
         Threading.setThreads(model.threads)
@@ -28,8 +34,9 @@ struct Eval: ParsableCommand {
         let images = Tensor(set.images, shape: [set.imageCount, 3, set.imageSize, set.imageSize])
         let t0 = monotonicSeconds()
         let r = RetrievalEvaluator.evaluate(model: albef, images: images, ids: set.texts.inputIds, mask: set.texts.attentionMask,
-                                            length: set.texts.length, textToImage: set.textToImage, k: k)
-        print("eval: \(dir.path) on \(heldout): \(r.images) images, \(r.texts) captions, ITM re-rank of top \(r.k) (\(String(format: "%.1f", monotonicSeconds() - t0)) s)")
+                                            length: set.texts.length, textToImage: set.textToImage, k: k,
+                                            scoring: RetrievalEvaluator.Scoring(rawValue: score) ?? .itm)
+        print("eval: \(dir.path) on \(heldout): \(r.images) images, \(r.texts) captions, \(score) re-rank of top \(r.k) (\(String(format: "%.1f", monotonicSeconds() - t0)) s)")
         print(String(format: "  text→image  R@1 %6.2f  R@5 %6.2f  R@10 %6.2f   (chance R@1 %.2f; ITC-only R@1 %.2f)", r.imgR1, r.imgR5, r.imgR10, r.chanceImgR1, r.itcImgR1))
         print(String(format: "  image→text  R@1 %6.2f  R@5 %6.2f  R@10 %6.2f   (chance R@1 %.2f; ITC-only R@1 %.2f)", r.txtR1, r.txtR5, r.txtR10, r.chanceTxtR1, r.itcTxtR1))
         print(String(format: "retrieval: img_r1=%.2f txt_r1=%.2f chance_r1=%.2f img_r1_vs_chance=%.1f", r.imgR1, r.txtR1, r.chanceImgR1, r.imgR1 / r.chanceImgR1))

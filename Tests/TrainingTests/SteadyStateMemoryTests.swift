@@ -1,3 +1,4 @@
+import DataPipeline
 import Distributed
 import XCTest
 @testable import ALBEF
@@ -14,7 +15,7 @@ final class SteadyStateMemoryTests: XCTestCase {
         // A fixed MLM mask per batch keeps tensor sizes identical from step to step (the number
         // of masked tokens otherwise varies, and with it the size of the MLM logits).
         var mrng = RandomGenerator(seed: 5)
-        let masks = batches.map { albefMask(ids: $0.inputIds, vocabSize: 1200, probability: 0.15, rng: &mrng) }
+        let masks = batches.map { maskTokens(ids: $0.inputIds, batch: 4, length: 8, vocabSize: 1200, rng: &mrng) }
         func inj(_ i: Int) -> StepInjection { StepInjection(mlmInputIds: masks[i].input, mlmLabels: masks[i].labels) }
         for s in 0..<4 { _ = try trainer.step(batches[s % 2], epoch: 1, iteration: s, iterationsPerEpoch: 100, injection: inj(s % 2)) }
         let before = BufferPool.shared.counters

@@ -1,3 +1,4 @@
+import DataPipeline
 import NN
 import Tensor
 
@@ -119,8 +120,9 @@ extension ALBEFPretrain {
             mlmIds = mi
             labels = ml
         } else {
-            (mlmIds, labels) = albefMask(ids: batch.inputIds, vocabSize: c.bert.vocabSize, probability: c.mlmProbability,
-                                         padId: c.padId, clsId: c.clsId, maskId: c.maskId, rng: &rng)
+            (mlmIds, labels) = maskTokens(ids: batch.inputIds, batch: b, length: l, vocabSize: c.bert.vocabSize,
+                                          probability: c.mlmProbability, rng: &rng,
+                                          special: SpecialTokenIds(pad: c.padId, cls: c.clsId, mask: c.maskId))
         }
         let masked = labels.indices.filter { labels[$0] != -100 }
         let maskedLabels = masked.map { labels[$0] }
