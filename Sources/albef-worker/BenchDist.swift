@@ -48,7 +48,7 @@ struct BenchDist: ParsableCommand {
             let mb = Double(trainer.model.online!.count * 4) / 1e6
             print(String(format: "%@: %d ranks × %d thread(s), batch %d/rank, gradients %.1f MB in %d buckets", label, comm.size, threads, cfg.batchSize, mb, trainer.sync.bucketer.buckets.count))
             print(String(format: "  step with communication %.3f s, without %.3f s (median of %d)", med(with), med(without), steps))
-            print(String(format: "  allreduce of %.1f MB: ours (bucketed, non-blocking) %.1f ms, raw MPI_Allreduce %.1f ms", mb, med(ours) * 1e3, med(raw) * 1e3))
+            print(String(format: "  allreduce of %.1f MB: ours (bucketed) %.1f ms, raw MPI_Allreduce %.1f ms", mb, med(ours) * 1e3, med(raw) * 1e3))
             print(String(format: "dist: config=%@ comm_fraction=%.3f allreduce_vs_raw=%.3f", label, max(0, med(with) - med(without)) / med(with), med(ours) / med(raw)))
         }
         comm.barrier()
