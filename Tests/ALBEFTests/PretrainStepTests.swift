@@ -54,6 +54,26 @@ final class PretrainStepTests: XCTestCase {
         }
     }
 
+    /// A saved model holds exactly PyTorch's `state_dict()` keys (tied aliases included, as
+    /// `load_state_dict(strict=True)` expects) with the fixture's shapes and dtypes.
+    func testSavedFileHasExactlyThePyTorchStateDictKeys() throws {
+        let json = try readFixtureJSON(microFixture)
+        var (config, _, _, _) = try PretrainStepSelfCheck.modelConfig(json)
+        config.imageRes = 32; config.embedDim = 16; config.queueSize = 32
+        let model = ALBEFPretrain(config)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sd-\(UUID().uuidString).safetensors").path
+        try model.save(to: path)
+        let file = try SafeTensorsFile(path: path)
+        let tensors = json["tensors"] as! [String: [String: Any]]
+        var expected = Set(tensors.keys.filter { !$0.hasPrefix("batch/") && !$0.hasPrefix("expected/") })
+        expected.formUnion((json["tied_aliases"] as? [String: String] ?? [:]).keys)
+        XCTAssertEqual(Set(file.keys), expected)
+        for (k, v) in tensors where expected.contains(k) {
+            XCTAssertEqual(file.entries[k]?.shape, v["shape"] as? [Int], k)
+            XCTAssertEqual(file.entries[k]?.dtype, (v["dtype"] as? String) == "int64" ? "I64" : "F32", k)
+        }
+    }
+
     func tinyConfig() -> ALBEFModelConfig {
         var c = ALBEFModelConfig()
         c.imageRes = 32; c.patchSize = 16; c.visionWidth = 32; c.vitDepth = 2; c.vitHeads = 2

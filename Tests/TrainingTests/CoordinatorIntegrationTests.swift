@@ -5,14 +5,15 @@ import XCTest
 final class CoordinatorIntegrationTests: XCTestCase {
     func freePort() -> Int { Int.random(in: 20000...60000) }
 
-    func testCoordinatorWithTwoMPIRanksStatusAndStop() throws {
+    /// A small synthetic corpus (32 px) and a micro model config in a fresh temporary directory.
+    func makeCorpusAndConfig(samples: Int) throws -> (URL, URL) {
         let bin = productsDirectory()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coordint-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
-        // A small synthetic corpus and a micro model config.
         let (s0, o0) = try runCommand(bin.appendingPathComponent("albef-data").path,
-                                      ["synth", "--out", dir.path + "/corpus", "--samples", "400", "--heldout", "10", "--image-size", "32", "--shard-size", "100"])
+                                      ["synth", "--out", dir.path + "/corpus", "--samples", String(samples), "--heldout", "10",
+                                       "--image-size", "32", "--shard-size", "100"])
         XCTAssertEqual(s0, 0, o0)
         let cfg = dir.appendingPathComponent("micro.yaml")
         try """
@@ -28,6 +29,13 @@ final class CoordinatorIntegrationTests: XCTestCase {
         optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
         schedular: {sched: constant, epochs: 50}
         """.write(to: cfg, atomically: true, encoding: .utf8)
+        return (dir, cfg)
+    }
+
+
+    func testCoordinatorWithTwoMPIRanksStatusAndStop() throws {
+        let bin = productsDirectory()
+        let (dir, cfg) = try makeCorpusAndConfig(samples: 400)
         let port = freePort()
         let endpoint = "tcp://127.0.0.1:\(port)"
         // The coordinator.
@@ -97,26 +105,7 @@ final class CoordinatorIntegrationTests: XCTestCase {
     /// keep training (leases prefetched), reconnect, and finish every step; no step is lost.
     func testCoordinatorRestartMidRunLosesNoStep() throws {
         let bin = productsDirectory()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coordrestart-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
-        let (s0, o0) = try runCommand(bin.appendingPathComponent("albef-data").path,
-                                      ["synth", "--out", dir.path + "/corpus", "--samples", "600", "--heldout", "10", "--image-size", "32", "--shard-size", "100"])
-        XCTAssertEqual(s0, 0, o0)
-        let cfg = dir.appendingPathComponent("micro.yaml")
-        try """
-        bert: {hidden_size: 32, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 64, vocab_size: 30522,
-               hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, fusion_layer: 2, encoder_width: 32}
-        vocab: '\(root.path)/configs/vocab.txt'
-        image_res: 32
-        vision_width: 32
-        vit: {patch_size: 16, depth: 2, num_heads: 2, mlp_ratio: 4}
-        embed_dim: 16
-        batch_size: 4
-        queue_size: 64
-        optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
-        schedular: {sched: constant, epochs: 50}
-        """.write(to: cfg, atomically: true, encoding: .utf8)
+        let (dir, cfg) = try makeCorpusAndConfig(samples: 600)
         let endpoint = "tcp://127.0.0.1:\(freePort())"
         func startCoordinator(_ log: String) throws -> Process {
             let coord = Process()

@@ -79,9 +79,11 @@ extension Module {
         return report
     }
 
-    /// Saves every state entry (parameters + buffers; a tied tensor once, under its first key)
-    /// to a safetensors file that `safetensors.torch.load_file` + `load_state_dict` accept.
-    public func save(to path: String, metadata: [String: String] = [:], tiedOnce: Bool = true) throws {
+    /// Saves every state entry (parameters + buffers) to a safetensors file that
+    /// `safetensors.torch.load_file` + `load_state_dict(strict=True)` accept: like PyTorch's
+    /// `state_dict()`, a tied tensor appears under each of its keys (the MLM decoder and the word
+    /// embeddings), unless `tiedOnce` (the fixtures' convention; loading fills the alias).
+    public func save(to path: String, metadata: [String: String] = [:], tiedOnce: Bool = false) throws {
         var seen = Set<ObjectIdentifier>()
         let items = stateEntries().filter { _, e in
             if case .float(let t) = e, tiedOnce { return seen.insert(ObjectIdentifier(t)).inserted }
