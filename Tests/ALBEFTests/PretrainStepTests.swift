@@ -74,6 +74,23 @@ final class PretrainStepTests: XCTestCase {
         }
     }
 
+    /// Dropout (hidden and attention-probability) is active in training mode and off in eval mode.
+    func testEvalModeDisablesAllDropout() {
+        var c = tinyConfig()
+        c.bert.hiddenDropoutProb = 0.1
+        c.bert.attentionProbsDropoutProb = 0.1
+        let model = ALBEFPretrain(c, seed: 2)
+        let batch = fixedBatch(c)
+        func run() -> [Float] {
+            withNoGrad { model.textEncoder.bert(ids: batch.inputIds, attentionMask: batch.attentionMask, batch: batch.batchSize,
+                                                length: batch.length, mode: .text).scalars }
+        }
+        XCTAssertNotEqual(run(), run(), "training mode: dropout draws differ between calls")
+        model.train(false)
+        XCTAssertEqual(run(), run(), "eval mode: deterministic")
+        model.train(true)
+    }
+
     func tinyConfig() -> ALBEFModelConfig {
         var c = ALBEFModelConfig()
         c.imageRes = 32; c.patchSize = 16; c.visionWidth = 32; c.vitDepth = 2; c.vitHeads = 2

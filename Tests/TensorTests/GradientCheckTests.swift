@@ -79,6 +79,14 @@ final class GradientCheckTests: XCTestCase {
         let x = randomTensor([2, 4, 6], seed: 103)
         gradCheck("self-attn-shared", inputs: [x]) { Tensor.attention(q: $0[0], k: $0[0], v: $0[0], heads: 3, mask: nil, scale: 0.7) }
         gradCheck("packed-qkv", inputs: [randomTensor([2, 3, 12], seed: 104)]) { Tensor.attention(packedQKV: $0[0], heads: 2, scale: 0.5) }
+        // Attention-probability dropout: a fixed seed gives the same mask on every call.
+        gradCheck("attn-dropout", inputs: [q, k, v]) {
+            Tensor.attention(q: $0[0], k: $0[1], v: $0[2], heads: 2, mask: mask, scale: 0.5, dropout: (0.3, 77))
+        }
+        let plain = Tensor.attention(q: q, k: k, v: v, heads: 2, mask: mask, scale: 0.5).scalars
+        let dropped = Tensor.attention(q: q, k: k, v: v, heads: 2, mask: mask, scale: 0.5, dropout: (0.3, 77)).scalars
+        XCTAssertNotEqual(plain, dropped)
+        XCTAssertEqual(dropped, Tensor.attention(q: q, k: k, v: v, heads: 2, mask: mask, scale: 0.5, dropout: (0.3, 77)).scalars)
     }
 
     func testLossesAndEmbedding() {

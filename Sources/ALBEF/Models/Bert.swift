@@ -19,7 +19,8 @@ public final class BertEmbeddings: Module {
     }
 
     public override var children: [(String, Module)] {
-        [("word_embeddings", word), ("position_embeddings", position), ("token_type_embeddings", tokenType), ("LayerNorm", norm)]
+        [("word_embeddings", word), ("position_embeddings", position), ("token_type_embeddings", tokenType), ("LayerNorm", norm),
+         ("dropout", dropout)]
     }
     public override var localBuffers: [(String, StateEntry)] { [("position_ids", .int(positionIds))] }
 
@@ -44,16 +45,17 @@ public final class BertSelfAttention: Module {
         heads = c.numAttentionHeads
         dropout = Dropout(c.attentionProbsDropoutProb, random: random)
     }
-    public override var children: [(String, Module)] { [("query", query), ("key", key), ("value", value)] }
+    public override var children: [(String, Module)] { [("query", query), ("key", key), ("value", value), ("dropout", dropout)] }
 
     /// Context `[B, Lq, C]` of `h` attending over `kv` (= h for self-attention) with an additive key mask.
     /// `projected` supplies key(kv) and value(kv) already computed (cross-attention reuse).
     public func callAsFunction(_ h: Tensor, kv: Tensor, mask: Tensor?, projected: (Tensor, Tensor)? = nil) -> Tensor {
         let d = h.shape[2] / heads
         let (k, v) = projected ?? (key(kv), value(kv))
-        // xbert divides scores by √d. Attention-probability dropout is not applied (the fused
-        // kernel has none); hidden-state dropout is.
-        return Tensor.attention(q: query(h), k: k, v: v, heads: heads, mask: mask, scale: 1 / Float(d).squareRoot())
+        // xbert divides scores by √d, then applies dropout to the attention probabilities.
+        var drop: (p: Float, seed: UInt64)? = nil
+        if dropout.isTraining, dropout.p > 0, let r = dropout.random { drop = (dropout.p, r.generator.nextUInt64()) }
+        return Tensor.attention(q: query(h), k: k, v: v, heads: heads, mask: mask, scale: 1 / Float(d).squareRoot(), dropout: drop)
     }
 }
 
@@ -65,7 +67,7 @@ public final class BertResidualOutput: Module {
         norm = LayerNorm(c.hiddenSize, eps: c.layerNormEps)
         dropout = Dropout(c.hiddenDropoutProb, random: random)
     }
-    public override var children: [(String, Module)] { [("dense", dense), ("LayerNorm", norm)] }
+    public override var children: [(String, Module)] { [("dense", dense), ("LayerNorm", norm), ("dropout", dropout)] }
     public func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { norm(dropout(dense(x)) + residual) }
 }
 

@@ -39,7 +39,7 @@ public final class Embedding: Module {
 /// Mirrors `torch.nn.Dropout(p)` (different random bits). Has no keys.
 public final class Dropout: Module {
     public let p: Float
-    let random: SharedRandom?
+    public let random: SharedRandom?
 
     public init(_ p: Float, random: SharedRandom?) {
         self.p = p

@@ -11,9 +11,11 @@
 public func attentionForward(out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
                              q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
                              v: UnsafePointer<Float>, ldv: Int, mask: UnsafePointer<Float>?,
-                             batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float) {
+                             batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float,
+                             dropout: (p: Float, seed: UInt64)? = nil) {
     let hd = heads * headDim
     Threading.parallelForBLAS(batch * heads) { range in
+        let dropped = dropout.map { _ in Storage(count: lq * lk, zeroed: false) }
         for bh in range {
             let b = bh / heads, h = bh % heads
             let qb = q + b * lq * ldq + h * headDim
@@ -30,10 +32,27 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, probs: UnsafeMuta
                 }
             }
             for i in 0..<lq { softmaxRow(p + i * lk, p + i * lk, lk) }
-            sgemm(m: lq, n: headDim, k: lk, a: p, lda: lk, b: vb, ldb: ldv, c: out + b * lq * hd + h * headDim,
+            var pv = UnsafePointer(p)
+            if let dropout, let d = dropped?.pointer {
+                fillDropoutMask(d, count: lq * lk, p: dropout.p, seed: dropout.seed, stream: bh)
+                for i in 0..<(lq * lk) { d[i] *= p[i] }
+                pv = UnsafePointer(d)
+            }
+            sgemm(m: lq, n: headDim, k: lk, a: pv, lda: lk, b: vb, ldb: ldv, c: out + b * lq * hd + h * headDim,
                   ldc: hd)
         }
+        withExtendedLifetime(dropped) {}
     }
+}
+
+/// Inverted-dropout multipliers for one (batch, head) block: 0 with probability p, else 1/(1−p),
+/// drawn from `RandomGenerator(seed).split(stream)` so forward and backward regenerate the same
+/// mask whatever the thread split.
+@inline(__always)
+func fillDropoutMask(_ m: UnsafeMutablePointer<Float>, count: Int, p: Float, seed: UInt64, stream: Int) {
+    var r = RandomGenerator(seed: seed).split(UInt64(stream))
+    let keep = 1 / (1 - p)
+    for i in 0..<count { m[i] = r.nextFloat() < p ? 0 : keep }
 }
 
 /// Attention backward, accumulating into dq, dk, dv (same strides as the forward inputs).
@@ -44,11 +63,13 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutabl
                               probs: UnsafePointer<Float>,
                               q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
                               v: UnsafePointer<Float>, ldv: Int,
-                              batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float) {
+                              batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float,
+                              dropout: (p: Float, seed: UInt64)? = nil) {
     let hd = heads * headDim
     Threading.parallelForBLAS(batch * heads) { range in
         let scratch = Storage(count: lq * lk, zeroed: false)
         let dp = scratch.pointer
+        let maskStorage = dropout.map { _ in Storage(count: 2 * lq * lk, zeroed: false) }
         for bh in range {
             let b = bh / heads, h = bh % heads
             let qo = b * lq * ldq + h * headDim
@@ -57,8 +78,16 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutabl
             let dob = dout + b * lq * hd + h * headDim
             let p = probs + bh * lq * lk
             sgemm(transB: true, m: lq, n: lk, k: headDim, a: dob, lda: hd, b: v + vo, ldb: ldv, c: dp, ldc: lk)
+            // With dropout, O = (P ⊙ M) V: dV uses P ⊙ M and dP = dP' ⊙ M.
+            var pUsed = p
+            if let dropout, let ms = maskStorage?.pointer {
+                let mask = ms, dropped = ms + lq * lk
+                fillDropoutMask(mask, count: lq * lk, p: dropout.p, seed: dropout.seed, stream: bh)
+                for i in 0..<(lq * lk) { dropped[i] = p[i] * mask[i]; dp[i] *= mask[i] }
+                pUsed = UnsafePointer(dropped)
+            }
             if let dv {
-                sgemm(transA: true, m: lk, n: headDim, k: lq, a: p, lda: lk, b: dob, ldb: hd, beta: 1,
+                sgemm(transA: true, m: lk, n: headDim, k: lq, a: pUsed, lda: lk, b: dob, ldb: hd, beta: 1,
                       c: dv + vo, ldc: ldv)
             }
             for i in 0..<lq {
@@ -77,5 +106,6 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutabl
             }
         }
         withExtendedLifetime(scratch) {}
+        withExtendedLifetime(maskStorage) {}
     }
 }

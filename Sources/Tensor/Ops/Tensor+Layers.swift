@@ -2,14 +2,17 @@ extension Tensor {
     /// Multi-head scaled dot-product attention: q `[B, Lq, H·D]`, k/v `[B, Lk, H·D]`, additive
     /// key mask `[B, Lk]` (or nil) → `[B, Lq, H·D]` (heads concatenated in head order).
     /// See `attentionForward` for the math. PyTorch counterpart: BERT/timm self- and cross-attention.
-    public static func attention(q: Tensor, k: Tensor, v: Tensor, heads: Int, mask: Tensor?, scale: Float) -> Tensor {
+    /// `dropout` (p, seed) applies inverted dropout to the attention probabilities (BERT's
+    /// `attention_probs_dropout_prob`), the mask regenerated from the seed in the backward.
+    public static func attention(q: Tensor, k: Tensor, v: Tensor, heads: Int, mask: Tensor?, scale: Float,
+                                 dropout: (p: Float, seed: UInt64)? = nil) -> Tensor {
         precondition(q.rank == 3 && k.rank == 3 && v.rank == 3, "attention: q/k/v must be [B, L, C]: \(q.shape) \(k.shape) \(v.shape)")
         let b = q.shape[0], lq = q.shape[1], c = q.shape[2], lk = k.shape[1]
         precondition(k.shape == v.shape && k.shape[0] == b && k.shape[2] == c && c % heads == 0,
                      "attention: shapes q \(q.shape) k \(k.shape) v \(v.shape), heads \(heads)")
         if let mask { precondition(mask.count == b * lk, "attention: mask \(mask.shape) != [\(b), \(lk)]") }
         return attentionCore(q: q, qOff: 0, ldq: c, k: k, kOff: 0, ldk: c, v: v, vOff: 0, ldv: c,
-                             batch: b, heads: heads, lq: lq, lk: lk, width: c, mask: mask, scale: scale)
+                             batch: b, heads: heads, lq: lq, lk: lk, width: c, mask: mask, scale: scale, dropout: dropout)
     }
 
     /// Self-attention reading a packed `[B, L, 3C]` qkv (timm's fused `qkv` Linear: Q rows, then K, then V).
@@ -22,20 +25,20 @@ extension Tensor {
 
     static func attentionCore(q: Tensor, qOff: Int, ldq: Int, k: Tensor, kOff: Int, ldk: Int,
                               v: Tensor, vOff: Int, ldv: Int, batch: Int, heads: Int, lq: Int, lk: Int,
-                              width: Int, mask: Tensor?, scale: Float) -> Tensor {
+                              width: Int, mask: Tensor?, scale: Float, dropout: (p: Float, seed: UInt64)? = nil) -> Tensor {
         let d = width / heads
         let out = Tensor(uninitialized: [batch, lq, width])
         let probs = Storage(count: batch * heads * lq * lk, zeroed: false)
         attentionForward(out: out.data, probs: probs.pointer, q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk,
                          v: v.data + vOff, ldv: ldv, mask: mask?.data, batch: batch, heads: heads, lq: lq, lk: lk,
-                         headDim: d, scale: scale)
+                         headDim: d, scale: scale, dropout: dropout)
         if Tensor.needsGrad(q, k, v) {
             let inputs = [q, k, v].reduce(into: [Tensor]()) { acc, t in if !acc.contains(where: { $0 === t }) { acc.append(t) } }
             out.record(inputs) { o in
                 attentionBackward(dq: q.gradIfNeeded.map { $0 + qOff }, dk: k.gradIfNeeded.map { $0 + kOff },
                                   dv: v.gradIfNeeded.map { $0 + vOff }, dout: o.gradPointer, probs: probs.pointer,
                                   q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk, v: v.data + vOff, ldv: ldv,
-                                  batch: batch, heads: heads, lq: lq, lk: lk, headDim: d, scale: scale)
+                                  batch: batch, heads: heads, lq: lq, lk: lk, headDim: d, scale: scale, dropout: dropout)
             }
         }
         return out
