@@ -106,8 +106,8 @@ public enum Checkpointer {
             trainer.rng = mine.rng
             trainer.model.dropoutRandom.generator = mine.dropoutRng
         } else {
-            trainer.rng = RandomGenerator(seed: trainer.seed).split(UInt64(trainer.comm.rank) &+ 1).split(UInt64(state.step))
-            trainer.model.dropoutRandom.generator = RandomGenerator(seed: trainer.seed).split(0x1000 &+ UInt64(trainer.comm.rank)).split(UInt64(state.step))
+            trainer.rng = RankStreams.step(seed: trainer.seed, rank: trainer.comm.rank).split(UInt64(state.step))
+            trainer.model.dropoutRandom.generator = RankStreams.dropout(seed: trainer.seed, rank: trainer.comm.rank).split(UInt64(state.step))
         }
         return state
     }

@@ -24,18 +24,16 @@ public final class DataParallelReference {
         if let t = config.textInit { try model.loadPlainBert(SafeTensorsFile(path: t)) }
         model.pack()
         optimizer = AdamW(model.online!, lr: Float(config.lr), weightDecay: Float(config.weightDecay))
-        rngs = (0..<worldSize).map { RandomGenerator(seed: seed).split(UInt64($0) &+ 1) }
-        dropout = (0..<worldSize).map { RandomGenerator(seed: seed).split(0x1000 &+ UInt64($0)) }
+        rngs = (0..<worldSize).map { RankStreams.step(seed: seed, rank: $0) }
+        dropout = (0..<worldSize).map { RankStreams.dropout(seed: seed, rank: $0) }
     }
 
     /// One global step over every rank's local batch.
     public func step(_ batches: [PretrainBatch], epoch: Int, iteration: Int, iterationsPerEpoch: Int) {
         precondition(batches.count == worldSize)
         let on = model.online!, mo = model.momentum!
-        let lr = config.schedule.lr(epoch: epoch, iteration: iteration, globalStep: globalStep)
+        let (lr, alpha) = config.rates(epoch: epoch, iteration: iteration, globalStep: globalStep, iterationsPerEpoch: iterationsPerEpoch)
         optimizer.lr = Float(lr)
-        let alpha = alphaRamp(alpha: config.model.alpha, epoch: epoch, iteration: iteration,
-                              iterationsPerEpoch: iterationsPerEpoch, rampEpochs: config.alphaRampEpochs)
         let momentumBefore = Array(UnsafeBufferPointer(start: mo.values.pointer, count: mo.count))
         let iq = model.imageQueue.scalars, tq = model.textQueue.scalars
         let ptr = model.queuePtr.value

@@ -83,9 +83,7 @@ public final class GradientSync {
         }
         for r in requests { r?.wait() }
         requests = []
-        let inv = 1 / Float(comm.size)
-        let p = g.pointer
-        for i in 0..<params.count { p[i] *= inv }
+        sscal(params.count, alpha: 1 / Float(comm.size), x: g.pointer)
         waitSeconds = monotonicSeconds() - t0
     }
 }

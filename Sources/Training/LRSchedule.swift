@@ -33,6 +33,14 @@ public enum LRSchedule: Equatable, Sendable {
     }
 }
 
+extension TrainConfig {
+    /// The learning rate and α used by the optimizer step of (epoch, iteration).
+    public func rates(epoch: Int, iteration: Int, globalStep: Int, iterationsPerEpoch: Int) -> (lr: Double, alpha: Float) {
+        (schedule.lr(epoch: epoch, iteration: iteration, globalStep: globalStep),
+         alphaRamp(alpha: model.alpha, epoch: epoch, iteration: iteration, iterationsPerEpoch: iterationsPerEpoch, rampEpochs: alphaRampEpochs))
+    }
+}
+
 /// ALBEF's α ramp (spec §2.5): α·min(1, i/n) during the first `rampEpochs` epochs, counted in
 /// iterations (`rampEpochs` = 1 is the reference; 2 is LAVIS's).
 public func alphaRamp(alpha: Float, epoch: Int, iteration: Int, iterationsPerEpoch: Int, rampEpochs: Int = 1) -> Float {

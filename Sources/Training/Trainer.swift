@@ -25,6 +25,15 @@ public enum TrainingError: Error, CustomStringConvertible {
     }
 }
 
+/// The random streams of one rank, derived from the run seed (the same in `Trainer`, the
+/// single-process reference and a resume that changes the world size).
+public enum RankStreams {
+    /// ITM negatives and MLM masks.
+    public static func step(seed: UInt64, rank: Int) -> RandomGenerator { RandomGenerator(seed: seed).split(UInt64(rank) &+ 1) }
+    /// Dropout draws of the online and momentum BERTs.
+    public static func dropout(seed: UInt64, rank: Int) -> RandomGenerator { RandomGenerator(seed: seed).split(0x1000 &+ UInt64(rank)) }
+}
+
 /// Per-step numbers (averaged over ranks where noted).
 public struct StepMetrics: Codable, Sendable {
     public var step: Int, epoch: Int, iteration: Int
@@ -63,8 +72,8 @@ public final class Trainer {
         model.pack()
         optimizer = AdamW(model.online!, lr: Float(config.lr), weightDecay: Float(config.weightDecay))
         sync = GradientSync(comm: comm, params: model.online!)
-        rng = RandomGenerator(seed: seed).split(UInt64(comm.rank) &+ 1)
-        model.dropoutRandom.generator = RandomGenerator(seed: seed).split(0x1000 &+ UInt64(comm.rank))
+        rng = RankStreams.step(seed: seed, rank: comm.rank)
+        model.dropoutRandom.generator = RankStreams.dropout(seed: seed, rank: comm.rank)
         broadcastState(root: 0)
     }
 
@@ -92,10 +101,8 @@ public final class Trainer {
     public func step(_ batch: PretrainBatch, epoch: Int, iteration: Int, iterationsPerEpoch: Int,
                      injection: StepInjection = StepInjection()) throws -> StepMetrics {
         let t0 = monotonicSeconds()
-        let lr = config.schedule.lr(epoch: epoch, iteration: iteration, globalStep: globalStep)
+        let (lr, alpha) = config.rates(epoch: epoch, iteration: iteration, globalStep: globalStep, iterationsPerEpoch: iterationsPerEpoch)
         optimizer.lr = Float(lr)
-        let alpha = alphaRamp(alpha: config.model.alpha, epoch: epoch, iteration: iteration,
-                              iterationsPerEpoch: iterationsPerEpoch, rampEpochs: config.alphaRampEpochs)
         model.online!.zeroGradients()
         let out = model.forwardStep(batch, alpha: alpha, rng: &rng, injection: injection, allGather: allGather)
         let t1 = monotonicSeconds()
@@ -113,7 +120,7 @@ public final class Trainer {
         globalStep += 1
         return StepMetrics(step: globalStep, epoch: epoch, iteration: iteration, lossITA: sums[0] / w, lossITM: sums[1] / w,
                            lossMLM: sums[2] / w, loss: (sums[0] + sums[1] + sums[2]) / w, lr: lr, alpha: Double(alpha),
-                           forwardSeconds: t1 - t0, backwardSeconds: t2 - t1 - 0, commWaitSeconds: t3 - t2,
+                           forwardSeconds: t1 - t0, backwardSeconds: t2 - t1, commWaitSeconds: t3 - t2,
                            optimizerSeconds: t4 - t3, stepSeconds: monotonicSeconds() - t0)
     }
 

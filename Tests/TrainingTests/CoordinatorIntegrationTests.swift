@@ -33,37 +33,48 @@ final class CoordinatorIntegrationTests: XCTestCase {
     }
 
 
+    /// Starts `exe args` in the background with stdout+stderr appended to `log`.
+    func launch(_ exe: URL, _ args: [String], log: URL, environment: [String: String] = [:]) throws -> Process {
+        let p = Process()
+        p.executableURL = exe
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: log)
+        p.standardError = p.standardOutput
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    /// `albef-coord serve` on the test corpus (2 ranks).
+    func startCoordinator(dir: URL, endpoint: String, log: String, extra: [String]) throws -> Process {
+        try launch(productsDirectory().appendingPathComponent("albef-coord"),
+                   ["serve", "--corpus", dir.path + "/corpus/index.json", "--bind", endpoint, "--state-dir", dir.path + "/coord",
+                    "--world-size", "2", "--epochs", "50"] + extra, log: dir.appendingPathComponent(log))
+    }
+
+    /// `mpirun -n 2 albef-worker train` against the coordinator; returns the process and its log.
+    func startTraining(dir: URL, cfg: URL, endpoint: String, extra: [String]) throws -> (Process, URL) {
+        let log = dir.appendingPathComponent("train.log")
+        let p = try launch(URL(fileURLWithPath: "/usr/bin/mpirun"),
+                           ["--allow-run-as-root", "--oversubscribe", "-n", "2", productsDirectory().appendingPathComponent("albef-worker").path,
+                            "train", "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
+                            "--output-dir", dir.path + "/run", "--log-every", "1"] + extra, log: log, environment: mpiEnvironment)
+        return (p, log)
+    }
+
     func testCoordinatorWithTwoMPIRanksStatusAndStop() throws {
         let bin = productsDirectory()
         let (dir, cfg) = try makeCorpusAndConfig(samples: 400)
         let port = freePort()
         let endpoint = "tcp://127.0.0.1:\(port)"
-        // The coordinator.
-        let coord = Process()
-        coord.executableURL = bin.appendingPathComponent("albef-coord")
-        coord.arguments = ["serve", "--corpus", dir.path + "/corpus/index.json", "--bind", endpoint, "--state-dir", dir.path + "/coord",
-                           "--world-size", "2", "--lease-size", "16", "--epochs", "50"]
-        let coordLog = dir.appendingPathComponent("coord.log")
-        FileManager.default.createFile(atPath: coordLog.path, contents: nil)
-        coord.standardOutput = try FileHandle(forWritingTo: coordLog)
-        coord.standardError = coord.standardOutput
-        try coord.run()
+        let coord = try startCoordinator(dir: dir, endpoint: endpoint, log: "coord.log", extra: ["--lease-size", "16"])
         defer { if coord.isRunning { coord.terminate() } }
         // Two ranks under mpirun, reading leases.
-        let train = Process()
-        train.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
-        train.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "2", bin.appendingPathComponent("albef-worker").path, "train",
-                           "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
-                           "--output-dir", dir.path + "/run", "--log-every", "1", "--max-steps", "100000"]
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in mpiEnvironment { env[k] = v }
-        train.environment = env
-        let trainLog = dir.appendingPathComponent("train.log")
-        FileManager.default.createFile(atPath: trainLog.path, contents: nil)
-        train.standardOutput = try FileHandle(forWritingTo: trainLog)
-        train.standardError = train.standardOutput
-        train.standardInput = FileHandle.nullDevice
-        try train.run()
+        let (train, trainLog) = try startTraining(dir: dir, cfg: cfg, endpoint: endpoint, extra: ["--max-steps", "100000"])
         defer { if train.isRunning { train.terminate() } }
         // status --json shows both ranks, a step and losses.
         var status: [String: Any] = [:]
@@ -107,35 +118,12 @@ final class CoordinatorIntegrationTests: XCTestCase {
         let bin = productsDirectory()
         let (dir, cfg) = try makeCorpusAndConfig(samples: 600)
         let endpoint = "tcp://127.0.0.1:\(freePort())"
-        func startCoordinator(_ log: String) throws -> Process {
-            let coord = Process()
-            coord.executableURL = bin.appendingPathComponent("albef-coord")
-            coord.arguments = ["serve", "--corpus", dir.path + "/corpus/index.json", "--bind", endpoint, "--state-dir", dir.path + "/coord",
-                               "--world-size", "2", "--lease-size", "8", "--epochs", "50", "--heartbeat-timeout", "60"]
-            let url = dir.appendingPathComponent(log)
-            FileManager.default.createFile(atPath: url.path, contents: nil)
-            coord.standardOutput = try FileHandle(forWritingTo: url)
-            coord.standardError = coord.standardOutput
-            try coord.run()
-            return coord
-        }
-        var coord = try startCoordinator("coord1.log")
+        let restartFlags = ["--lease-size", "8", "--heartbeat-timeout", "60"]
+        var coord = try startCoordinator(dir: dir, endpoint: endpoint, log: "coord1.log", extra: restartFlags)
         defer { if coord.isRunning { coord.terminate() } }
         let steps = 40
-        let train = Process()
-        train.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
-        train.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "2", bin.appendingPathComponent("albef-worker").path, "train",
-                           "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
-                           "--output-dir", dir.path + "/run", "--log-every", "1", "--max-steps", String(steps), "--checkpoint-every", "5"]
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in mpiEnvironment { env[k] = v }
-        train.environment = env
-        let trainLog = dir.appendingPathComponent("train.log")
-        FileManager.default.createFile(atPath: trainLog.path, contents: nil)
-        train.standardOutput = try FileHandle(forWritingTo: trainLog)
-        train.standardError = train.standardOutput
-        train.standardInput = FileHandle.nullDevice
-        try train.run()
+        let (train, trainLog) = try startTraining(dir: dir, cfg: cfg, endpoint: endpoint,
+                                                  extra: ["--max-steps", String(steps), "--checkpoint-every", "5"])
         defer { if train.isRunning { train.terminate() } }
         let log = { (try? String(contentsOf: trainLog, encoding: .utf8)) ?? "" }
         // Wait for a few steps, then kill the coordinator hard and bring it back.
@@ -145,7 +133,7 @@ final class CoordinatorIntegrationTests: XCTestCase {
         kill(coord.processIdentifier, SIGKILL)
         coord.waitUntilExit()
         usleep(1_500_000)
-        coord = try startCoordinator("coord2.log")
+        coord = try startCoordinator(dir: dir, endpoint: endpoint, log: "coord2.log", extra: restartFlags)
         let end = Date().addingTimeInterval(240)
         while train.isRunning && Date() < end { usleep(200_000) }
         XCTAssertFalse(train.isRunning, "training did not finish\n\(log())")

@@ -110,7 +110,7 @@ public enum PretrainStepSelfCheck {
             for (name, v) in norms {
                 guard let ref = num(v) else { continue }
                 guard let p = params[name], let g = p.grad else { worst = (.infinity, name); continue }
-                let n = g.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                let n = l2Norm(g)
                 let rel = abs(n - ref) / max(ref, 1e-6)
                 maxAbs = max(maxAbs, abs(n - ref))
                 if rel > worst.0 { worst = (rel, name) }
@@ -137,7 +137,7 @@ public enum PretrainStepSelfCheck {
             var worst = (0.0, "")
             for (name, v) in norms {
                 guard let ref = num(v), let p = params[name] else { continue }
-                let n = p.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                let n = l2Norm(p)
                 let rel = abs(n - ref) / max(ref, 1e-6)
                 if ProcessInfo.processInfo.environment["SELFCHECK_DEBUG"] != nil, rel > 1e-6 { report.note("  momentum \(name): \(n) vs \(ref) rel \(rel)") }
                 if rel > worst.0 { worst = (rel, name) }
@@ -167,7 +167,7 @@ public enum PretrainStepSelfCheck {
             var worst = (0.0, ""), noisy = 0
             for (name, v) in norms {
                 guard let ref = num(v), let p = params[name] else { continue }
-                let n = p.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+                let n = l2Norm(p)
                 let allowance = noiseAllowance[name] ?? 0
                 if allowance > 0 { noisy += 1 }
                 let tol = 1e-4 * max(ref, 1e-6) + allowance
@@ -177,4 +177,11 @@ public enum PretrainStepSelfCheck {
             report.add(Comparison(name: "param-norms-after-adamw (\(norms.count) tensors, \(noisy) with sub-eps gradient elements; worst \(worst.1))", maxAbs: worst.0, maxRel: worst.0, measure: worst.0, tolerance: 1))
         }
     }
+}
+
+/// ‖t‖₂ accumulated in Double.
+func l2Norm(_ t: Tensor) -> Double {
+    var s = 0.0
+    for i in 0..<t.count { s += Double(t.data[i]) * Double(t.data[i]) }
+    return s.squareRoot()
 }

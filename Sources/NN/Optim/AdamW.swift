@@ -42,13 +42,11 @@ public final class AdamW {
     public func update() {
         guard let gbuf = params.gradients else { return }
         step += 1
-        let t = Float(step)
         let bc1 = 1 - Float(pow1(Double(beta1), step)), bc2 = 1 - Float(pow1(Double(beta2), step))
         let stepSize = lr / bc1
         let bc2Sqrt = bc2.squareRoot()
         let p = params.values.pointer, g = gbuf.pointer, mp = m.pointer, vp = v.pointer
         let b1 = beta1, b2 = beta2, e = eps
-        _ = t
         for (si, s) in params.segments.enumerated() {
             let wdFactor = 1 - lr * decay[si]
             Threading.parallelFor(s.count, grain: 1 << 15) { range in

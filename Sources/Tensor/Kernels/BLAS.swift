@@ -26,6 +26,12 @@ public func saxpby(_ n: Int, alpha: Float, x: UnsafePointer<Float>, beta: Float,
     cblas_saxpby(Int32(n), alpha, x, 1, beta, y, 1)
 }
 
+/// x ← alpha·x over `n` elements (`cblas_sscal`).
+@inline(__always)
+public func sscal(_ n: Int, alpha: Float, x: UnsafeMutablePointer<Float>) {
+    cblas_sscal(Int32(n), alpha, x, 1)
+}
+
 /// y ← y + alpha·x (`cblas_saxpy`).
 @inline(__always)
 public func saxpy(_ n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
