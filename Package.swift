@@ -35,9 +35,11 @@ let package = Package(
         .systemLibrary(name: "CZMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
         .target(name: "CControlProto", linkerSettings: [.linkedLibrary("protobuf-c")]),
         .target(name: "CImage", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
+        // Bandwidth-bound kernels (GELU, layer norm, softmax), AVX2+FMA with a portable fallback.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=on"])]),
 
         // Swift layers.
-        .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: swiftSettings),
+        .target(name: "Tensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: swiftSettings),
         .target(name: "NN", dependencies: ["Tensor"], swiftSettings: swiftSettings),
         .target(name: "ALBEF", dependencies: ["NN", "Tensor", "DataPipeline"], swiftSettings: swiftSettings),
         .target(name: "DataPipeline", dependencies: ["Tensor", "CImage"], swiftSettings: swiftSettings),
@@ -59,7 +61,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // Tests.
-        .testTarget(name: "TensorTests", dependencies: ["Tensor"]),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor"]),
         .testTarget(name: "ALBEFTests", dependencies: ["ALBEF", "NN", "Tensor"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "Tensor", "CImage"],

@@ -145,14 +145,23 @@ public enum PretrainStepSelfCheck {
             report.add(Comparison(name: "momentum-norms-after (\(norms.count) tensors, worst \(worst.1))", maxAbs: worst.0, maxRel: worst.0, measure: worst.0, tolerance: 1e-4))
         }
 
-        // One AdamW step.
+        // One AdamW step. On a first step AdamW moves each element by lr·g/(|g| + eps) (plus the
+        // decay both sides share), so an element whose gradient is rounding noise below eps (e.g.
+        // attention key biases, whose exact gradient is 0) moves by a noise-driven amount of at
+        // most lr·|g|/eps in either implementation. Per tensor with such elements the two results
+        // may differ by up to lr·(‖min(1, |g_ours|/eps)‖ + min(√n, ‖g_ref‖/eps)), with ‖g_ref‖ the
+        // fixture's gradient norm of that tensor.
         var noiseAllowance: [String: Double] = [:]
         let epsA = Double(adam.eps), lrA = Double(adam.lr)
+        let refGradNorms = json["grad_norms_all"] as? [String: Any] ?? [:]
         for (name, p) in params {
             guard let g = p.grad else { continue }
-            var a2 = 0.0
-            for x in g.scalars where Double(abs(x)) < epsA { let a = lrA * min(2, 2 * Double(abs(x)) / epsA); a2 += a * a }
-            if a2 > 0 { noiseAllowance[name] = a2.squareRoot() }
+            var a2 = 0.0, sub = false
+            for x in g.scalars where Double(abs(x)) < epsA { let a = min(1, Double(abs(x)) / epsA); a2 += a * a; sub = true }
+            guard sub else { continue }
+            let refTerm = refGradNorms[name].flatMap(num).map { min(Double(g.count).squareRoot(), $0 / epsA) }
+                ?? a2.squareRoot()  // no reference norm: assume the reference's noise is like ours
+            noiseAllowance[name] = lrA * (a2.squareRoot() + refTerm)
         }
         adam.update()
         for key in file.keys where key.hasPrefix("expected/after_adamw/") {
@@ -161,9 +170,7 @@ public enum PretrainStepSelfCheck {
             report.compare("after_adamw/\(name)", p.scalars, try file.floats(key), atol: 1e-6, rtol: 1e-5)
         }
         if let norms = json["param_norms_after_adamw"] as? [String: Any] {
-            // Elements whose gradient is below AdamW's eps (e.g. attention key biases, whose exact
-            // gradient is 0) move by ≈ lr·g/eps with g rounding noise, so their sign is not
-            // reproducible: each such element may differ by up to lr·2|g|/eps (norm-combined).
+            // Tensors with gradient elements below AdamW's eps get the noise allowance above.
             var worst = (0.0, ""), noisy = 0
             for (name, v) in norms {
                 guard let ref = num(v), let p = params[name] else { continue }

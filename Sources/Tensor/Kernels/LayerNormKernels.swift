@@ -1,105 +1,59 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import CKernels
 
 /// Layer normalisation over the last dimension, forward.
 ///
 /// Concretely, per row x (length C): μ = mean(x), σ² = mean((x−μ)²) (biased, two-pass),
 /// r = 1/√(σ² + eps), y = (x − μ)·r·w + b. Saves μ and r per row for the backward.
-/// Sums use 8 partial accumulators combined in a fixed order (deterministic).
+/// Row sums use 8 partial accumulators combined in a fixed order (deterministic); the C core
+/// (`ck_layernorm_forward`) runs AVX2+FMA when the CPU has it.
 /// PyTorch counterpart: `torch.nn.LayerNorm(C, eps)`; keys `weight`, `bias`.
 public func layerNormForward(out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
                              rstd: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
                              weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                              rows: Int, cols: Int, eps: Float) {
     // out (N, C), mean (N), rstd (N), inp (N, C), weight (C), bias (C)
-    let c8 = cols & ~7
     Threading.parallelFor(rows, grain: 16) { range in
-        for r in range {
-            let x = inp + r * cols
-            let y = out + r * cols
-            let m = vsum(x, cols) / Float(cols)
-            let mv = Float8(repeating: m)
-            var acc = Float8(repeating: 0)
-            var c = 0
-            while c < c8 { let d = load8(x + c) - mv; acc += d * d; c += 8 }
-            var v = acc.sum()
-            while c < cols { let d = x[c] - m; v += d * d; c += 1 }
-            let rs = 1 / (v / Float(cols) + eps).squareRoot()
-            let rv = Float8(repeating: rs)
-            c = 0
-            while c < c8 { store8((load8(x + c) - mv) * rv * load8(weight + c) + load8(bias + c), y + c); c += 8 }
-            while c < cols { y[c] = (x[c] - m) * rs * weight[c] + bias[c]; c += 1 }
-            mean[r] = m
-            rstd[r] = rs
-        }
+        ck_layernorm_forward(out, mean, rstd, inp, weight, bias, range.lowerBound, range.upperBound, cols, eps)
     }
 }
+
+/// Rows per block of the layer-norm weight-gradient partial sums (fixed, so the summation order
+/// does not depend on the thread count).
+let layerNormBlockRows = 32
 
 /// Layer normalisation backward, accumulating into `dinp`, `dweight`, `dbias`.
 ///
 /// With x̂ = (x − μ)·r and g = dy·w: dx = r·(g − mean(g) − x̂·mean(g·x̂)); dw += Σ dy·x̂; db += Σ dy.
+/// One pass over the rows: each block of 32 rows computes its dx and its partial Σ dy·x̂, Σ dy
+/// while the rows are in cache; the partials are then added in block order.
 public func layerNormBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
                               dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                               inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                               mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, cols: Int) {
-    let c8 = cols & ~7
-    if let dinp {
-        Threading.parallelFor(rows, grain: 16) { range in
-            for r in range {
-                let x = inp + r * cols, dy = dout + r * cols, dx = dinp + r * cols
-                let m = mean[r], rs = rstd[r]
-                let mv = Float8(repeating: m), rv = Float8(repeating: rs)
-                var ag = Float8(repeating: 0), agx = Float8(repeating: 0)
-                var c = 0
-                while c < c8 {
-                    let g = load8(dy + c) * load8(weight + c)
-                    ag += g
-                    agx += g * ((load8(x + c) - mv) * rv)
-                    c += 8
-                }
-                var sg = ag.sum(), sgx = agx.sum()
-                while c < cols { let g = dy[c] * weight[c]; sg += g; sgx += g * (x[c] - m) * rs; c += 1 }
-                sg /= Float(cols)
-                sgx /= Float(cols)
-                let sgv = Float8(repeating: sg), sgxv = Float8(repeating: sgx)
-                c = 0
-                while c < c8 {
-                    let xh = (load8(x + c) - mv) * rv
-                    store8(load8(dx + c) + rv * (load8(dy + c) * load8(weight + c) - sgv - xh * sgxv), dx + c)
-                    c += 8
-                }
-                while c < cols {
-                    let xh = (x[c] - m) * rs
-                    dx[c] += rs * (dy[c] * weight[c] - sg - xh * sgx)
-                    c += 1
-                }
+    let blocks = (rows + layerNormBlockRows - 1) / layerNormBlockRows
+    let wantParams = dweight != nil || dbias != nil
+    let partials = wantParams ? Storage(count: 2 * blocks * cols, zeroed: false) : nil
+    let pw = partials.map { $0.pointer }
+    let pb = partials.map { $0.pointer + blocks * cols }
+    Threading.parallelFor(blocks) { range in
+        for blk in range {
+            let lo = blk * layerNormBlockRows, hi = min(rows, lo + layerNormBlockRows)
+            ck_layernorm_backward(dinp, dweight == nil ? nil : pw! + blk * cols, dbias == nil ? nil : pb! + blk * cols,
+                                  dout, inp, weight, mean, rstd, lo, hi, cols)
+        }
+    }
+    guard wantParams else { return }
+    Threading.parallelFor(cols, grain: 64) { range in
+        for blk in 0..<blocks {
+            if let dweight {
+                let p = pw! + blk * cols
+                for c in range { dweight[c] += p[c] }
+            }
+            if let dbias {
+                let p = pb! + blk * cols
+                for c in range { dbias[c] += p[c] }
             }
         }
     }
-    if dweight != nil || dbias != nil {
-        // Columns split across threads; each column sums its rows in order (deterministic).
-        Threading.parallelFor(cols / 8 + 1, grain: 8) { range in
-            let lo = range.lowerBound * 8, hi = min(cols, range.upperBound * 8)
-            guard lo < hi else { return }
-            for r in 0..<rows {
-                let x = inp + r * cols, dy = dout + r * cols
-                let m = mean[r], rs = rstd[r]
-                var c = lo
-                if let dweight, let dbias {
-                    while c + 8 <= hi {
-                        let g = load8(dy + c)
-                        store8(load8(dweight + c) + g * ((load8(x + c) - m) * rs), dweight + c)
-                        store8(load8(dbias + c) + g, dbias + c)
-                        c += 8
-                    }
-                }
-                while c < hi {
-                    dweight?[c] += dy[c] * (x[c] - m) * rs
-                    dbias?[c] += dy[c]
-                    c += 1
-                }
-            }
-        }
-    }
+    withExtendedLifetime(partials) {}
 }

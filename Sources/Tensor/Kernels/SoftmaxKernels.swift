@@ -1,29 +1,21 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKernels
 
-/// Row softmax, numerically stable: y = exp(x − max x) / Σ exp(x − max x).
+/// Row softmax, numerically stable: y = exp(x − max x) / Σ exp(x − max x) (an all −∞ row uses
+/// max 0). C core `ck_softmax_forward` (AVX2+FMA when available). `out` may alias `inp`.
 /// PyTorch counterpart: `torch.softmax(x, dim=-1)`.
 public func softmaxForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, rows: Int, cols: Int) {
     Threading.parallelFor(rows, grain: 16) { range in
-        for r in range { softmaxRow(out + r * cols, inp + r * cols, cols) }
+        ck_softmax_forward(out, inp, range.lowerBound, range.upperBound, cols)
     }
 }
 
+/// Softmax of one row in place or out of place (single-threaded; used inside attention).
 @inline(__always)
 func softmaxRow(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
-    let mx = rowMax(x, n)
-    let mv = Float8(repeating: mx)
-    var acc = Float8(repeating: 0)
-    var c = 0
-    while c + 8 <= n { let e = vexp(load8(x + c) - mv); store8(e, y + c); acc += e; c += 8 }
-    var s = acc.sum()
-    while c < n { let e = expf(x[c] - mx); y[c] = e; s += e; c += 1 }
-    let inv = 1 / s
-    let iv = Float8(repeating: inv)
-    c = 0
-    while c + 8 <= n { store8(load8(y + c) * iv, y + c); c += 8 }
-    while c < n { y[c] *= inv; c += 1 }
+    ck_softmax_forward(y, x, 0, 1, n)
 }
 
 /// max of a row (0 for an empty or all −∞ row).
@@ -37,16 +29,11 @@ func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     return mx == -Float.infinity ? 0 : mx
 }
 
-/// Row softmax backward: dx += y ⊙ (dy − Σ dy·y).
+/// Row softmax backward: dx += y ⊙ (dy − Σ dy·y) (C core `ck_softmax_backward`).
 public func softmaxBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
                             out: UnsafePointer<Float>, rows: Int, cols: Int) {
     Threading.parallelFor(rows, grain: 16) { range in
-        for r in range {
-            let y = out + r * cols, dy = dout + r * cols, dx = dinp + r * cols
-            var d: Float = 0
-            for c in 0..<cols { d += dy[c] * y[c] }
-            for c in 0..<cols { dx[c] += y[c] * (dy[c] - d) }
-        }
+        ck_softmax_backward(dinp, dout, out, range.lowerBound, range.upperBound, cols)
     }
 }
 

@@ -1,0 +1,43 @@
+// Bandwidth-bound float32 kernels (GELU, layer norm, softmax) in C, built twice: once for
+// AVX2+FMA and once for the baseline x86-64 / any other target, chosen at run time
+// (`ck_simd_level`). Every function works on a half-open range so Swift splits the work across
+// threads; reductions inside a row use 8 partial sums combined in a fixed order, so results do
+// not depend on the thread split or on timing.
+#ifndef CKERNELS_H
+#define CKERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 2 when the AVX2+FMA versions run, 0 for the portable versions. `ck_force_portable(1)` pins
+/// the portable path (tests compare both).
+int ck_simd_level(void);
+void ck_force_portable(int on);
+
+/// y[i] = ½·x·(1 + erf(x/√2)) for i in [lo, hi).
+void ck_gelu_forward(float *out, const float *inp, long lo, long hi);
+/// dx[i] += dy·(Φ(x) + x·φ(x)) for i in [lo, hi).
+void ck_gelu_backward(float *dinp, const float *dout, const float *inp, long lo, long hi);
+
+/// Layer norm rows [lo, hi) of a [rows, cols] matrix; writes mean and 1/σ per row.
+void ck_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, long lo, long hi, long cols, float eps);
+/// Layer norm backward for rows [lo, hi): dx += r·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·w
+/// (skipped when dinp is NULL); when dw_part/db_part are given they are OVERWRITTEN with this
+/// row block's Σ dy·x̂ and Σ dy (the caller sums blocks in a fixed order).
+void ck_layernorm_backward(float *dinp, float *dw_part, float *db_part, const float *dout,
+                           const float *inp, const float *weight, const float *mean, const float *rstd,
+                           long lo, long hi, long cols);
+
+/// Row softmax for rows [lo, hi) of [rows, cols] (out may alias inp).
+void ck_softmax_forward(float *out, const float *inp, long lo, long hi, long cols);
+/// dx += y ⊙ (dy − Σ dy·y) for rows [lo, hi).
+void ck_softmax_backward(float *dinp, const float *dout, const float *out, long lo, long hi, long cols);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

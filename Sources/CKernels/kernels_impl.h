@@ -1,0 +1,243 @@
+// One implementation of the kernels, included twice by kernels.c with CK_TARGET / CK_NAME set
+// (AVX2+FMA and portable) and VF/VI/VW naming the float vector, int vector and lane count. Vectors are clang/GCC vector extensions of 8 floats; with FMA
+// available the compiler contracts a·b + c in one expression into an FMA (-ffp-contract=on).
+
+#define CK_INLINE CK_TARGET static inline __attribute__((always_inline))
+#define splat CK_NAME(splat)
+#define ld CK_NAME(ld)
+#define st CK_NAME(st)
+#define vsel CK_NAME(vsel)
+#define vmax CK_NAME(vmax)
+#define vmin CK_NAME(vmin)
+#define hsum CK_NAME(hsum)
+#define hmax CK_NAME(hmax)
+#define vexp CK_NAME(vexp)
+#define vexp_upto88 CK_NAME(vexp_upto88)
+#define exp_neg_sq_half CK_NAME(exp_neg_sq_half)
+#define erf_with_exp CK_NAME(erf_with_exp)
+
+CK_INLINE VF splat(float a) { return (VF){} + a; }
+CK_INLINE VF ld(const float *p) { VF v; memcpy(&v, p, sizeof v); return v; }
+CK_INLINE void st(float *p, VF v) { memcpy(p, &v, sizeof v); }
+CK_INLINE VF vsel(VI m, VF a, VF b) { return (VF)(((VI)a & m) | ((VI)b & ~m)); }
+#if __has_builtin(__builtin_elementwise_max)
+CK_INLINE VF vmax(VF a, VF b) { return __builtin_elementwise_max(a, b); }
+CK_INLINE VF vmin(VF a, VF b) { return __builtin_elementwise_min(a, b); }
+#else
+CK_INLINE VF vmax(VF a, VF b) { return vsel(b > a, b, a); }
+CK_INLINE VF vmin(VF a, VF b) { return vsel(b < a, b, a); }
+#endif
+/// Lanes summed in a fixed order (pairwise: lane i with lane i + W/2, then halves again).
+CK_INLINE float hsum(VF v) {
+#if VW == 8
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+#else
+    return (v[0] + v[2]) + (v[1] + v[3]);
+#endif
+}
+CK_INLINE float hmax(VF v) {
+    float m = v[0];
+    for (int i = 1; i < VW; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/// eˣ for x ≤ 88: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split high/low), a degree-6 Taylor
+/// polynomial for eʳ (relative error < 2e-7 there) and 2ⁿ built in the exponent bits; x is
+/// clamped below at −87.3 (eˣ then is the smallest normal-range value, not garbage).
+CK_INLINE VF vexp_upto88(VF x0) {
+    VF x = vmax(x0, splat(-87.3f));
+    const VF shifter = splat(12582912.0f);  // 1.5·2²³: adding it rounds to the nearest integer
+    VF t = x * splat(1.442695040888963f) + shifter;
+    VF n = t - shifter;
+    VF r = (x - n * splat(0.693359375f)) - n * splat(-2.12194440e-4f);
+    VF p = splat(1.0f / 720);
+    p = p * r + splat(1.0f / 120);
+    p = p * r + splat(1.0f / 24);
+    p = p * r + splat(1.0f / 6);
+    p = p * r + splat(0.5f);
+    p = p * r + splat(1.0f);
+    p = p * r + splat(1.0f);
+    VI ni = (VI)t - (VI)shifter;
+    VI bits = (ni + 127) << 23;
+    return p * (VF)bits;
+}
+
+/// eˣ, x clamped to [−87.3, 88] (results 0 < eˣ < ∞ as Float).
+CK_INLINE VF vexp(VF x0) { return vexp_upto88(vmin(x0, splat(88.0f))); }
+
+/// e^(−x²/2), the factor shared by erf(x/√2) and the normal density φ(x).
+CK_INLINE VF exp_neg_sq_half(VF x) { return vexp_upto88(splat(-0.5f) * x * x); }
+
+/// erf(z) given e = e^(−z²): Abramowitz & Stegun 7.1.26, erf(z) = 1 − (a₁t + … + a₅t⁵)·e^(−z²)
+/// with t = 1/(1 + p|z|), odd-extended. Absolute error ≤ 1.5e-7 in exact arithmetic.
+CK_INLINE VF erf_with_exp(VF z, VF e) {
+    const VI signbit = (VI){} + (int)0x80000000;
+    VF az = (VF)((VI)z & ~signbit);
+    VF t = splat(1.0f) / (splat(1.0f) + splat(0.3275911f) * az);
+    VF y = splat(1.061405429f);
+    y = y * t + splat(-1.453152027f);
+    y = y * t + splat(1.421413741f);
+    y = y * t + splat(-0.284496736f);
+    y = y * t + splat(0.254829592f);
+    y = y * t;
+    VF r = splat(1.0f) - y * e;
+    return (VF)((VI)r | ((VI)z & signbit));
+}
+
+CK_TARGET static void CK_NAME(gelu_forward)(float *out, const float *inp, long lo, long hi) {
+    const VF s = splat(0.70710678118654752440f), half = splat(0.5f), one = splat(1.0f);
+    long i = lo;
+    for (; i + VW <= hi; i += VW) {
+        VF x = ld(inp + i);
+        VF e = exp_neg_sq_half(x);  // e^(−x²/2) = e^(−(x/√2)²)
+        st(out + i, half * x * (one + erf_with_exp(x * s, e)));
+    }
+    for (; i < hi; i++) { float x = inp[i]; out[i] = 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)); }
+}
+
+CK_TARGET static void CK_NAME(gelu_backward)(float *dinp, const float *dout, const float *inp, long lo, long hi) {
+    const VF s = splat(0.70710678118654752440f), half = splat(0.5f), one = splat(1.0f);
+    const VF k = splat(0.39894228040143267794f);  // 1/√(2π)
+    long i = lo;
+    for (; i + VW <= hi; i += VW) {
+        VF x = ld(inp + i);
+        VF e = exp_neg_sq_half(x);
+        VF cdf = half * (one + erf_with_exp(x * s, e));
+        VF pdf = k * e;
+        st(dinp + i, ld(dinp + i) + ld(dout + i) * (cdf + x * pdf));
+    }
+    for (; i < hi; i++) {
+        float x = inp[i];
+        dinp[i] += dout[i] * (0.5f * (1.0f + erff(x * 0.70710678118654752440f)) + x * 0.39894228040143267794f * expf(-0.5f * x * x));
+    }
+}
+
+CK_TARGET static void CK_NAME(layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
+                                                 const float *w, const float *b, long lo, long hi, long cols, float eps) {
+    const long cW = cols & ~(long)(VW - 1);
+    for (long r = lo; r < hi; r++) {
+        const float *x = inp + r * cols;
+        float *y = out + r * cols;
+        VF acc = splat(0);
+        long c = 0;
+        for (; c < cW; c += VW) acc += ld(x + c);
+        float m = hsum(acc);
+        for (; c < cols; c++) m += x[c];
+        m /= (float)cols;
+        const VF mv = splat(m);
+        acc = splat(0);
+        for (c = 0; c < cW; c += VW) { VF d = ld(x + c) - mv; acc += d * d; }
+        float v = hsum(acc);
+        for (; c < cols; c++) { float d = x[c] - m; v += d * d; }
+        float rs = 1.0f / sqrtf(v / (float)cols + eps);
+        const VF rv = splat(rs);
+        for (c = 0; c < cW; c += VW) st(y + c, (ld(x + c) - mv) * rv * ld(w + c) + ld(b + c));
+        for (; c < cols; c++) y[c] = (x[c] - m) * rs * w[c] + b[c];
+        mean[r] = m;
+        rstd[r] = rs;
+    }
+}
+
+CK_TARGET static void CK_NAME(layernorm_backward)(float *dinp, float *dw, float *db, const float *dout,
+                                                  const float *inp, const float *w, const float *mean,
+                                                  const float *rstd, long lo, long hi, long cols) {
+    const long cW = cols & ~(long)(VW - 1);
+    if (dw) for (long c = 0; c < cols; c++) dw[c] = 0;
+    if (db) for (long c = 0; c < cols; c++) db[c] = 0;
+    for (long r = lo; r < hi; r++) {
+        const float *x = inp + r * cols, *dy = dout + r * cols;
+        const float m = mean[r], rs = rstd[r];
+        const VF mv = splat(m), rv = splat(rs);
+        long c;
+        if (dinp) {
+            float *dx = dinp + r * cols;
+            VF ag = splat(0), agx = splat(0);
+            for (c = 0; c < cW; c += VW) {
+                VF g = ld(dy + c) * ld(w + c);
+                ag += g;
+                agx += g * ((ld(x + c) - mv) * rv);
+            }
+            float sg = hsum(ag), sgx = hsum(agx);
+            for (; c < cols; c++) { float g = dy[c] * w[c]; sg += g; sgx += g * ((x[c] - m) * rs); }
+            sg /= (float)cols;
+            sgx /= (float)cols;
+            const VF sgv = splat(sg), sgxv = splat(sgx);
+            for (c = 0; c < cW; c += VW) {
+                VF g = ld(dy + c);
+                VF xh = (ld(x + c) - mv) * rv;
+                st(dx + c, ld(dx + c) + rv * (g * ld(w + c) - sgv - xh * sgxv));
+                if (dw) st(dw + c, ld(dw + c) + g * xh);
+                if (db) st(db + c, ld(db + c) + g);
+            }
+            for (; c < cols; c++) {
+                float xh = (x[c] - m) * rs;
+                dx[c] += rs * (dy[c] * w[c] - sg - xh * sgx);
+                if (dw) dw[c] += dy[c] * xh;
+                if (db) db[c] += dy[c];
+            }
+        } else {
+            for (c = 0; c < cW; c += VW) {
+                VF g = ld(dy + c);
+                if (dw) st(dw + c, ld(dw + c) + g * ((ld(x + c) - mv) * rv));
+                if (db) st(db + c, ld(db + c) + g);
+            }
+            for (; c < cols; c++) {
+                if (dw) dw[c] += dy[c] * ((x[c] - m) * rs);
+                if (db) db[c] += dy[c];
+            }
+        }
+    }
+}
+
+CK_TARGET static void CK_NAME(softmax_forward)(float *out, const float *inp, long lo, long hi, long cols) {
+    const long cW = cols & ~(long)(VW - 1);
+    for (long r = lo; r < hi; r++) {
+        const float *x = inp + r * cols;
+        float *y = out + r * cols;
+        VF mx8 = splat(-INFINITY);
+        long c = 0;
+        for (; c < cW; c += VW) mx8 = vmax(mx8, ld(x + c));
+        float mx = hmax(mx8);
+        for (; c < cols; c++) if (x[c] > mx) mx = x[c];
+        if (mx == -INFINITY) mx = 0;
+        const VF mv = splat(mx);
+        VF acc = splat(0);
+        for (c = 0; c < cW; c += VW) { VF e = vexp(ld(x + c) - mv); st(y + c, e); acc += e; }
+        float s = hsum(acc);
+        for (; c < cols; c++) { float e = expf(x[c] - mx); y[c] = e; s += e; }
+        const float inv = 1.0f / s;
+        const VF iv = splat(inv);
+        for (c = 0; c < cW; c += VW) st(y + c, ld(y + c) * iv);
+        for (; c < cols; c++) y[c] *= inv;
+    }
+}
+
+CK_TARGET static void CK_NAME(softmax_backward)(float *dinp, const float *dout, const float *out, long lo, long hi, long cols) {
+    const long cW = cols & ~(long)(VW - 1);
+    for (long r = lo; r < hi; r++) {
+        const float *y = out + r * cols, *dy = dout + r * cols;
+        float *dx = dinp + r * cols;
+        VF acc = splat(0);
+        long c = 0;
+        for (; c < cW; c += VW) acc += ld(dy + c) * ld(y + c);
+        float d = hsum(acc);
+        for (; c < cols; c++) d += dy[c] * y[c];
+        const VF dv = splat(d);
+        for (c = 0; c < cW; c += VW) st(dx + c, ld(dx + c) + ld(y + c) * (ld(dy + c) - dv));
+        for (; c < cols; c++) dx[c] += y[c] * (dy[c] - d);
+    }
+}
+
+#undef CK_INLINE
+#undef splat
+#undef ld
+#undef st
+#undef vsel
+#undef vmax
+#undef vmin
+#undef hsum
+#undef hmax
+#undef vexp
+#undef vexp_upto88
+#undef exp_neg_sq_half
+#undef erf_with_exp
