@@ -53,6 +53,14 @@ public final class BufferPool: @unchecked Sendable {
     /// Statistics: buffers allocated from the system / served from the cache.
     public private(set) var systemAllocations = 0
     public private(set) var reuses = 0
+    /// Bytes handed out and not yet given back; the most ever; bytes obtained from the system.
+    public private(set) var liveBytes = 0
+    public private(set) var peakLiveBytes = 0
+    public private(set) var systemBytes = 0
+    /// With `ALBEF_POOL_TRACE` set: live buffers per capacity, and a copy taken at the peak.
+    let trace = getenv("ALBEF_POOL_TRACE") != nil
+    var liveByCapacity: [Int: Int] = [:]
+    public private(set) var liveByCapacityAtPeak: [Int: Int] = [:]
 
     init() { pthread_mutex_init(&lock, nil) }
 
@@ -68,22 +76,38 @@ public final class BufferPool: @unchecked Sendable {
             free[cap] = list
             cachedBytes -= cap * 4
             reuses += 1
+            noteTake(cap)
             pthread_mutex_unlock(&lock)
             return (p, cap)
         }
         systemAllocations += 1
+        systemBytes += cap * 4
+        noteTake(cap)
         pthread_mutex_unlock(&lock)
         let raw = UnsafeMutableRawPointer.allocate(byteCount: cap * 4, alignment: 64)
         return (raw.bindMemory(to: Float.self, capacity: cap), cap)
     }
 
+    /// Called with the lock held.
+    @inline(__always) private func noteTake(_ cap: Int) {
+        liveBytes += cap * 4
+        if trace { liveByCapacity[cap, default: 0] += 1 }
+        if liveBytes > peakLiveBytes {
+            peakLiveBytes = liveBytes
+            if trace { liveByCapacityAtPeak = liveByCapacity }
+        }
+    }
+
     func give(_ p: UnsafeMutablePointer<Float>, capacity: Int) {
         pthread_mutex_lock(&lock)
+        liveBytes -= capacity * 4
+        if trace { liveByCapacity[capacity, default: 0] -= 1 }
         if cachedBytes + capacity * 4 <= maxBytesCached {
             free[capacity, default: []].append(p)
             cachedBytes += capacity * 4
             pthread_mutex_unlock(&lock)
         } else {
+            systemBytes -= capacity * 4
             pthread_mutex_unlock(&lock)
             UnsafeMutableRawPointer(p).deallocate()
         }
@@ -92,7 +116,7 @@ public final class BufferPool: @unchecked Sendable {
     /// Releases every idle buffer to the system.
     public func trim() {
         pthread_mutex_lock(&lock)
-        for (_, list) in free { for p in list { UnsafeMutableRawPointer(p).deallocate() } }
+        for (cap, list) in free { for p in list { UnsafeMutableRawPointer(p).deallocate() }; systemBytes -= cap * 4 * list.count }
         free = [:]
         cachedBytes = 0
         pthread_mutex_unlock(&lock)

@@ -29,6 +29,7 @@ struct BenchStep: ParsableCommand {
         let trainer = try Trainer(config: cfg, comm: comm, seed: 1)
         let data = SyntheticBatches(batchSize: cfg.batchSize, length: l, imageRes: cfg.model.imageRes, vocabSize: cfg.model.bert.vocabSize, seed: 2)
         let batches = (0..<2).map { data.batch(rank: 0, step: $0) }
+        print(String(format: "after init: rss %.0f MiB, peak %.0f MiB", residentMiB(), peakResidentMiB()))
         var times: [Double] = [], fwd: [Double] = [], bwd: [Double] = [], opt: [Double] = []
         var flops = 0
         for s in 0..<(warmup + steps) {
@@ -41,8 +42,9 @@ struct BenchStep: ParsableCommand {
             if s >= warmup {
                 times.append(m.stepSeconds); fwd.append(m.forwardSeconds); bwd.append(m.backwardSeconds); opt.append(m.optimizerSeconds)
             }
-            print(String(format: "step %d: %.3f s (forward %.3f, backward %.3f, optimizer %.3f) loss %.4f", s, m.stepSeconds, m.forwardSeconds,
-                         m.backwardSeconds, m.optimizerSeconds, m.loss))
+            print(String(format: "step %d: %.3f s (forward %.3f, backward %.3f, optimizer %.3f) loss %.4f rss %.0f MiB peak %.0f MiB; pool: peak live %.0f MiB, from system %.0f MiB",
+                         s, m.stepSeconds, m.forwardSeconds, m.backwardSeconds, m.optimizerSeconds, m.loss, residentMiB(), peakResidentMiB(),
+                         Double(BufferPool.shared.peakLiveBytes) / 1048576, Double(BufferPool.shared.systemBytes) / 1048576))
         }
         flops = FlopCounter.take()
         if FlopCounter.byShape {
@@ -50,12 +52,15 @@ struct BenchStep: ParsableCommand {
                 print(String(format: "  gemm %@: %d calls, %.2f GFLOP/step", k, v.calls / steps, Double(v.flops) / Double(steps) / 1e9))
             }
         }
+        if getenv("ALBEF_POOL_TRACE") != nil {
+            for (cap, n) in BufferPool.shared.liveByCapacityAtPeak.sorted(by: { $0.key * $0.value > $1.key * $1.value }) where n > 0 {
+                print(String(format: "  pool at peak: %d × %d floats = %.1f MiB", n, cap, Double(n * cap * 4) / 1048576))
+            }
+        }
         let total = times.reduce(0, +)
         let sorted = times.sorted()
         let median = sorted[sorted.count / 2]
-        var ru = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &ru)
-        let rssMiB = Double(ru.ru_maxrss) / 1024
+        let rssMiB = peakResidentMiB()
         func med(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
         let label = name ?? URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
         print(String(format: "params: %d trainable; batch %d, text length %d, image %d, threads %d", trainer.model.online!.count, cfg.batchSize, l,
@@ -64,4 +69,18 @@ struct BenchStep: ParsableCommand {
         print(String(format: "step: config=%@ median_s=%.3f min_s=%.3f max_s=%.3f peak_rss_mib=%.0f gflops=%.1f", label, median, sorted.first!,
                      sorted.last!, rssMiB, Double(flops) / total / 1e9))
     }
+}
+
+/// Resident set size now (from /proc/self/statm), MiB.
+func residentMiB() -> Double {
+    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+          let pages = s.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+    return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1048576
+}
+
+/// Peak resident set size of this process (getrusage ru_maxrss), MiB.
+func peakResidentMiB() -> Double {
+    var ru = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &ru)
+    return Double(ru.ru_maxrss) / 1024
 }
