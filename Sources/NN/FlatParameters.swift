@@ -15,15 +15,33 @@ public final class FlatParameters {
         public var shape: [Int]
     }
 
+    /// Where gradients live.
+    public enum GradientLayout: Sendable {
+        /// One buffer of the parameters' layout (`gradients`), views attached to every tensor.
+        case flat
+        /// No buffer here: tensors require gradients and get them bound on demand by their
+        /// `gradientBinder` (optimizer-in-backward keeps only unfinished buckets alive).
+        case deferred
+        /// Not trainable (momentum copies).
+        case none
+    }
+
     public let values: Storage
+    /// The flat gradient buffer (`.flat` layout only).
     public let gradients: Storage?
+    public let gradientLayout: GradientLayout
     public let segments: [Segment]
     public let tensors: [Tensor]
     public var count: Int { values.count }
 
     /// Packs `params` (in the given order, duplicates by identity skipped) and re-points them.
     /// - Parameter withGradients: allocate a gradient buffer and attach views of it.
-    public init(_ params: [(String, Tensor)], withGradients: Bool = true) {
+    public convenience init(_ params: [(String, Tensor)], withGradients: Bool = true) {
+        self.init(params, gradients: withGradients ? .flat : .none)
+    }
+
+    /// Packs `params` with the given gradient layout.
+    public init(_ params: [(String, Tensor)], gradients layout: GradientLayout) {
         var seen = Set<ObjectIdentifier>()
         var segs: [Segment] = []
         var ts: [Tensor] = []
@@ -34,14 +52,15 @@ public final class FlatParameters {
             off += t.count
         }
         values = Storage(count: off)
-        gradients = withGradients ? Storage(count: off) : nil
+        gradientLayout = layout
+        gradients = layout == .flat ? Storage(count: off) : nil
         segments = segs
         tensors = ts
         for (s, t) in zip(segs, ts) {
             let v = Storage(borrowing: values.pointer + s.offset, count: s.count, owner: values)
             let g = gradients.map { Storage(borrowing: $0.pointer + s.offset, count: s.count, owner: $0) }
             t.rebind(to: v, gradient: g)
-            t.requiresGrad = withGradients
+            t.requiresGrad = layout != .none
         }
     }
 

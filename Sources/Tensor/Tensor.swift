@@ -17,6 +17,9 @@ public final class Tensor {
     public var requiresGrad: Bool
     /// The gradient buffer (same shape), allocated on first accumulation or preset for parameters.
     public var gradStorage: Storage?
+    /// For parameters whose gradient lives in a buffer bound on demand (optimizer-in-backward):
+    /// called by `gradPointer` when `gradStorage` is nil; it must set `gradStorage`.
+    public var gradientBinder: ((Tensor) -> Void)?
     var parents: [Tensor] = []
     var backwardFn: ((Tensor) -> Void)?
     /// Debug name (parameters carry their state_dict key).
@@ -87,6 +90,10 @@ public final class Tensor {
     @inline(__always)
     public var gradPointer: UnsafeMutablePointer<Float> {
         if let g = gradStorage { return g.pointer }
+        if let bind = gradientBinder {
+            bind(self)
+            if let g = gradStorage { return g.pointer }
+        }
         let g = Storage(count: count)
         gradStorage = g
         return g.pointer

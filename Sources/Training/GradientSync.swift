@@ -10,6 +10,12 @@ import Tensor
 /// final gradient. When every parameter of a bucket is final, the bucket's non-blocking
 /// allreduce starts (llm.c / PyTorch DDP). `finish` waits for all buckets, starts any bucket
 /// whose parameters were never used, and scales by 1/world size.
+///
+/// Optimizer-in-backward: when the parameters use the `.deferred` gradient layout, a bucket's
+/// gradient buffer is bound when backward first touches one of its parameters; when the bucket
+/// is final it is reduced, scaled, applied by `optimizer` (AdamW on those segments) and released.
+/// Only unfinished buckets hold gradient memory, instead of a whole flat gradient buffer; the
+/// arithmetic per element is that of the flat path (same buckets, same sums, same AdamW).
 public final class GradientSync {
     public let comm: Communicator
     public let params: FlatParameters
@@ -27,6 +33,13 @@ public final class GradientSync {
     /// measured ~2× faster here than libnbc's non-blocking ones, which also only progress inside
     /// MPI calls, so they did not overlap with computation anyway).
     public var nonBlocking = ProcessInfo.processInfo.environment["ALBEF_NONBLOCKING_ALLREDUCE"] == "1"
+    /// The optimizer applied bucket by bucket (`.deferred` layout only; `beginStep` is the caller's).
+    public var optimizer: AdamW?
+    /// Seconds spent in bucket optimizer updates during the last backward (deferred layout).
+    public private(set) var optimizerSeconds: Double = 0
+    var fused: Bool { params.gradientLayout == .deferred }
+    var bucketBuffers: [Storage?] = []
+    let segmentsOfBucket: [Range<Int>]
 
     public init(comm: Communicator, params: FlatParameters, bucketBytes: Int = 16 << 20) {
         self.comm = comm
@@ -35,6 +48,47 @@ public final class GradientSync {
         var m: [ObjectIdentifier: Int] = [:]
         for (i, t) in params.tensors.enumerated() { m[ObjectIdentifier(t)] = i }
         segmentOf = m
+        var ranges = [Range<Int>?](repeating: nil, count: bucketer.buckets.count)
+        for (si, b) in bucketer.bucketOfSegment.enumerated() {
+            ranges[b] = ranges[b].map { min($0.lowerBound, si)..<max($0.upperBound, si + 1) } ?? si..<(si + 1)
+        }
+        segmentsOfBucket = ranges.map { $0 ?? 0..<0 }
+        bucketBuffers = Array(repeating: nil, count: bucketer.buckets.count)
+        if params.gradientLayout == .deferred {
+            for (i, t) in params.tensors.enumerated() {
+                let b = bucketer.bucketOfSegment[i]
+                t.gradientBinder = { [weak self] _ in self?.bind(b) }
+            }
+        }
+    }
+
+    /// Binds bucket `b`'s zeroed gradient buffer to its parameters (deferred layout).
+    func bind(_ b: Int) {
+        guard bucketBuffers[b] == nil else { return }
+        let r = bucketer.buckets[b]
+        let buf = Storage(count: r.count)
+        bucketBuffers[b] = buf
+        for si in segmentsOfBucket[b] {
+            let s = params.segments[si]
+            params.tensors[si].gradStorage = Storage(borrowing: buf.pointer + (s.offset - r.lowerBound), count: s.count, owner: buf)
+        }
+    }
+
+    /// Reduces, applies and releases bucket `b` (deferred layout).
+    func complete(_ b: Int) {
+        if bucketBuffers[b] == nil { bind(b) }  // untouched: zero gradients, as in the flat layout
+        let buf = bucketBuffers[b]!, r = bucketer.buckets[b]
+        if enabled && comm.size > 1 {
+            comm.allReduceSum(buf.pointer, count: r.count)
+            sscal(r.count, alpha: 1 / Float(comm.size), x: buf.pointer)
+        }
+        let t0 = monotonicSeconds()
+        guard let optimizer else { preconditionFailure("GradientSync: deferred gradients need an optimizer") }
+        optimizer.update(segments: segmentsOfBucket[b], gradientBase: buf.pointer - r.lowerBound)
+        optimizerSeconds += monotonicSeconds() - t0
+        for si in segmentsOfBucket[b] { params.tensors[si].gradStorage = nil }
+        bucketBuffers[b] = nil
+        requests[b] = CompletedRequest()
     }
 
     /// Hook for `Tensor.backward(prepare:)`.
@@ -43,6 +97,7 @@ public final class GradientSync {
         for node in order { for p in node.inputs { if let s = segmentOf[ObjectIdentifier(p)] { consumers[s] += 1 } } }
         pendingInBucket = bucketer.segmentsPerBucket
         requests = Array(repeating: nil, count: bucketer.buckets.count)
+        optimizerSeconds = 0
         // Parameters no node consumes are final from the start.
         for s in 0..<consumers.count where consumers[s] == 0 { segmentFinal(s) }
     }
@@ -63,6 +118,7 @@ public final class GradientSync {
     }
 
     func start(_ b: Int) {
+        if fused { if requests[b] == nil { complete(b) }; return }
         guard enabled, comm.size > 1, requests[b] == nil, let g = params.gradients else { return }
         let r = bucketer.buckets[b]
         if nonBlocking {
@@ -76,6 +132,16 @@ public final class GradientSync {
     /// Completes every bucket and divides by the world size.
     public func finish() {
         let t0 = monotonicSeconds()
+        if fused {
+            if requests.count != bucketer.buckets.count {  // backward ran without the hooks
+                requests = Array(repeating: nil, count: bucketer.buckets.count)
+                optimizerSeconds = 0
+            }
+            for b in 0..<bucketer.buckets.count where requests[b] == nil { complete(b) }
+            requests = []
+            waitSeconds = monotonicSeconds() - t0
+            return
+        }
         guard enabled, comm.size > 1, let g = params.gradients else { waitSeconds = 0; return }
         for b in 0..<bucketer.buckets.count where requests.indices.contains(b) && requests[b] == nil { start(b) }
         if requests.count != bucketer.buckets.count {  // backward ran without the hooks
@@ -103,7 +169,8 @@ extension GradientSync {
     /// Reduces the whole gradient buffer the way a step does (every bucket's non-blocking
     /// allreduce started, then all awaited) and returns the seconds it took (benchmarks).
     public func timeBucketedAllReduce() -> Double {
-        guard let g = params.gradients else { return 0 }
+        let scratch = params.gradients ?? Storage(count: params.count)
+        let g = scratch
         comm.barrier()
         let t0 = monotonicSeconds()
         if nonBlocking {
@@ -117,7 +184,7 @@ extension GradientSync {
 
     /// One blocking allreduce of the same bytes (the raw baseline).
     public func timeRawAllReduce() -> Double {
-        guard let g = params.gradients else { return 0 }
+        let g = params.gradients ?? Storage(count: params.count)
         comm.barrier()
         let t0 = monotonicSeconds()
         comm.allReduceSum(g.pointer, count: params.count)

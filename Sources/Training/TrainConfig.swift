@@ -14,6 +14,10 @@ public struct TrainConfig: Sendable {
     public var trainFiles: [String] = []
     public var lr = 1e-4
     public var weightDecay = 0.02
+    /// Apply AdamW bucket by bucket as backward finishes each gradient bucket, keeping no flat
+    /// gradient buffer (YAML `optimizer: {in_backward: false}` turns it off; false: one flat buffer and one
+    /// AdamW pass after backward — same numbers, more memory).
+    public var optimizerInBackward = true
     public var schedule = LRSchedule.albef(baseLR: 1e-4, warmupLR: 1e-5, minLR: 1e-5, warmupEpochs: 20, stepSize: 100, epochs: 30)
     public var epochs = 30
     public var alphaRampEpochs = 1
@@ -96,6 +100,7 @@ public struct TrainConfig: Sendable {
             guard opt.lowercased() == "adamw" else { throw ConfigError.invalid(key: "optimizer.opt", message: "only adamW is supported, got \(opt)", file: path) }
             lr = try o.opt("lr") ?? lr
             weightDecay = try o.opt("weight_decay") ?? weightDecay
+            optimizerInBackward = try o.opt("in_backward") ?? optimizerInBackward
         }
         if let s = try r.section("schedular") ?? r.section("scheduler") {
             let kind: String = try s.opt("sched") ?? "cosine"

@@ -69,9 +69,10 @@ public final class Trainer {
             let r = try model.loadPlainBert(file)
             if comm.rank == 0 { print("text_init \(t): \(r.summary)") }
         }
-        model.pack()
+        model.pack(gradients: config.optimizerInBackward ? .deferred : .flat)
         optimizer = AdamW(model.online!, lr: Float(config.lr), weightDecay: Float(config.weightDecay))
         sync = GradientSync(comm: comm, params: model.online!)
+        sync.optimizer = optimizer
         rng = RankStreams.step(seed: seed, rank: comm.rank)
         model.dropoutRandom.generator = RankStreams.dropout(seed: seed, rank: comm.rank)
         broadcastState(root: 0)
@@ -106,14 +107,19 @@ public final class Trainer {
         model.online!.zeroGradients()
         let out = model.forwardStep(batch, alpha: alpha, rng: &rng, injection: injection, allGather: allGather)
         let t1 = monotonicSeconds()
+        guard out.total.item.isFinite else { throw TrainingError.nonFinite(step: globalStep, what: "loss \(out.total.item)") }
+        let fused = model.online!.gradientLayout == .deferred
+        if fused { optimizer.beginStep() }  // buckets are applied as backward finishes them
         out.total.backward(prepare: sync.prepare, afterNode: sync.afterNode)
         model.commitEnqueue()
-        let t2 = monotonicSeconds()
+        var t2 = monotonicSeconds()
         sync.finish()
         let t3 = monotonicSeconds()
-        guard out.total.item.isFinite else { throw TrainingError.nonFinite(step: globalStep, what: "loss \(out.total.item)") }
-        optimizer.update()
+        if !fused { optimizer.update() }
         let t4 = monotonicSeconds()
+        // Optimizer-in-backward: report the bucket updates as optimizer time, not backward.
+        let inBackward = fused ? sync.optimizerSeconds : 0
+        t2 -= inBackward
         var sums: [Double] = [Double(out.lossITA.item), Double(out.lossITM.item), Double(out.lossMLM.item)]
         sums.withUnsafeMutableBufferPointer { comm.allReduceSum($0.baseAddress!, count: 3) }
         let w = Double(comm.size)
@@ -121,7 +127,7 @@ public final class Trainer {
         return StepMetrics(step: globalStep, epoch: epoch, iteration: iteration, lossITA: sums[0] / w, lossITM: sums[1] / w,
                            lossMLM: sums[2] / w, loss: (sums[0] + sums[1] + sums[2]) / w, lr: lr, alpha: Double(alpha),
                            forwardSeconds: t1 - t0, backwardSeconds: t2 - t1, commWaitSeconds: t3 - t2,
-                           optimizerSeconds: t4 - t3, stepSeconds: monotonicSeconds() - t0)
+                           optimizerSeconds: t4 - t3 + inBackward, stepSeconds: monotonicSeconds() - t0)
     }
 
     /// Named tensors whose equality across ranks the divergence check verifies.

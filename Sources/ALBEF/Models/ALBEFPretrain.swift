@@ -141,9 +141,10 @@ public final class ALBEFPretrain: Module {
     }
 
     /// Packs parameters, gradients and momentum weights into flat buffers (once, after construction).
-    public func pack() {
+    /// `gradients: .deferred` leaves the gradient buffers to an optimizer-in-backward driver.
+    public func pack(gradients layout: FlatParameters.GradientLayout = .flat) {
         guard online == nil else { return }
-        online = FlatParameters(trainableParameters(), withGradients: true)
+        online = FlatParameters(trainableParameters(), gradients: layout)
         momentum = FlatParameters(momentumParameters(), withGradients: false)
         BufferPool.shared.trim()  // the pre-packing copies are garbage now
         precondition(online!.segments.prefix(momentum!.segments.count).map(\.shape) == momentum!.segments.map(\.shape),

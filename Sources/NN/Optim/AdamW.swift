@@ -38,16 +38,32 @@ public final class AdamW {
         s.shape.count == 1 || s.key.hasSuffix(".bias")
     }
 
-    /// One update with the current gradients.
+    /// One update with the current gradients (the flat buffer).
     public func update() {
         guard let gbuf = params.gradients else { return }
+        beginStep()
+        update(segments: 0..<params.segments.count, gradientBase: gbuf.pointer)
+    }
+
+    /// Bias corrections of the current step (set by `beginStep`).
+    var stepSize: Float = 0, bc2Sqrt: Float = 1
+
+    /// Starts step t+1: advances the counter and fixes lr/(1−β1ᵗ) and √(1−β2ᵗ) for every
+    /// `update(segments:gradientBase:)` of this step (optimizer-in-backward updates bucket by bucket).
+    public func beginStep() {
         step += 1
         let bc1 = 1 - Float(pow1(Double(beta1), step)), bc2 = 1 - Float(pow1(Double(beta2), step))
-        let stepSize = lr / bc1
-        let bc2Sqrt = bc2.squareRoot()
-        let p = params.values.pointer, g = gbuf.pointer, mp = m.pointer, vp = v.pointer
-        let b1 = beta1, b2 = beta2, e = eps
-        for (si, s) in params.segments.enumerated() {
+        stepSize = lr / bc1
+        bc2Sqrt = bc2.squareRoot()
+    }
+
+    /// Updates the parameters of `segments` (indices into `params.segments`) with gradients at
+    /// `gradientBase + offset` (flat offsets). Same arithmetic per element as `update()`.
+    public func update(segments: Range<Int>, gradientBase g: UnsafeMutablePointer<Float>) {
+        let p = params.values.pointer, mp = m.pointer, vp = v.pointer
+        let b1 = beta1, b2 = beta2, e = eps, stepSize = stepSize, bc2Sqrt = bc2Sqrt
+        for si in segments {
+            let s = params.segments[si]
             let wdFactor = 1 - lr * decay[si]
             Threading.parallelFor(s.count, grain: 1 << 15) { range in
                 adamWKernel(p: p + s.offset, g: g + s.offset, m: mp + s.offset, v: vp + s.offset, range: range, wdFactor: wdFactor,
