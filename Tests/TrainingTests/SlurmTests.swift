@@ -63,7 +63,9 @@ final class SlurmTests: XCTestCase {
                                    ["synth", "--out", d.path + "/corpus", "--samples", "200", "--heldout", "10", "--shard-size", "100"])
             guard s0 == 0 else { setupError = "albef-data synth failed:\n\(o0)"; return }
             let (s1, o1) = try run(root.path + "/scripts/slurm-local", ["start", d.path + "/cluster"],
-                                   env: ["SLURM_LOCAL_NODES": "2", "SLURM_LOCAL_CPUS": "2"], timeout: 90)
+                                   env: ["SLURM_LOCAL_NODES": "2", "SLURM_LOCAL_CPUS": "2",
+                                         // Daemons go away with this process even if tearDown never runs.
+                                         "SLURM_LOCAL_WATCH_PID": String(getpid())], timeout: 90)
             guard s1 == 0 else { setupError = "scripts/slurm-local start failed:\n\(o1)"; return }
             dir = d
         } catch {
