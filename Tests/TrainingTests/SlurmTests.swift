@@ -1,0 +1,194 @@
+import Foundation
+import XCTest
+
+/// `cluster/slurm/pretrain.sbatch` under a real Slurm: `scripts/slurm-local` starts slurmctld and two
+/// slurmd (nodes `node1`, `node2`) on this machine from Debian's packages (installed by
+/// `scripts/setup`), and the jobs are submitted with `sbatch --wait` as a user would: `srun --mpi=pmix`
+/// on one node, a resubmission with `LAUNCHER=mpirun` across both nodes that resumes from the
+/// checkpoint, `COORDINATOR=1` across both nodes, and a missing corpus.
+final class SlurmTests: XCTestCase {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+    nonisolated(unsafe) static var dir: URL?
+    nonisolated(unsafe) static var setupError: String?
+
+    /// Runs `exe args` with this process's environment minus the variables of any Slurm job or
+    /// allocation it may itself run in, plus `env`; returns (status, stdout + stderr).
+    static func run(_ exe: String, _ args: [String], env: [String: String] = [:], timeout: TimeInterval = 240) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: exe)
+        p.arguments = args
+        var e = ProcessInfo.processInfo.environment.filter { k, _ in
+            !["SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMIX_"].contains { k.hasPrefix($0) }
+        }
+        for (k, v) in env { e[k] = v }
+        p.environment = e
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("slurmtest-out-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: out) }
+        let h = try FileHandle(forWritingTo: out)
+        p.standardOutput = h
+        p.standardError = h
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(50_000) }
+        let timedOut = p.isRunning
+        if timedOut { p.terminate() }
+        p.waitUntilExit()
+        try? h.close()
+        let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+        return (timedOut ? -1 : p.terminationStatus, timedOut ? text + "\n(timed out after \(Int(timeout)) s)" : text)
+    }
+
+    static func which(_ name: String) -> String? {
+        for d in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin"] {
+            let p = d + "/" + name
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return nil
+    }
+
+    /// One cluster and one corpus for the class.
+    override class func setUp() {
+        super.setUp()
+        let missing = ["slurmctld", "slurmd", "sbatch", "srun", "scontrol"].filter { which($0) == nil }
+        guard missing.isEmpty else {
+            setupError = "\(missing.joined(separator: ", ")) not installed: run scripts/setup (it installs slurmctld slurmd slurm-client libpmix-dev)"
+            return
+        }
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("slurmtest-\(UUID().uuidString)")
+        do {
+            try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+            let (s0, o0) = try run(productsDirectory().appendingPathComponent("albef-data").path,
+                                   ["synth", "--out", d.path + "/corpus", "--samples", "200", "--heldout", "10", "--shard-size", "100"])
+            guard s0 == 0 else { setupError = "albef-data synth failed:\n\(o0)"; return }
+            let (s1, o1) = try run(root.path + "/scripts/slurm-local", ["start", d.path + "/cluster"],
+                                   env: ["SLURM_LOCAL_NODES": "2", "SLURM_LOCAL_CPUS": "2",
+                                         // Daemons go away with this process even if tearDown never runs.
+                                         "SLURM_LOCAL_WATCH_PID": String(getpid())], timeout: 90)
+            guard s1 == 0 else { setupError = "scripts/slurm-local start failed:\n\(o1)"; return }
+            dir = d
+        } catch {
+            setupError = "\(error)"
+        }
+    }
+
+    override class func tearDown() {
+        if let d = dir {
+            _ = try? run(root.path + "/scripts/slurm-local", ["stop", d.path + "/cluster"], timeout: 60)
+            try? FileManager.default.removeItem(at: d)
+        }
+        dir = nil
+        super.tearDown()
+    }
+
+    /// The test's directory (cluster, corpus, runs, job logs), or a failure from the class setup.
+    func workDir() throws -> URL {
+        if let e = Self.setupError { XCTFail(e) }
+        return try XCTUnwrap(Self.dir, "no local Slurm cluster")
+    }
+
+    /// `sbatch --wait [args] pretrain.sbatch` with the knobs in `env`; returns (exit status, job log).
+    func submit(_ name: String, _ args: [String], env: [String: String]) throws -> (Int32, String) {
+        let d = try workDir()
+        let log = d.path + "/\(name).out"
+        var e = ["SLURM_CONF": d.path + "/cluster/slurm.conf", "ROOT": Self.root.path,
+                 "BIN": productsDirectory().appendingPathComponent("albef-worker").path,
+                 "CONFIG": Self.root.path + "/configs/tiny.yaml", "CORPUS": d.path + "/corpus/index.json",
+                 "CPU_BIND": ""]  // the local cluster has no task/affinity plugin
+        for (k, v) in env { e[k] = v }
+        let started = Date()
+        let (status, out) = try Self.run(Self.which("sbatch") ?? "sbatch",
+                                         ["--wait", "--job-name=\(name)", "--output=\(log)"] + args + [Self.root.path + "/cluster/slurm/pretrain.sbatch"],
+                                         env: e, timeout: 240)
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? "(no job log \(log))"
+        print("SlurmTests: \(name): sbatch --wait exited \(status) after \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        return (status, "sbatch: \(out)\n--- job log \(log):\n\(text)")
+    }
+
+    func count(_ needle: String, in text: String) -> Int { text.components(separatedBy: needle).count - 1 }
+
+    func checkpointSteps(_ out: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints")) ?? []).filter { $0.hasPrefix("step_") }.sorted()
+    }
+
+    func latest(_ out: String) -> String {
+        ((try? String(contentsOfFile: out + "/checkpoints/latest", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Default launcher (`srun --mpi=pmix`) on one node, then the same output directory resubmitted
+    /// with `LAUNCHER=mpirun` on two nodes: it resumes from the last checkpoint and continues.
+    func testSrunThenMpirunResubmissionResumes() throws {
+        let d = try workDir()
+        let out = d.path + "/run-resume"
+        // 1. srun --mpi=pmix, one node, 2 tasks: 4 steps, checkpoints at 2 and 4.
+        let (s1, log1) = try submit("albef-srun", ["--nodes=1", "--ntasks-per-node=2"],
+                                    env: ["OUT": out, "EXTRA": "--max-steps 4 --log-every 1", "CHECKPOINT_EVERY": "2"])
+        XCTAssertEqual(s1, 0, log1)
+        XCTAssertTrue(log1.contains("launcher srun"), log1)
+        // One MPI world of two ranks (a PMIx failure would give two singleton worlds, two banners).
+        XCTAssertEqual(count("albef-worker: 2 rank(s)", in: log1), 1, log1)
+        XCTAssertTrue(log1.contains("resume: no checkpoint under \(out)/checkpoints; starting fresh"), log1)
+        for step in 1...4 { XCTAssertEqual(count("epoch 0 step \(step) | loss_ita", in: log1), 1, "step \(step)\n\(log1)") }
+        XCTAssertTrue(log1.contains("checkpoint \(out)/checkpoints/step_00000002\n"), log1)
+        XCTAssertTrue(log1.contains("checkpoint \(out)/checkpoints/step_00000004\n"), log1)
+        XCTAssertTrue(log1.contains("pretrain.sbatch: training exited with status 0"), log1)
+        XCTAssertEqual(checkpointSteps(out), ["step_00000002", "step_00000004"])
+        XCTAssertEqual(latest(out), "step_00000004")
+        for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/checkpoints/step_00000004/" + f), f)
+        }
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/checkpoints/step_00000004/state.json"))) as? [String: Any]
+        XCTAssertEqual(state?["step"] as? Int, 4, "\(String(describing: state))")
+
+        // 2. Resubmitted: mpirun inside a two-node allocation (its daemon on node2 started through srun).
+        let (s2, log2) = try submit("albef-mpirun", ["--nodes=2", "--ntasks-per-node=1"],
+                                    env: ["OUT": out, "LAUNCHER": "mpirun", "EXTRA": "--max-steps 6 --log-every 1", "CHECKPOINT_EVERY": "2"])
+        XCTAssertEqual(s2, 0, log2)
+        XCTAssertTrue(log2.contains("on node[1-2]: 2 rank(s)") && log2.contains("launcher mpirun"), log2)
+        XCTAssertEqual(count("albef-worker: 2 rank(s)", in: log2), 1, log2)
+        XCTAssertTrue(log2.contains("resumed from \(out)/checkpoints/step_00000004: step 4"), log2)
+        for step in 1...4 { XCTAssertFalse(log2.contains("epoch 0 step \(step) |"), "step \(step) ran again\n\(log2)") }
+        for step in 5...6 { XCTAssertEqual(count("epoch 0 step \(step) | loss_ita", in: log2), 1, "step \(step)\n\(log2)") }
+        XCTAssertEqual(checkpointSteps(out), ["step_00000002", "step_00000004", "step_00000006"])
+        XCTAssertEqual(latest(out), "step_00000006")
+        // metrics.jsonl: steps 1...6, each once, across both jobs.
+        let metrics = try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+        }
+        XCTAssertEqual(metrics.compactMap { $0["step"] as? Int }, Array(1...6))
+    }
+
+    /// `COORDINATOR=1` on two nodes: albef-coord on the first node at its NodeAddr, the ranks lease
+    /// data from it and commit their checkpoint to it, and it is stopped (state saved) after training.
+    func testCoordinatorOnTwoNodes() throws {
+        let d = try workDir()
+        let out = d.path + "/run-coord"
+        let port = Int.random(in: 20000...30000)
+        let (s, log) = try submit("albef-coord", ["--nodes=2", "--ntasks-per-node=1"],
+                                  env: ["OUT": out, "COORDINATOR": "1", "COORD_PORT": String(port),
+                                        "EXTRA": "--max-steps 2 --log-every 1", "CHECKPOINT_EVERY": "2"])
+        XCTAssertEqual(s, 0, log)
+        XCTAssertTrue(log.contains("pretrain.sbatch: albef-coord on node1 at tcp://127.0.0.1:\(port) (30 epoch(s) planned)"), log)
+        XCTAssertEqual(count("albef-worker: 2 rank(s)", in: log), 1, log)
+        for step in 1...2 { XCTAssertEqual(count("epoch 0 step \(step) | loss_ita", in: log), 1, "step \(step)\n\(log)") }
+        XCTAssertTrue(log.contains("albef-coord: job albef ") && log.contains("; exiting"), log)
+        XCTAssertTrue(log.contains("pretrain.sbatch: training exited with status 0"), log)
+        XCTAssertEqual(latest(out), "step_00000002")
+        // The coordinator's saved state knows the committed checkpoint and both ranks' data positions.
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/coord/state.json"))) as? [String: Any]
+        let checkpoints = state?["checkpoints"] as? [[String: Any]] ?? []
+        XCTAssertEqual(checkpoints.compactMap { $0["step"] as? Int }, [2], "\(String(describing: state))")
+        XCTAssertEqual((checkpoints.first?["positions"] as? [Any])?.count, 2, "\(String(describing: state))")
+    }
+
+    /// A corpus that does not exist fails the job at once with the file named and how to make one.
+    func testMissingCorpusFailsWithTheFix() throws {
+        let d = try workDir()
+        let (s, log) = try submit("albef-nocorpus", [], env: ["OUT": d.path + "/run-none", "CORPUS": d.path + "/nowhere/index.json"])
+        XCTAssertEqual(s, 2, log)
+        XCTAssertTrue(log.contains("corpus index \(d.path)/nowhere/index.json not found"), log)
+        XCTAssertTrue(log.contains("albef-data synth --out \(d.path)/nowhere"), log)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d.path + "/run-none"))
+    }
+}
