@@ -158,7 +158,13 @@ public final class Tensor {
         gradPointer[0] += seed
         order.reverse()
         prepare?(order)
-        for t in order {
+        // Each node is dropped from the list once processed, so an activation goes back to the
+        // pool as soon as the last backward that reads it has run (not at the end of backward).
+        var pending = order.map { Optional($0) }
+        order = []
+        for i in pending.indices {
+            guard let t = pending[i] else { continue }
+            pending[i] = nil
             if let fn = t.backwardFn { fn(t) }
             afterNode?(t)
             t.backwardFn = nil

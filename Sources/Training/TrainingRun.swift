@@ -67,6 +67,12 @@ public final class TrainingRun {
         var windowStart = start, windowSamples = 0
         let globalBatch = trainer.config.batchSize * comm.size
         let totalSteps = options.maxSteps ?? (trainer.config.epochs * source.iterationsPerEpoch)
+        if let mx = options.maxSteps, trainer.globalStep >= mx {
+            // A resumed (e.g. requeued) run that already reached --max-steps trains nothing more.
+            if rank0 { print("already at step \(trainer.globalStep) (--max-steps \(mx)): nothing to train") }
+            try? metrics?.close()
+            return
+        }
         outer: while epoch < trainer.config.epochs {
             try source.start(epoch: epoch, iteration: iteration)
             while let batch = try source.next() {

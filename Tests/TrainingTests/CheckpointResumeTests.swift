@@ -45,6 +45,12 @@ final class CheckpointResumeTests: XCTestCase {
         try TrainingRun(trainer: c, source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 4), options: o2).run()
         XCTAssertEqual(c.globalStep, 6)
         XCTAssertTrue(params(a) == params(c), "resumed run differs from the straight run")
+        // Resuming a run that already reached --max-steps (a requeued job) trains nothing more.
+        let d = try Trainer(config: config, comm: comm, seed: 5)
+        try TrainingRun(trainer: d, source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 4), options: o2).run()
+        XCTAssertEqual(d.globalStep, 6, "a resume at --max-steps must not train another step")
+        XCTAssertTrue(params(a) == params(d))
+        XCTAssertTrue(Checkpointer.latest(dir)!.lastPathComponent.hasSuffix("06"))
         // The checkpoint's model file loads strictly into a fresh model under PyTorch names.
         let fresh = ALBEFPretrain(config.model, seed: 1)
         let report = try fresh.load(from: SafeTensorsFile(path: Checkpointer.latest(dir)!.appendingPathComponent("model.safetensors").path))
