@@ -18,6 +18,10 @@ public struct TrainConfig: Sendable {
     /// gradient buffer (YAML `optimizer: {in_backward: false}` turns it off; false: one flat buffer and one
     /// AdamW pass after backward — same numbers, more memory).
     public var optimizerInBackward = true
+    /// Learning-rate multiplier for the weights loaded from `text_init` (YAML
+    /// `optimizer: {pretrained_lr_mult: 0.1}`; default 1: ALBEF's single rate). Weights trained
+    /// from scratch (ViT, cross-attention, heads) use the schedule's rate.
+    public var pretrainedLRMult = 1.0
     public var schedule = LRSchedule.albef(baseLR: 1e-4, warmupLR: 1e-5, minLR: 1e-5, warmupEpochs: 20, stepSize: 100, epochs: 30)
     public var epochs = 30
     public var alphaRampEpochs = 1
@@ -101,6 +105,10 @@ public struct TrainConfig: Sendable {
             lr = try o.opt("lr") ?? lr
             weightDecay = try o.opt("weight_decay") ?? weightDecay
             optimizerInBackward = try o.opt("in_backward") ?? optimizerInBackward
+            pretrainedLRMult = try o.opt("pretrained_lr_mult") ?? pretrainedLRMult
+            guard pretrainedLRMult > 0 else {
+                throw ConfigError.invalid(key: "optimizer.pretrained_lr_mult", message: "must be > 0, got \(pretrainedLRMult)", file: path)
+            }
         }
         if let s = try r.section("schedular") ?? r.section("scheduler") {
             let kind: String = try s.opt("sched") ?? "cosine"

@@ -69,6 +69,11 @@ public final class BertResidualOutput: Module {
     }
     public override var children: [(String, Module)] { [("dense", dense), ("LayerNorm", norm), ("dropout", dropout)] }
     public func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { norm(dropout(dense(x)) + residual) }
+    /// The same on GELU(`preActivation`) (`BertIntermediate`'s activation), without keeping the
+    /// GELU output (recomputed in the backward).
+    public func callAsFunction(geluOf preActivation: Tensor, residual: Tensor) -> Tensor {
+        norm(dropout(preActivation.geluLinear(dense.weight, dense.bias)) + residual)
+    }
 }
 
 /// Attention block: keys `self`, `output`.
@@ -127,7 +132,7 @@ public final class BertLayer: Module {
             }
             a = crossAttention(a, kv: image, mask: nil, projected: projected)
         }
-        return output(intermediate.dense(a).gelu(), residual: a)
+        return output(geluOf: intermediate.dense(a), residual: a)
     }
 }
 

@@ -94,7 +94,8 @@ public final class ViTMlp: Module {
         fc2 = Linear(hidden, width)
     }
     public override var children: [(String, Module)] { [("fc1", fc1), ("fc2", fc2)] }
-    public func callAsFunction(_ x: Tensor) -> Tensor { fc2(fc1(x).gelu()) }
+    /// fc2(GELU(fc1 x)), the GELU output recomputed in the backward instead of kept.
+    public func callAsFunction(_ x: Tensor) -> Tensor { fc1(x).geluLinear(fc2.weight, fc2.bias) }
 }
 
 /// Pre-LN transformer block: x ← x + Attn(LN1 x); x ← x + MLP(LN2 x). Keys `norm1 attn norm2 mlp`.
@@ -107,9 +108,16 @@ public final class ViTBlock: Module {
         mlp = ViTMlp(width: width, hidden: mlpHidden)
     }
     public override var children: [(String, Module)] { [("norm1", norm1), ("attn", attn), ("norm2", norm2), ("mlp", mlp)] }
+    /// Fused so that only what a backward reads is kept: LN outputs, the attention
+    /// probabilities, the sublayer outputs and the GELU output are recomputed or never stored
+    /// (`layerNormLinear`, `attention`, `addingLinear`); the arithmetic is the separate ops'.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = x + attn(norm1(x))
-        return h + mlp(norm2(h))
+        let d = x.shape[2] / attn.heads
+        let qkv = x.layerNormLinear(norm1.weight, norm1.bias, eps: norm1.eps, attn.qkv.weight, attn.qkv.bias)
+        let ctx = Tensor.attention(packedQKV: qkv, heads: attn.heads, scale: 1 / Float(d).squareRoot())
+        let h = x.addingLinear(ctx, attn.proj.weight, attn.proj.bias)
+        let pre = h.layerNormLinear(norm2.weight, norm2.bias, eps: norm2.eps, mlp.fc1.weight, mlp.fc1.bias)
+        return h.addingLinear(pre, mlp.fc2.weight, mlp.fc2.bias, gelu: true)
     }
 }
 

@@ -20,6 +20,9 @@ public final class AdamW {
     public var step: Int = 0
     /// Weight decay per segment.
     public let decay: [Float]
+    /// Learning-rate multiplier per segment (1 everywhere unless set, e.g. a smaller rate for
+    /// weights started from a pretrained checkpoint than for those trained from scratch).
+    public var lrScale: [Float]
 
     public init(_ params: FlatParameters, lr: Float, weightDecay: Float, beta1: Float = 0.9, beta2: Float = 0.999,
                 eps: Float = 1e-8, noDecay: (FlatParameters.Segment) -> Bool = AdamW.albefNoDecay) {
@@ -31,6 +34,7 @@ public final class AdamW {
         m = Storage(count: params.count)
         v = Storage(count: params.count)
         decay = params.segments.map { noDecay($0) ? 0 : weightDecay }
+        lrScale = [Float](repeating: 1, count: params.segments.count)
     }
 
     /// ALBEF's rule: no decay for 1-D tensors and names ending in `.bias`.
@@ -46,25 +50,26 @@ public final class AdamW {
     }
 
     /// Bias corrections of the current step (set by `beginStep`).
-    var stepSize: Float = 0, bc2Sqrt: Float = 1
+    var bc1: Float = 1, bc2Sqrt: Float = 1
 
     /// Starts step t+1: advances the counter and fixes lr/(1−β1ᵗ) and √(1−β2ᵗ) for every
     /// `update(segments:gradientBase:)` of this step (optimizer-in-backward updates bucket by bucket).
     public func beginStep() {
         step += 1
-        let bc1 = 1 - Float(pow1(Double(beta1), step)), bc2 = 1 - Float(pow1(Double(beta2), step))
-        stepSize = lr / bc1
-        bc2Sqrt = bc2.squareRoot()
+        bc1 = 1 - Float(pow1(Double(beta1), step))
+        bc2Sqrt = (1 - Float(pow1(Double(beta2), step))).squareRoot()
     }
 
     /// Updates the parameters of `segments` (indices into `params.segments`) with gradients at
     /// `gradientBase + offset` (flat offsets). Same arithmetic per element as `update()`.
     public func update(segments: Range<Int>, gradientBase g: UnsafeMutablePointer<Float>) {
         let p = params.values.pointer, mp = m.pointer, vp = v.pointer
-        let b1 = beta1, b2 = beta2, e = eps, stepSize = stepSize, bc2Sqrt = bc2Sqrt
+        let b1 = beta1, b2 = beta2, e = eps, bc2Sqrt = bc2Sqrt
         for si in segments {
             let s = params.segments[si]
-            let wdFactor = 1 - lr * decay[si]
+            let lrS = lrScale[si] == 1 ? lr : lr * lrScale[si]
+            let wdFactor = 1 - lrS * decay[si]
+            let stepSize = lrS / bc1
             Threading.parallelFor(s.count, grain: 1 << 15) { range in
                 adamWKernel(p: p + s.offset, g: g + s.offset, m: mp + s.offset, v: vp + s.offset, range: range, wdFactor: wdFactor,
                             beta1: b1, beta2: b2, stepSize: stepSize, bc2Sqrt: bc2Sqrt, eps: e)

@@ -8,7 +8,7 @@
 /// `probs` (`[B, H, Lq, Lk]`) is saved for the backward. `mask` is `[B, Lk]` additive
 /// (0 or −10000 as BERT builds it) or nil.
 /// PyTorch counterpart: timm `Attention.forward` / xbert `BertSelfAttention.forward` (no dropout).
-public func attentionForward(out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
+public func attentionForward(out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>?,
                              q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
                              v: UnsafePointer<Float>, ldv: Int, mask: UnsafePointer<Float>?,
                              batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float,
@@ -16,22 +16,13 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, probs: UnsafeMuta
     let hd = heads * headDim
     Threading.parallelForBLAS(batch * heads) { range in
         let dropped = dropout.map { _ in Storage(count: lq * lk, zeroed: false) }
+        let scratch = probs == nil ? Storage(count: lq * lk, zeroed: false) : nil
         for bh in range {
             let b = bh / heads, h = bh % heads
-            let qb = q + b * lq * ldq + h * headDim
-            let kb = k + b * lk * ldk + h * headDim
+            let p = probs.map { $0 + bh * lq * lk } ?? scratch!.pointer
+            attentionProbabilities(p, q: q + b * lq * ldq + h * headDim, ldq: ldq, k: k + b * lk * ldk + h * headDim, ldk: ldk,
+                                   mask: mask.map { $0 + b * lk }, lq: lq, lk: lk, headDim: headDim, scale: scale)
             let vb = v + b * lk * ldv + h * headDim
-            let p = probs + bh * lq * lk
-            sgemm(transB: true, m: lq, n: lk, k: headDim, alpha: scale, a: qb, lda: ldq, b: kb, ldb: ldk,
-                  c: p, ldc: lk)
-            if let mask {
-                let mb = mask + b * lk
-                for i in 0..<lq {
-                    let row = p + i * lk
-                    for j in 0..<lk { row[j] += mb[j] }
-                }
-            }
-            for i in 0..<lq { softmaxRow(p + i * lk, p + i * lk, lk) }
             var pv = UnsafePointer(p)
             if let dropout, let d = dropped?.pointer {
                 fillDropoutMask(d, count: lq * lk, p: dropout.p, seed: dropout.seed, stream: bh)
@@ -42,7 +33,25 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, probs: UnsafeMuta
                   ldc: hd)
         }
         withExtendedLifetime(dropped) {}
+        withExtendedLifetime(scratch) {}
     }
+}
+
+/// P = softmax_rows(scale · Q Kᵀ + mask) for one (batch, head) block into `p` (`[Lq, Lk]`).
+/// The forward and a backward that recomputes P (instead of keeping it) call this same code, so
+/// the recomputed P is bit-identical to the forward's.
+@inline(__always)
+func attentionProbabilities(_ p: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, ldq: Int,
+                            k: UnsafePointer<Float>, ldk: Int, mask: UnsafePointer<Float>?,
+                            lq: Int, lk: Int, headDim: Int, scale: Float) {
+    sgemm(transB: true, m: lq, n: lk, k: headDim, alpha: scale, a: q, lda: ldq, b: k, ldb: ldk, c: p, ldc: lk)
+    if let mask {
+        for i in 0..<lq {
+            let row = p + i * lk
+            for j in 0..<lk { row[j] += mask[j] }
+        }
+    }
+    for i in 0..<lq { softmaxRow(p + i * lk, p + i * lk, lk) }
 }
 
 /// Inverted-dropout multipliers for one (batch, head) block: 0 with probability p, else 1/(1−p),
@@ -56,18 +65,20 @@ func fillDropoutMask(_ m: UnsafeMutablePointer<Float>, count: Int, p: Float, see
 }
 
 /// Attention backward, accumulating into dq, dk, dv (same strides as the forward inputs).
+/// `probs` is the forward's P, or nil to recompute it per (batch, head) block from q, k and
+/// `mask` (one more Q Kᵀ product instead of keeping `[B, H, Lq, Lk]` floats alive).
 ///
 /// dP = dO Vᵀ; dV += Pᵀ dO; dS = P ⊙ (dP − rowsum(dP ⊙ P)); dQ += scale·dS K; dK += scale·dSᵀ Q.
 public func attentionBackward(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
                               dv: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
-                              probs: UnsafePointer<Float>,
+                              probs: UnsafePointer<Float>?,
                               q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
-                              v: UnsafePointer<Float>, ldv: Int,
+                              v: UnsafePointer<Float>, ldv: Int, mask: UnsafePointer<Float>? = nil,
                               batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float,
                               dropout: (p: Float, seed: UInt64)? = nil) {
     let hd = heads * headDim
     Threading.parallelForBLAS(batch * heads) { range in
-        let scratch = Storage(count: lq * lk, zeroed: false)
+        let scratch = Storage(count: (probs == nil ? 2 : 1) * lq * lk, zeroed: false)
         let dp = scratch.pointer
         let maskStorage = dropout.map { _ in Storage(count: 2 * lq * lk, zeroed: false) }
         for bh in range {
@@ -76,7 +87,15 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutabl
             let ko = b * lk * ldk + h * headDim
             let vo = b * lk * ldv + h * headDim
             let dob = dout + b * lq * hd + h * headDim
-            let p = probs + bh * lq * lk
+            let p: UnsafePointer<Float>
+            if let probs {
+                p = probs + bh * lq * lk
+            } else {  // recompute P exactly as the forward did
+                let r = scratch.pointer + lq * lk
+                attentionProbabilities(r, q: q + qo, ldq: ldq, k: k + ko, ldk: ldk, mask: mask.map { $0 + b * lk },
+                                       lq: lq, lk: lk, headDim: headDim, scale: scale)
+                p = UnsafePointer(r)
+            }
             sgemm(transB: true, m: lq, n: lk, k: headDim, a: dob, lda: hd, b: v + vo, ldb: ldv, c: dp, ldc: lk)
             // With dropout, O = (P ⊙ M) V: dV uses P ⊙ M and dP = dP' ⊙ M.
             var pUsed = p

@@ -1,4 +1,9 @@
 extension Tensor {
+    /// Keep attention probabilities `[B, H, Lq, Lk]` for the backward (true) or recompute them
+    /// there from Q, K and the mask (false, the default: bit-identical, one more Q Kᵀ per head,
+    /// and the largest activation of a ViT block is not kept).
+    nonisolated(unsafe) public static var keepAttentionProbabilities = false
+
     /// Multi-head scaled dot-product attention: q `[B, Lq, H·D]`, k/v `[B, Lk, H·D]`, additive
     /// key mask `[B, Lk]` (or nil) → `[B, Lq, H·D]` (heads concatenated in head order).
     /// See `attentionForward` for the math. PyTorch counterpart: BERT/timm self- and cross-attention.
@@ -28,16 +33,20 @@ extension Tensor {
                               width: Int, mask: Tensor?, scale: Float, dropout: (p: Float, seed: UInt64)? = nil) -> Tensor {
         let d = width / heads
         let out = Tensor(uninitialized: [batch, lq, width])
-        let probs = Storage(count: batch * heads * lq * lk, zeroed: false)
-        attentionForward(out: out.data, probs: probs.pointer, q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk,
+        let grad = Tensor.needsGrad(q, k, v)
+        // P is kept for the backward only when asked (`Tensor.keepAttentionProbabilities`);
+        // otherwise the backward recomputes it.
+        let probs = grad && Tensor.keepAttentionProbabilities ? Storage(count: batch * heads * lq * lk, zeroed: false) : nil
+        attentionForward(out: out.data, probs: probs?.pointer, q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk,
                          v: v.data + vOff, ldv: ldv, mask: mask?.data, batch: batch, heads: heads, lq: lq, lk: lk,
                          headDim: d, scale: scale, dropout: dropout)
-        if Tensor.needsGrad(q, k, v) {
+        if grad {
             let inputs = [q, k, v].reduce(into: [Tensor]()) { acc, t in if !acc.contains(where: { $0 === t }) { acc.append(t) } }
             out.record(inputs) { o in
                 attentionBackward(dq: q.gradIfNeeded.map { $0 + qOff }, dk: k.gradIfNeeded.map { $0 + kOff },
-                                  dv: v.gradIfNeeded.map { $0 + vOff }, dout: o.gradPointer, probs: probs.pointer,
+                                  dv: v.gradIfNeeded.map { $0 + vOff }, dout: o.gradPointer, probs: probs.map { UnsafePointer($0.pointer) },
                                   q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk, v: v.data + vOff, ldv: ldv,
+                                  mask: mask.map { UnsafePointer($0.data) },
                                   batch: batch, heads: heads, lq: lq, lk: lk, headDim: d, scale: scale, dropout: dropout)
             }
         }
