@@ -41,8 +41,9 @@ public final class Storage {
 
 /// A size-bucketed free list of 64-byte-aligned Float32 buffers (power-of-two capacities).
 ///
-/// `take` reuses a freed buffer of the same bucket when one exists; `give` returns it. The pool
-/// keeps at most `maxBytesCached` idle; the rest goes back to the system.
+/// `take` reuses a freed buffer of the same bucket when one exists (else of one of the next two
+/// larger buckets); `give` returns it to its own bucket. The pool keeps at most `maxBytesCached`
+/// idle; the rest goes back to the system.
 public final class BufferPool: @unchecked Sendable {
     public static let shared = BufferPool()
     private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
@@ -72,13 +73,17 @@ public final class BufferPool: @unchecked Sendable {
     func take(_ n: Int) -> (UnsafeMutablePointer<Float>, Int) {
         let cap = BufferPool.bucket(max(n, 1))
         pthread_mutex_lock(&lock)
-        if var list = free[cap], let p = list.popLast() {
-            free[cap] = list
-            cachedBytes -= cap * 4
-            reuses += 1
-            noteTake(cap)
-            pthread_mutex_unlock(&lock)
-            return (p, cap)
+        // An idle buffer of this size class, else one of the next two larger classes (its pages
+        // are already resident; a fresh allocation would add new ones while it sits idle).
+        for c in [cap, cap * 2, cap * 4] {
+            if var list = free[c], let p = list.popLast() {
+                free[c] = list
+                cachedBytes -= c * 4
+                reuses += 1
+                noteTake(c)
+                pthread_mutex_unlock(&lock)
+                return (p, c)
+            }
         }
         systemAllocations += 1
         systemBytes += cap * 4

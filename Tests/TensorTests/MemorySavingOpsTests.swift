@@ -80,3 +80,40 @@ final class FusedSublayerTests: XCTestCase {
         }
     }
 }
+
+final class DropoutReplayTests: XCTestCase {
+    func testAddingLinearWithDropoutEqualsSeparateOps() {
+        let x = randomTensor([3, 5, 6], seed: 190), a = randomTensor([3, 5, 10], seed: 191, scale: 2)
+        let w = randomTensor([6, 10], seed: 192), b = randomTensor([6], seed: 193)
+        for gelu in [false, true] {
+            func run(_ fused: Bool) -> [[Float]] {
+                for t in [x, a, w, b] { t.requiresGrad = true; t.gradStorage = nil }
+                var rng = RandomGenerator(seed: 44)
+                let y = fused ? x.addingLinear(a, w, b, gelu: gelu, dropout: 0.3, rng: &rng)
+                              : (gelu ? a.gelu() : a).linear(w, b).dropout(0.3, rng: &rng) + x
+                let after = rng.nextFloat()  // the generator advanced identically
+                let out = y.scalars
+                (y * randomTensor(y.shape, seed: 194)).sum().backward()
+                return [out, [after]] + [x, a, w, b].map { $0.grad!.scalars }
+            }
+            let fused = run(true), separate = run(false)
+            XCTAssertEqual(fused, separate, "gelu \(gelu)")
+            XCTAssertNotEqual(fused[0], withNoGrad { x.addingLinear(a, w, b, gelu: gelu).scalars }, "dropout changed nothing")
+        }
+    }
+
+    func testDropoutReplaysItsMaskInBackward() {
+        let x = randomTensor([4, 9], seed: 195)
+        x.requiresGrad = true
+        var rng = RandomGenerator(seed: 7)
+        let y = x.dropout(0.4, rng: &rng)
+        y.sum().backward()
+        // dL/dx is exactly the multiplier the forward applied: y = x·m ⇒ grad = m = y/x.
+        for i in 0..<x.count {
+            let m = x.grad!.scalars[i]
+            XCTAssertTrue(m == 0 || abs(m - 1 / 0.6) < 1e-6, "multiplier \(m)")
+            XCTAssertEqual(y.scalars[i], x.scalars[i] * m, accuracy: 1e-6)
+        }
+        XCTAssertGreaterThan(x.grad!.scalars.filter { $0 == 0 }.count, 0)
+    }
+}

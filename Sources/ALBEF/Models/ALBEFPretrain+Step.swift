@@ -138,8 +138,11 @@ extension ALBEFPretrain {
             return logitsM.softmax()
         }
         // 15. Online MLM, computed only at masked positions (the others contribute nothing).
+        // The fusion layers' cross-attention keys/values of `imageEmbeds` are the positive ITM
+        // pass's (same weights, same image tokens): reused, not projected and kept a second time.
+        crossKV.rows = Array(0..<b)
         let hidden = textEncoder.bert(ids: mlmIds, attentionMask: batch.attentionMask, batch: b, length: l,
-                                      image: imageEmbeds, mode: .multimodal)
+                                      image: imageEmbeds, mode: .multimodal, cache: crossKV)
         let lossMLM: Tensor
         var diag: [String: Float] = [:]
         if let softTargets {

@@ -68,11 +68,19 @@ public final class BertResidualOutput: Module {
         dropout = Dropout(c.hiddenDropoutProb, random: random)
     }
     public override var children: [(String, Module)] { [("dense", dense), ("LayerNorm", norm), ("dropout", dropout)] }
-    public func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { norm(dropout(dense(x)) + residual) }
+    /// norm(dropout(dense(x)) + residual), fused (`addingLinear`) so that neither the dense
+    /// output nor the dropout output is kept; the same arithmetic and random draws as the separate ops.
+    public func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor { norm(sublayer(x, residual: residual, gelu: false)) }
     /// The same on GELU(`preActivation`) (`BertIntermediate`'s activation), without keeping the
     /// GELU output (recomputed in the backward).
     public func callAsFunction(geluOf preActivation: Tensor, residual: Tensor) -> Tensor {
-        norm(dropout(preActivation.geluLinear(dense.weight, dense.bias)) + residual)
+        norm(sublayer(preActivation, residual: residual, gelu: true))
+    }
+    func sublayer(_ x: Tensor, residual: Tensor, gelu: Bool) -> Tensor {
+        if dropout.isTraining, dropout.p > 0, let random = dropout.random {
+            return residual.addingLinear(x, dense.weight, dense.bias, gelu: gelu, dropout: dropout.p, rng: &random.generator)
+        }
+        return residual.addingLinear(x, dense.weight, dense.bias, gelu: gelu)
     }
 }
 
@@ -123,7 +131,9 @@ public final class BertLayer: Module {
             var projected: (Tensor, Tensor)? = nil
             if let cache {
                 if let rows = cache.rows, let (k, v) = cache.kv[layer] {
-                    projected = (k.gatherRows(rows), v.gatherRows(rows))
+                    // Same images in the same order (the MLM pass): the recorded projections as they are.
+                    let identity = rows.count == k.shape[0] && rows.elementsEqual(0..<rows.count)
+                    projected = identity ? (k, v) : (k.gatherRows(rows), v.gatherRows(rows))
                 } else if cache.rows == nil {
                     let k = crossAttention.attention.key(image), v = crossAttention.attention.value(image)
                     cache.kv[layer] = (k, v)
@@ -268,7 +278,8 @@ public final class BertForMaskedLM: Module {
 /// Cross-attention key/value projections of image tokens, shared between fusion passes over the
 /// same images: the first pass (`rows == nil`) records key(X), value(X) per layer; a later pass
 /// over images `X[rows]` uses key(X)[rows], value(X)[rows] (a row gather commutes with a Linear),
-/// which is what ALBEF's negative ITM pass computes, without re-projecting every image token.
+/// which is what ALBEF's negative ITM pass computes, without re-projecting every image token; a
+/// pass over the same images (`rows` = 0..<B, the MLM pass) reuses them as they are.
 public final class CrossAttentionCache {
     var kv: [Int: (Tensor, Tensor)] = [:]
     /// Rows of the recorded images the next pass reads (nil while recording).

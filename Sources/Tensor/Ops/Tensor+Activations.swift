@@ -76,20 +76,26 @@ extension Tensor {
     public func dropout(_ p: Float, rng: inout RandomGenerator) -> Tensor {
         precondition(p >= 0 && p < 1, "dropout: p must be in [0, 1), got \(p)")
         if p == 0 { return self }
-        let keep = Storage(count: count, zeroed: false)
-        let scale = 1 / (1 - p)
+        // The mask is not stored: the backward replays the generator from the state it had here
+        // (the same draws in the same order), so no `[N]` mask is kept alive.
+        let start = rng
         let out = Tensor(uninitialized: shape)
-        for i in 0..<count {
-            let m: Float = rng.nextFloat() < p ? 0 : scale
-            keep.pointer[i] = m
-            out.data[i] = data[i] * m
-        }
+        applyDropout(p, rng: &rng, count: count) { i, m in out.data[i] = data[i] * m }
         if Tensor.needsGrad(self) {
             out.record([self]) { o in
                 let g = o.gradPointer, d = self.gradPointer
-                for i in 0..<self.count { d[i] += g[i] * keep.pointer[i] }
+                var r = start
+                applyDropout(p, rng: &r, count: self.count) { i, m in d[i] += g[i] * m }
             }
         }
         return out
     }
+}
+
+/// Draws the inverted-dropout multiplier of each of `count` elements in order (0 with probability
+/// p, else 1/(1−p)) and hands it to `body(i, m)`. Forward and replaying backward share this.
+@inline(__always)
+func applyDropout(_ p: Float, rng: inout RandomGenerator, count: Int, _ body: (Int, Float) -> Void) {
+    let scale = 1 / (1 - p)
+    for i in 0..<count { body(i, rng.nextFloat() < p ? 0 : scale) }
 }

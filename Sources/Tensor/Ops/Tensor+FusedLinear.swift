@@ -82,6 +82,17 @@ extension Tensor {
     /// the addition's backward nor the linear's reads them. Same arithmetic as the separate ops.
     /// PyTorch counterpart: `x + proj(ctx)`, `x + fc2(F.gelu(h))` in a timm `Block`.
     public func addingLinear(_ a: Tensor, _ weight: Tensor, _ bias: Tensor?, gelu: Bool = false) -> Tensor {
+        var unused = RandomGenerator(seed: 0)
+        return addingLinear(a, weight, bias, gelu: gelu, dropout: 0, rng: &unused)
+    }
+
+    /// `self + dropout(linear(gelu?(a)))`, BERT's `BertSelfOutput`/`BertOutput` before the
+    /// LayerNorm: the dropout mask is replayed from the generator state in the backward (the same
+    /// draws as `Tensor.dropout`), and neither the linear's nor the dropout's output is kept.
+    public func addingLinear(_ a: Tensor, _ weight: Tensor, _ bias: Tensor?, gelu: Bool = false, dropout p: Float,
+                             rng: inout RandomGenerator) -> Tensor {
+        precondition(p >= 0 && p < 1, "addingLinear: dropout p must be in [0, 1), got \(p)")
+        let start = rng
         precondition(weight.rank == 2, "addingLinear: weight must be [out, in], got \(weight.shape)")
         let inF = weight.shape[1], outF = weight.shape[0]
         precondition(a.shape.last == inF, "addingLinear: input \(a.shape) last dim != weight in-features \(inF)")
@@ -96,17 +107,26 @@ extension Tensor {
             linearForward(out: lin.pointer, inp: act?.pointer ?? a.data, weight: weight.data, bias: bias?.data, n: n,
                           inFeatures: inF, outFeatures: outF)
             let x = data, l = lin.pointer, y = out.data
+            if p > 0 { applyDropout(p, rng: &rng, count: count) { i, m in l[i] = l[i] * m } }
             Threading.parallelFor(count, grain: 1 << 14) { r in for i in r { y[i] = x[i] + l[i] } }
         }
         if Tensor.needsGrad(self, a, weight, bias) {
             let x = self, total = a.count
             let inputs = [self, a, weight] + (bias.map { [$0] } ?? [])
             out.record(inputs) { o in
-                let g = o.gradPointer
+                let og = o.gradPointer
                 if let dx = x.gradIfNeeded {
                     let cnt = x.count
-                    Threading.parallelFor(cnt, grain: 1 << 14) { r in for i in r { dx[i] += g[i] } }
+                    Threading.parallelFor(cnt, grain: 1 << 14) { r in for i in r { dx[i] += og[i] } }
                 }
+                // Through the dropout: d(linear output) = dout ⊙ mask, the mask replayed.
+                let masked = p > 0 ? Storage(count: x.count) : nil
+                if let masked {
+                    let mg = masked.pointer
+                    var r = start
+                    applyDropout(p, rng: &r, count: x.count) { i, m in mg[i] += og[i] * m }
+                }
+                let g = masked?.pointer ?? og
                 let act = gelu ? Storage(count: total, zeroed: false) : nil
                 if let act { geluForward(out: act.pointer, inp: a.data, count: total) }
                 let dact = gelu && a.requiresGrad ? Storage(count: total) : nil  // zeroed: linearBackward accumulates
