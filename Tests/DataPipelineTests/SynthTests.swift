@@ -10,8 +10,10 @@ final class SynthTests: XCTestCase {
         o.samples = 120; o.shardSize = 50; o.imageSize = 32; o.heldout = 500; o.noise = 0.3; o.seed = 9
         let summary = try SyntheticCorpus(options: o).write(to: dir)
         XCTAssertEqual(summary.shards, 3)
-        XCTAssertEqual(summary.heldout, SceneSampler.combinations)  // clamped to 240
-        XCTAssertEqual(summary.chanceRecallAt1, 1.0 / 240, accuracy: 1e-12)
+        let combos = SceneVocabulary.colors.count * 6 * 5  // colours × shapes × positions
+        XCTAssertEqual(SceneSampler.combinations, combos)
+        XCTAssertEqual(summary.heldout, combos)  // clamped to the number of distinct combinations
+        XCTAssertEqual(summary.chanceRecallAt1, 1.0 / Double(combos), accuracy: 1e-12)
         XCTAssertGreaterThan(summary.noisySamples, 10)
         let index = try CorpusIndex.load(dir.appendingPathComponent("index.json"))
         XCTAssertEqual(index.totalSamples, 120)
@@ -19,9 +21,9 @@ final class SynthTests: XCTestCase {
         let train = try AnnotationFile(path: dir.appendingPathComponent("train.json").path)
         XCTAssertEqual(train.entries.count, 120)
         let held = try AnnotationFile(path: dir.appendingPathComponent("heldout.json").path)
-        XCTAssertEqual(held.entries.count, 240)
+        XCTAssertEqual(held.entries.count, combos)
         let captions = held.entries.map { $0.captions[0] }
-        XCTAssertEqual(Set(captions).count, 240, "held-out captions must be unique")
+        XCTAssertEqual(Set(captions).count, combos, "held-out captions must be unique")
         // Clean captions use whole words of the BERT vocabulary.
         let tok = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
         let reader = CorpusReader(index: index)

@@ -4,7 +4,9 @@ import Tensor
 ///
 /// Every word of a clean caption is a whole word of the uncased BERT vocabulary.
 public enum SceneVocabulary {
-    /// (name, RGB, synonyms used in captions).
+    /// (name, RGB, synonyms used in captions). Twelve well-separated hues (none near the grey
+    /// background): colour is what a model learns first, so the number of colours sets how far
+    /// above chance early learning shows (see the README's quickstart numbers).
     public static let colors: [(name: String, rgb: (UInt8, UInt8, UInt8), words: [String])] = [
         ("red", (220, 30, 30), ["red", "red", "scarlet"]),
         ("green", (30, 170, 50), ["green"]),
@@ -14,6 +16,10 @@ public enum SceneVocabulary {
         ("orange", (250, 135, 20), ["orange"]),
         ("white", (248, 248, 248), ["white"]),
         ("black", (12, 12, 12), ["black", "dark"]),
+        ("pink", (255, 120, 200), ["pink"]),
+        ("brown", (120, 65, 20), ["brown"]),
+        ("turquoise", (40, 210, 210), ["turquoise"]),
+        ("lime", (160, 240, 40), ["lime"]),
     ]
     public enum Shape: String, CaseIterable, Sendable { case circle, square, triangle, star, cross, diamond }
     public static let shapeWords: [Shape: [String]] = [
