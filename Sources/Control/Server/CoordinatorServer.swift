@@ -52,6 +52,7 @@ public final class CoordinatorServer: @unchecked Sendable {
     private let lock = NSLock()
     private var _state: CoordinatorState
     private var stopRequested = false
+    private var crashRequested = false
     private let writer: SnapshotWriter?
     private var submittedDurable: UInt64
     private var submittedSoft: UInt64
@@ -140,6 +141,10 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// Asks `run` to return after its current turn (thread-safe).
     public func stop() { lock.withLock { stopRequested = true } }
 
+    /// Tests: makes `run` return after its current turn as if the process had been killed: no
+    /// further snapshot is written and the replies waiting for one are never sent.
+    func simulateCrash() { lock.withLock { stopRequested = true; crashRequested = true } }
+
     /// Serves until ``stop()`` (or, with `lingerAfterFinish`, until the job has finished).
     /// Returns after the last snapshot is on disk and every held reply was sent.
     public func run() throws {
@@ -155,6 +160,10 @@ public final class CoordinatorServer: @unchecked Sendable {
                     if let f = finishedAt, now - f >= linger { break }
                 }
             }
+        }
+        if lock.withLock({ crashRequested }) {
+            writer?.abandon()
+            return
         }
         submitSnapshot(force: true)
         writer?.finish()

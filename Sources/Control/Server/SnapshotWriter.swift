@@ -41,6 +41,17 @@ final class SnapshotWriter: @unchecked Sendable {
         }
     }
 
+    /// Stops the thread without writing what is pending (tests: a crash of the coordinator).
+    func abandon() {
+        condition.withLock {
+            pending = nil
+            stopping = true
+            condition.broadcast()
+            while busy { condition.wait() }
+        }
+        while let t = thread, !t.isFinished { usleep(1000) }
+    }
+
     /// Waits until everything submitted is written, then stops the thread.
     func finish() {
         condition.withLock {
@@ -56,15 +67,20 @@ final class SnapshotWriter: @unchecked Sendable {
         #if os(Linux)
         setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)  // who = 0: the calling thread on Linux
         #endif
-        var lastWrite = DispatchTime(uptimeNanoseconds: 0)
+        var lastWrite: DispatchTime?
+        condition.lock()
         while true {
-            let since = Double(DispatchTime.now().uptimeNanoseconds &- lastWrite.uptimeNanoseconds) / 1e9
-            if since < minInterval && !condition.withLock({ stopping }) { usleep(UInt32((minInterval - since) * 1e6)) }
-            condition.lock()
             while pending == nil && !stopping { condition.wait() }
             guard let job = pending else {
                 condition.unlock()
                 return
+            }
+            // Bursts coalesce: at most one write per `minInterval` (unless stopping). The wait
+            // ends early on `finish()` / `abandon()`; a newer submission replaces `job`.
+            let since = lastWrite.map { Double(DispatchTime.now().uptimeNanoseconds &- $0.uptimeNanoseconds) / 1e9 } ?? .infinity
+            if !stopping && since < minInterval {
+                _ = condition.wait(until: Date().addingTimeInterval(minInterval - since))
+                continue
             }
             pending = nil
             busy = true
@@ -72,11 +88,10 @@ final class SnapshotWriter: @unchecked Sendable {
             var failure: Error?
             do { try store.save(job.state) } catch { failure = error }
             lastWrite = DispatchTime.now()
-            condition.withLock {
-                busy = false
-                if let failure { _error = _error ?? failure } else { _savedVersion = max(_savedVersion, job.version) }
-                condition.broadcast()
-            }
+            condition.lock()
+            busy = false
+            if let failure { _error = _error ?? failure } else { _savedVersion = max(_savedVersion, job.version) }
+            condition.broadcast()
         }
     }
 }
