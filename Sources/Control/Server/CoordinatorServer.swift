@@ -38,6 +38,10 @@ public final class CoordinatorServer: @unchecked Sendable {
         public var lingerAfterFinish: Double? = nil
         /// Polled every turn; true makes `run` return (e.g. set by a signal handler).
         public var shouldStop: (@Sendable () -> Bool)? = nil
+        /// Called (on the loop thread) for every status request answered: its envelope `seq`, and
+        /// when it was received and its reply handed to ZeroMQ (`DispatchTime` nanoseconds).
+        /// For latency breakdowns (`albef-coord bench`).
+        public var onStatusAnswered: (@Sendable (_ seq: UInt64, _ receivedNs: UInt64, _ sentNs: UInt64) -> Void)? = nil
         public init(bind: String, curve: CurveKeyPair? = nil) {
             self.bind = bind
             self.curve = curve
@@ -71,7 +75,9 @@ public final class CoordinatorServer: @unchecked Sendable {
     public var framesHandled: UInt64 { lock.withLock { _frames } }
     private var _frames: UInt64 = 0
     private let clock: @Sendable () -> Double
-    private var statusCache: (reply: StatusReply, at: Double, durable: UInt64)?
+    /// The last status reply built, when, at which durable version, and its encoding once sent
+    /// (loop thread only).
+    private var statusCache: (reply: StatusReply, at: Double, durable: UInt64, wire: [UInt8]?)?
 
     /// A copy of the current state (thread-safe).
     public var state: CoordinatorState { lock.withLock { _state } }
@@ -252,9 +258,11 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// other frames go to the inbox.
     private func answerStatusRequests() throws {
         while inbox.count - inboxHead < Self.maxInbox, let frames = try socket.receive(dontWait: true) {
+            let received = options.onStatusAnswered == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             guard let frame = decode(frames) else { continue }
             if case .success(let env) = frame.1, case .statusRequest? = env.body {
-                handle(frame).forEach(send)
+                handle(frame).forEach(sendStatus)
+                options.onStatusAnswered?(env.seq, received, DispatchTime.now().uptimeNanoseconds)
             } else {
                 inbox.append(frame)
             }
@@ -282,6 +290,25 @@ public final class CoordinatorServer: @unchecked Sendable {
 
     private func send(_ o: Outgoing) {
         _ = try? socket.send([o.peer.id, o.envelope.encoded()], dontWait: true)
+    }
+
+    /// Sends a reply to a status request, encoding a cached reply's body only once: protobuf
+    /// messages concatenate as a merge, so the envelope's constant part with the body (encoded
+    /// once per cached reply) followed by a body-less envelope holding this reply's `seq` and
+    /// `reply_to` is this reply's encoding.
+    private func sendStatus(_ o: Outgoing) {
+        guard case .statusReply(let reply)? = o.envelope.body, var c = statusCache, c.reply == reply else { return send(o) }
+        if c.wire == nil {
+            var constant = o.envelope
+            constant.seq = 0
+            constant.replyTo = 0
+            c.wire = constant.encoded()
+            statusCache = c
+        }
+        var header = o.envelope
+        header.body = nil
+        header.jobId = ""
+        _ = try? socket.send([o.peer.id, (c.wire ?? []) + header.encoded()], dontWait: true)
     }
 
     private func releaseHeld() throws {
@@ -359,7 +386,7 @@ public final class CoordinatorServer: @unchecked Sendable {
     private func cachedStatus(_ state: CoordinatorState, now: Double) -> StatusReply {
         if let c = statusCache, c.durable == state.durableVersion, now >= c.at, now - c.at < options.statusMaxAge { return c.reply }
         let reply = state.status(now: now)
-        statusCache = (reply, now, state.durableVersion)
+        statusCache = (reply, now, state.durableVersion, nil)
         return reply
     }
 }
