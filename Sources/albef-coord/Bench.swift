@@ -27,8 +27,13 @@ struct Bench: ParsableCommand {
         options.onStatusAnswered = { seq, received, sent in latencies.serverSide(seq: seq, received: received, sent: sent) }
         let server = try CoordinatorServer(state: CoordinatorState(config: config, index: index),
                                            store: SnapshotStore(directory: dir), options: options)
-        server.startInBackground()
-        defer { server.stop(); try? FileManager.default.removeItem(at: dir) }
+        let serverThread = server.startInBackground()
+        defer {
+            // Let the last snapshot land before the directory goes.
+            server.stop()
+            while !serverThread.isFinished { usleep(1000) }
+            try? FileManager.default.removeItem(at: dir)
+        }
 
         let context = try ZMQContext()
         var sockets: [ZMQSocket] = []
