@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "Tensor", "CImage"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Tensor", "CMPI"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "ALBEF", "NN", "Tensor", "Distributed", "DataPipeline"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "ALBEF", "NN", "Tensor", "Distributed", "DataPipeline", "Control"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "CZMQ", "CControlProto"]),
     ],
     swiftLanguageModes: [.v5]

@@ -12,6 +12,9 @@ public struct CheckpointState: Codable, Sendable {
         public var dropoutRng: RandomGenerator
         /// The data source's position (its own JSON), sample-exact.
         public var dataPosition: String?
+        /// With a coordinator: this rank's lease position as committed to it, and the lease
+        /// samples it trained on since the previous checkpoint (absent in older checkpoints).
+        public var leases: LeaseAccount? = nil
     }
     public var format = "albef-swift-checkpoint-v1"
     public var step: Int
@@ -27,6 +30,36 @@ public struct CheckpointState: Codable, Sendable {
     public var created: String
 }
 
+/// What one rank read from coordinator leases up to a checkpoint: the audit trail that lets the
+/// coordinator's ledger be checked against what was actually trained on.
+public struct LeaseAccount: Codable, Equatable, Sendable {
+    /// Samples `[start, end)` of lease `leaseId` (shard `shard`, epoch `epoch`).
+    public struct Use: Codable, Equatable, Sendable {
+        public var leaseId: UInt64
+        public var epoch: UInt32
+        public var shard: UInt32
+        public var start: UInt64
+        public var end: UInt64
+        public init(leaseId: UInt64, epoch: UInt32, shard: UInt32, start: UInt64, end: UInt64) {
+            self.leaseId = leaseId
+            self.epoch = epoch
+            self.shard = shard
+            self.start = start
+            self.end = end
+        }
+    }
+    /// The position committed to the coordinator: lease id and samples used of it.
+    public var leaseId: UInt64
+    public var offset: UInt64
+    /// Lease samples trained on since the previous checkpoint of this process, in reading order.
+    public var consumed: [Use]
+    public init(leaseId: UInt64, offset: UInt64, consumed: [Use]) {
+        self.leaseId = leaseId
+        self.offset = offset
+        self.consumed = consumed
+    }
+}
+
 /// Atomic checkpoints: `DIR/checkpoints/step_%08d/` with `model.safetensors` (the full ALBEF
 /// state dict, PyTorch names), `optimizer.safetensors` (AdamW moments `exp_avg.<key>`,
 /// `exp_avg_sq.<key>`), `state.json`; written under a temporary name, fsynced, renamed, then the
@@ -36,7 +69,8 @@ public enum Checkpointer {
 
     /// Collective: every rank calls it; rank 0 writes the tensors, each rank its own state line.
     @discardableResult
-    public static func save(trainer: Trainer, output: String, epoch: Int, iteration: Int, dataPosition: String?) throws -> URL {
+    public static func save(trainer: Trainer, output: String, epoch: Int, iteration: Int, dataPosition: String?,
+                            leases: LeaseAccount? = nil) throws -> URL {
         let comm = trainer.comm
         let root = directory(output)
         let name = String(format: "step_%08d", trainer.globalStep)
@@ -49,7 +83,7 @@ public enum Checkpointer {
         }
         comm.barrier()
         let mine = CheckpointState.Rank(rank: comm.rank, rng: trainer.rng, dropoutRng: trainer.model.dropoutRandom.generator,
-                                        dataPosition: dataPosition)
+                                        dataPosition: dataPosition, leases: leases)
         try atomicWrite(JSONEncoder().encode(mine), to: tmp.appendingPathComponent(String(format: "rank_%05d.json", comm.rank)).path)
         comm.barrier()
         var failure: Error?

@@ -4,13 +4,21 @@ import Distributed
 import Foundation
 
 /// Hands the data loader the leases a `CoordinatorClient` receives, in grant order, and knows
-/// from the loader's position exactly how much of each lease was trained on.
+/// from the loader's position exactly how much of each lease was trained on (and keeps a record
+/// of it, ``takeConsumed()``, stored in checkpoints).
 public final class LeaseRangeSource: SampleRangeSource, @unchecked Sendable {
     let client: CoordinatorClient
     let lock = NSLock()
-    /// Leases handed to the loader, in order; completed ones are dropped from the front.
+    /// Leases handed to the loader and not yet read to their end, in order.
     var handed: [Lease] = []
-    var completedThrough: UInt64 = 0
+    /// Loader cursor at the start of `handed[0]`.
+    var consumedBase = 0
+    /// Samples of `handed[0]` already in `consumed`.
+    var recorded: UInt64 = 0
+    /// The last lease read to its end.
+    var lastCompleted: (id: UInt64, count: UInt64)?
+    /// Lease samples read since the last ``takeConsumed()``, in order (adjacent pieces merged).
+    var consumed: [LeaseAccount.Use] = []
     /// Give up waiting for a lease after this long without one (the coordinator is down).
     public var patience: Double = 600
 
@@ -33,31 +41,45 @@ public final class LeaseRangeSource: SampleRangeSource, @unchecked Sendable {
     /// consumed, in grant order); leases entirely behind it are reported complete.
     public func position(cursor: Int) -> DataPosition {
         lock.withLock {
-            var pos = DataPosition(rank: client.rank, leaseId: completedThrough, offset: completedThrough == 0 ? 0 : lastCompletedCount)
-            var k = 0
-            while k < handed.count {
-                let l = handed[k]
-                let n = Int(l.end - l.start)
-                if cursor - consumedBase >= n {
-                    // Entirely consumed.
-                    client.completeLease(l)
-                    completedThrough = l.id
-                    lastCompletedCount = UInt64(n)
-                    consumedBase += n
-                    pos = DataPosition(rank: client.rank, leaseId: l.id, offset: UInt64(n))
-                    k += 1
-                    continue
+            while let l = handed.first {
+                let n = l.count
+                let inside = UInt64(max(0, min(cursor - consumedBase, Int(n))))
+                record(l, upTo: inside)
+                if inside < n {
+                    if inside > 0 { return DataPosition(rank: client.rank, leaseId: l.id, offset: inside) }
+                    break
                 }
-                let inside = cursor - consumedBase
-                if inside > 0 { pos = DataPosition(rank: client.rank, leaseId: l.id, offset: UInt64(inside)) }
-                break
+                // Entirely consumed.
+                client.completeLease(l)
+                lastCompleted = (l.id, n)
+                consumedBase += Int(n)
+                recorded = 0
+                handed.removeFirst()
             }
-            handed.removeFirst(k)
-            return pos
+            return DataPosition(rank: client.rank, leaseId: lastCompleted?.id ?? 0, offset: lastCompleted?.count ?? 0)
         }
     }
-    var consumedBase = 0
-    var lastCompletedCount: UInt64 = 0
+
+    /// Notes samples `[recorded, upTo)` of `lease` (the first handed one) as read (lock held).
+    private func record(_ lease: Lease, upTo: UInt64) {
+        guard upTo > recorded else { return }
+        let start = lease.start + recorded, end = lease.start + upTo
+        if var last = consumed.last, last.leaseId == lease.id, last.end == start {
+            last.end = end
+            consumed[consumed.count - 1] = last
+        } else {
+            consumed.append(LeaseAccount.Use(leaseId: lease.id, epoch: lease.epoch, shard: lease.shard, start: start, end: end))
+        }
+        recorded = upTo
+    }
+
+    /// The lease samples read since the previous call (as of the last ``position(cursor:)``).
+    public func takeConsumed() -> [LeaseAccount.Use] {
+        lock.withLock {
+            defer { consumed = [] }
+            return consumed
+        }
+    }
 }
 
 /// Ties a training run to `albef-coord`: leases feed the loader, every rank heartbeats each step,
@@ -69,6 +91,8 @@ public final class CoordinatorLink {
     let comm: Communicator
     weak var source: LoaderSource?
     var samples: UInt64 = 0
+    /// This rank's position as stored in the checkpoint being written.
+    var checkpointPosition: DataPosition?
 
     public init(endpoint: String, auth: ClientAuth, jobId: String, comm: Communicator) throws {
         self.comm = comm
@@ -108,9 +132,17 @@ public final class CoordinatorLink {
             default: return .none
             }
         }
+        run.checkpointLeases = { [weak self] in
+            guard let self else { return nil }
+            let mine = self.ranges.position(cursor: self.source?.loaderPosition?.cursor ?? 0)
+            self.checkpointPosition = mine
+            return LeaseAccount(leaseId: mine.leaseId, offset: mine.offset, consumed: self.ranges.takeConsumed())
+        }
         run.onCheckpoint = { [weak self] url, step in
             guard let self else { return }
-            let mine = self.ranges.position(cursor: self.source?.loaderPosition?.cursor ?? 0)
+            // The position stored in the checkpoint (nothing was read since it was taken).
+            let mine = self.checkpointPosition ?? self.ranges.position(cursor: self.source?.loaderPosition?.cursor ?? 0)
+            self.checkpointPosition = nil
             let ids = self.comm.allGather(mine.leaseId), offs = self.comm.allGather(mine.offset)
             if self.comm.rank == 0 {
                 let all = (0..<self.comm.size).map { DataPosition(rank: Int32($0), leaseId: ids[$0], offset: offs[$0]) }
@@ -119,5 +151,12 @@ public final class CoordinatorLink {
         }
     }
 
-    public func close() { client.close() }
+    /// Closes the client once the checkpoint commits are acknowledged (rank 0 waits up to
+    /// `commitTimeout` seconds, so the final checkpoint reaches the ledger).
+    public func close(commitTimeout: Double = 30) {
+        if !client.waitForCheckpointCommits(timeout: commitTimeout) {
+            print("rank \(comm.rank): warning: the coordinator \(client.endpoint) did not acknowledge \(client.pendingCheckpointCommits) checkpoint commit(s) within \(Int(commitTimeout)) s; its ledger lacks them")
+        }
+        client.close(commitTimeout: 0)
+    }
 }

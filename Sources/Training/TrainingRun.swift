@@ -32,6 +32,8 @@ public final class TrainingRun {
     public var onStep: ((StepMetrics) -> Void)?
     /// Called on every rank after a checkpoint is committed.
     public var onCheckpoint: ((URL, Int) -> Void)?
+    /// Called on every rank just before a checkpoint is written: the rank's lease account to store in it.
+    public var checkpointLeases: (() -> LeaseAccount?)?
     public private(set) var history: [StepMetrics] = []
     public private(set) var lastCheckpoint: URL?
     public private(set) var stoppedByCommand = false
@@ -137,7 +139,8 @@ public final class TrainingRun {
         // A finished epoch is stored as the start of the next one.
         let done = iteration >= source.iterationsPerEpoch
         let url = try Checkpointer.save(trainer: trainer, output: options.outputDir, epoch: done ? epoch + 1 : epoch,
-                                        iteration: done ? 0 : iteration, dataPosition: source.position())
+                                        iteration: done ? 0 : iteration, dataPosition: source.position(),
+                                        leases: checkpointLeases?())
         lastCheckpoint = url
         onCheckpoint?(url, trainer.globalStep)
         if rank0 { print("checkpoint \(url.path)") }

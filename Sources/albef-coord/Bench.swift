@@ -22,11 +22,18 @@ struct Bench: ParsableCommand {
         let index = CorpusIndex(root: "/bench", shards: (0..<1000).map { CorpusIndex.Shard(path: String(format: "%05d.tar", $0), samples: 10_000) })
         let config = CoordinatorConfig(jobId: "bench", worldSize: UInt32(ranks), leaseSize: 256, epochs: 1,
                                        maxOutstanding: 4, heartbeatTimeout: 60, authToken: "t")
+        let latencies = LatencyBox()
+        var options = CoordinatorServer.Options(bind: "tcp://127.0.0.1:*")
+        options.onStatusAnswered = { seq, received, sent in latencies.serverSide(seq: seq, received: received, sent: sent) }
         let server = try CoordinatorServer(state: CoordinatorState(config: config, index: index),
-                                           store: SnapshotStore(directory: dir),
-                                           options: .init(bind: "tcp://127.0.0.1:*"))
-        server.startInBackground()
-        defer { server.stop(); try? FileManager.default.removeItem(at: dir) }
+                                           store: SnapshotStore(directory: dir), options: options)
+        let serverThread = server.startInBackground()
+        defer {
+            // Let the last snapshot land before the directory goes.
+            server.stop()
+            while !serverThread.isFinished { usleep(1000) }
+            try? FileManager.default.removeItem(at: dir)
+        }
 
         let context = try ZMQContext()
         var sockets: [ZMQSocket] = []
@@ -101,20 +108,20 @@ struct Bench: ParsableCommand {
             try drain()
         } while server.framesHandled != last
 
-        let latencies = LatencyBox()
         let endpoint = server.endpoint
         let probe = Thread {
             guard let probeContext = try? ZMQContext(), let socket = try? ZMQSocket(context: probeContext, kind: .dealer),
                   (try? socket.connect(endpoint)) != nil else { return }
-            var seq: UInt64 = 0
             while !latencies.done {
-                seq += 1
-                let env = Envelope(jobId: "bench", authToken: "t", seq: seq, rank: -1, body: .statusRequest)
+                // The send time as the (increasing) sequence number: the server's records of
+                // when it received and answered `seq` then split the round trip.
                 let t0 = DispatchTime.now().uptimeNanoseconds
+                let seq = t0
+                let env = Envelope(jobId: "bench", authToken: "t", seq: seq, rank: -1, body: .statusRequest)
                 guard (try? socket.send([env.encoded()])) == true else { break }
                 while (try? socket.waitReadable(timeoutMs: 3000)) == true, let frames = try? socket.receive(dontWait: true) {
                     if let reply = frames.last.flatMap({ try? Envelope(decoding: $0) }), reply.replyTo == seq {
-                        latencies.add(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+                        latencies.add(seq: seq, received: DispatchTime.now().uptimeNanoseconds)
                         break
                     }
                 }
@@ -137,24 +144,59 @@ struct Bench: ParsableCommand {
         let pacedRate = Double(server.framesHandled - pacedBefore) / Date().timeIntervalSince(start)
         latencies.done = true
         while !probe.isFinished { usleep(1000) }
-        let sorted = latencies.values.sorted()
-        func pct(_ p: Double) -> Double { sorted.isEmpty ? -1 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        let probes = latencies.probes
+        func pct(_ v: [Double], _ p: Double) -> Double {
+            let sorted = v.sorted()
+            return sorted.isEmpty ? -1 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
+        let sorted = probes.map(\.total)
+        func pct(_ p: Double) -> Double { pct(sorted, p) }
         let final = server.state
         print(String(format: "bench: %d ranks; saturation: %llu frames in %.1f s; paced load: %.0f msgs/s with %d status probes; %d checkpoints, %d live leases, %llu rejected",
                      ranks, frames, elapsed, pacedRate, sorted.count, final.checkpoints.count, final.leases.count, final.droppedMessages))
+        // Where a status round trip goes: to the coordinator's loop (client and server ZeroMQ I/O
+        // threads, TCP, waiting for the loop), inside the loop (state → reply → ZeroMQ), back.
+        let parts = [("to_loop", probes.compactMap(\.toLoop)), ("in_loop", probes.compactMap(\.inLoop)), ("back", probes.compactMap(\.back))]
+        print("bench: status p50/p99/max ms: " + parts.map { String(format: "%@ %.2f/%.2f/%.2f", $0.0, pct($0.1, 0.5), pct($0.1, 0.99), $0.1.max() ?? -1) }.joined(separator: ", "))
         print(String(format: "coord: msgs_s=%.0f status_p50_ms=%.2f status_p99_ms=%.2f", msgs, pct(0.5), pct(0.99)))
     }
 }
 
-/// Latencies collected by the probe thread.
+/// Status round trips collected by the probe thread, with the server's side of each.
 final class LatencyBox: @unchecked Sendable {
+    struct Probe {
+        var total: Double
+        var toLoop: Double?, inLoop: Double?, back: Double?
+    }
     private let lock = NSLock()
-    private var _values: [Double] = []
+    private var client: [(sent: UInt64, received: UInt64)] = []
+    private var server: [UInt64: (UInt64, UInt64)] = [:]
     private var _done = false
     var done: Bool {
         get { lock.withLock { _done } }
         set { lock.withLock { _done = newValue } }
     }
-    var values: [Double] { lock.withLock { _values } }
-    func add(_ v: Double) { lock.withLock { _values.append(v) } }
+    /// The server received status request `seq` and handed its reply to ZeroMQ (loop thread).
+    func serverSide(seq: UInt64, received: UInt64, sent: UInt64) {
+        lock.withLock { server[seq] = (received, sent) }
+    }
+    /// The reply to the request sent at `seq` (ns) arrived at `received` (ns).
+    func add(seq: UInt64, received: UInt64) {
+        lock.withLock { client.append((seq, received)) }
+    }
+    /// Every round trip, split where the server saw it.
+    var probes: [Probe] {
+        lock.withLock {
+            client.map { c in
+                func ms(_ from: UInt64, _ to: UInt64) -> Double { Double(Int64(bitPattern: to &- from)) / 1e6 }
+                var p = Probe(total: ms(c.sent, c.received))
+                if let (r, s) = server[c.sent] {
+                    p.toLoop = ms(c.sent, r)
+                    p.inLoop = ms(r, s)
+                    p.back = ms(s, c.received)
+                }
+                return p
+            }
+        }
+    }
 }

@@ -94,7 +94,7 @@ struct Train: ParsableCommand {
         if let link, let ls = source as? LoaderSource { link.attach(to: run, source: ls) }
         do { try run.run() } catch {
             print("rank \(comm.rank): error: \(error)")
-            link?.close()
+            link?.close(commitTimeout: 5)
             world.abort(2)
         }
         link?.close()

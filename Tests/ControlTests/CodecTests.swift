@@ -60,6 +60,22 @@ final class CodecTests: XCTestCase {
         }
     }
 
+    /// What the server's cached status replies rely on: an envelope's encoding with zero
+    /// `seq`/`reply_to`, followed by a body-less envelope's with them, decodes as the whole reply.
+    func testConcatenatedEncodingsMergeIntoOneEnvelope() throws {
+        guard case .statusReply(let status)? = Self.everyBody.first(where: { $0.name == Body.statusReply(StatusReply()).name }) else {
+            return XCTFail("no status body")
+        }
+        let whole = Envelope(jobId: "job-1", seq: 31, rank: -1, replyTo: 1_700_000_000_123_456_789, body: .statusReply(status))
+        var constant = whole
+        constant.seq = 0
+        constant.replyTo = 0
+        var header = whole
+        header.body = nil
+        header.jobId = ""
+        XCTAssertEqual(try Envelope(decoding: constant.encoded() + header.encoded()), whole)
+    }
+
     func testStatusWithoutCheckpointStaysNil() throws {
         let env = Envelope(jobId: "j", seq: 1, body: .statusReply(StatusReply()))
         guard case .statusReply(let s)? = try Envelope(decoding: env.encoded()).body else { return XCTFail("not a status reply") }

@@ -342,3 +342,54 @@ extension CoordinatorStateTests {
         assertExactCover(h3.state.ledger + rest.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 1)
     }
 }
+
+extension CoordinatorStateTests {
+    /// The coordinator half of reliable checkpoint commits. A commit handled but not yet durable
+    /// when the coordinator crashed is accepted when resent to the restarted one, even after the
+    /// ranks returned more leases meanwhile, with exactly the ledger the first one produced; a
+    /// duplicate of a durable commit (its acknowledgement was lost) is acknowledged and changes
+    /// nothing; a stale one (a later checkpoint is committed) is refused and changes nothing.
+    func testResentCheckpointCommitAfterCrashGivesTheSameLedger() throws {
+        var h = Harness(config: config(world: 2, leaseSize: 10, epochs: 1, k: 2, timeout: 1e9), index: Fixtures.index(sizes))
+        XCTAssertNotNil(h.register(0))
+        XCTAssertNotNil(h.register(1))
+        let l0 = try XCTUnwrap(h.leases(0, want: 2)?.leases)
+        let l1 = try XCTUnwrap(h.leases(1, want: 2)?.leases)
+        // Rank 0 finished its first lease and is 3 into the second; rank 1 is 7 into its first.
+        h.send(0, .leaseReturn(LeaseReturn(leaseId: l0[0].id, consumed: l0[0].count)))
+        let commit = CheckpointCommitted(step: 5, path: "/ck/5", positions: [DataPosition(rank: 0, leaseId: l0[1].id, offset: 3),
+                                                                             DataPosition(rank: 1, leaseId: l1[0].id, offset: 7)])
+        let durable = try JSONEncoder().encode(h.state)  // the last snapshot before the crash
+        guard case .ack? = h.send(0, .checkpointCommitted(commit)).first?.envelope.body else { return XCTFail("commit refused") }
+        let expected = h.state.ledger
+        XCTAssertEqual(expected.reduce(0) { $0 + $1.count }, l0[0].count + 3 + 7)
+
+        // Crash before that commit was durable; the ranks carry on (rank 0 finishes its second
+        // lease) before rank 0's resend arrives.
+        h.state = try JSONDecoder().decode(CoordinatorState.self, from: durable)
+        h.state.resumeAfterRestart(now: h.now)
+        XCTAssertTrue(h.state.checkpoints.isEmpty)
+        h.send(0, .leaseReturn(LeaseReturn(leaseId: l0[1].id, consumed: l0[1].count)))
+        guard case .ack? = h.send(0, .checkpointCommitted(commit)).first?.envelope.body else { return XCTFail("resent commit refused") }
+        XCTAssertEqual(h.state.checkpoints.map(\.step), [5])
+        XCTAssertEqual(h.state.ledger, expected, "the resent commit commits exactly what the lost one did")
+        XCTAssertEqual(h.state.leases[l0[1].id]?.committedOffset, 3, "the rest of rank 0's second lease is still to be committed")
+
+        // Its acknowledgement was lost too: the duplicate is acknowledged, nothing changes.
+        let before = h.state.checkpoints
+        let version = h.state.durableVersion
+        guard case .ack? = h.send(0, .checkpointCommitted(commit)).first?.envelope.body else { return XCTFail("duplicate refused") }
+        XCTAssertEqual(h.state.checkpoints, before)
+        XCTAssertEqual(h.state.durableVersion, version)
+
+        // A later checkpoint, then a stale resend of step 5: refused, nothing changes.
+        let later = CheckpointCommitted(step: 10, path: "/ck/10", positions: [DataPosition(rank: 0, leaseId: l0[1].id, offset: l0[1].count),
+                                                                             DataPosition(rank: 1, leaseId: l1[0].id, offset: l1[0].count)])
+        guard case .ack? = h.send(0, .checkpointCommitted(later)).first?.envelope.body else { return XCTFail("commit 10 refused") }
+        let ledger10 = h.state.ledger
+        XCTAssertEqual(ledger10.reduce(0) { $0 + $1.count }, l0[0].count + l0[1].count + l1[0].count)
+        XCTAssertEqual(Harness.error(h.send(0, .checkpointCommitted(commit)))?.code, .outOfOrder)
+        XCTAssertEqual(h.state.ledger, ledger10)
+        XCTAssertEqual(h.state.checkpoints.map(\.step), [5, 10])
+    }
+}

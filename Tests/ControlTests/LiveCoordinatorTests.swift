@@ -321,3 +321,52 @@ extension LiveCoordinatorTests {
         XCTAssertEqual(server.state.outstandingLeases(of: 0).count, 3, "the half-read lease and the 2 queued")
     }
 }
+
+extension LiveCoordinatorTests {
+    /// A checkpoint commit the coordinator handled but had not yet made durable when it crashed
+    /// reaches the restarted coordinator: the client resends it until acknowledged. And `close()`
+    /// returns only once the last commit is acknowledged (the final checkpoint is never dropped
+    /// with the socket).
+    func testCheckpointCommitLostInACrashIsResentAndCloseWaitsForTheAck() throws {
+        let dir = Fixtures.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = SnapshotStore(directory: dir)
+        let config = CoordinatorConfig(jobId: "commit", worldSize: 1, leaseSize: 10, epochs: 1, maxOutstanding: 2, heartbeatTimeout: 60)
+        let index = Fixtures.index([200])
+        // First coordinator: after the registration, snapshots wait an hour (so the commit below
+        // is handled but never durable).
+        var options = CoordinatorServer.Options(bind: "tcp://127.0.0.1:*")
+        options.pollInterval = 0.01
+        options.minSnapshotInterval = 3600
+        let first = try CoordinatorServer(state: try CoordinatorServer.openState(config: config, index: index, store: store),
+                                          store: store, options: options)
+        let firstThread = first.startInBackground()
+        let endpoint = first.endpoint
+        let client = try CoordinatorClient(endpoint: endpoint, rank: 0, worldSize: 1, jobId: "commit", prefetch: 2)
+        defer { client.close(commitTimeout: 0) }
+        client.commitRetryInterval = 0.2
+        client.register()
+        XCTAssertTrue(Self.eventually { client.registration != nil }, "registered (its snapshot is the first write)")
+        client.commitCheckpoint(step: 1, path: "/ck/1", positions: [DataPosition(rank: 0, leaseId: 0, offset: 0)])
+        XCTAssertTrue(Self.eventually { first.state.checkpoints.count == 1 }, "the commit was handled")
+        usleep(300_000)
+        XCTAssertEqual(client.pendingCheckpointCommits, 1, "not acknowledged: not durable")
+        first.simulateCrash()
+        XCTAssertTrue(Self.eventually { firstThread.isFinished })
+        first.close()
+        XCTAssertEqual(try store.load()?.checkpoints.count, 0, "the crash lost the commit")
+
+        let (second, secondThread) = try Self.restart(config, index, store: store, bind: endpoint)
+        defer { Self.shutdown(second, secondThread) }
+        XCTAssertTrue(Self.eventually(10) { client.pendingCheckpointCommits == 0 }, "the commit was resent and acknowledged")
+        XCTAssertEqual(second.state.checkpoints.map(\.step), [1])
+        XCTAssertEqual(try store.load()?.checkpoints.map(\.step), [1], "and is durable")
+        XCTAssertNil(client.lastError)
+
+        // The final commit, then close at once: close waits for its acknowledgement.
+        client.commitCheckpoint(step: 2, path: "/ck/2", positions: [DataPosition(rank: 0, leaseId: 0, offset: 0)])
+        client.close()
+        XCTAssertEqual(client.pendingCheckpointCommits, 0)
+        XCTAssertEqual(second.state.checkpoints.map(\.step), [1, 2])
+    }
+}

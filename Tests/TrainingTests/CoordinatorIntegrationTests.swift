@@ -1,4 +1,6 @@
+import Control
 import Foundation
+import Training
 import XCTest
 
 /// Coordinator + two real MPI ranks: leases, status, stop at a step boundary with a checkpoint.
@@ -112,26 +114,37 @@ final class CoordinatorIntegrationTests: XCTestCase {
         }
     }
 
-    /// Killing the coordinator mid-run and restarting it on the same state directory: the ranks
-    /// keep training (leases prefetched), reconnect, and finish every step; no step is lost.
-    func testCoordinatorRestartMidRunLosesNoStep() throws {
+    /// Killing the coordinator (SIGKILL) mid-run, just as rank 0 commits a checkpoint, and
+    /// restarting it on the same state directory: the ranks keep training on prefetched leases,
+    /// reconnect and finish. Then, exactly: every step ran once; every checkpoint the ranks wrote
+    /// is in the coordinator's registry with the same positions; the lease samples the ranks
+    /// trained on (recorded in their checkpoints) are the coordinator's ledger, checkpoint by
+    /// checkpoint, with no sample twice; together with the live leases they are exactly the
+    /// planned prefix of the epoch; and every lease granted before the kill was read by the rank
+    /// it was granted to (or is still held by it), never re-issued.
+    func testCoordinatorRestartMidRunLosesNoLeaseAndNoStep() throws {
         let bin = productsDirectory()
         let (dir, cfg) = try makeCorpusAndConfig(samples: 600)
+        defer { try? FileManager.default.removeItem(at: dir) }
         let endpoint = "tcp://127.0.0.1:\(freePort())"
         let restartFlags = ["--lease-size", "8", "--heartbeat-timeout", "60"]
         var coord = try startCoordinator(dir: dir, endpoint: endpoint, log: "coord1.log", extra: restartFlags)
         defer { if coord.isRunning { coord.terminate() } }
-        let steps = 40
+        let steps = 40, every = 5, ranks = 2, batch = 4
         let (train, trainLog) = try startTraining(dir: dir, cfg: cfg, endpoint: endpoint,
-                                                  extra: ["--max-steps", String(steps), "--checkpoint-every", "5"])
+                                                  extra: ["--max-steps", String(steps), "--checkpoint-every", String(every)])
         defer { if train.isRunning { train.terminate() } }
         let log = { (try? String(contentsOf: trainLog, encoding: .utf8)) ?? "" }
-        // Wait for a few steps, then kill the coordinator hard and bring it back.
+        // Kill the coordinator the moment checkpoint 10 is being committed (the commit may be in
+        // flight, handled but not yet durable, or durable), then bring it back.
+        let killAt = "/run/checkpoints/step_00000010"
         let deadline = Date().addingTimeInterval(180)
-        while Date() < deadline && !log().contains("epoch 0 step 8 |") && train.isRunning { usleep(200_000) }
-        XCTAssertTrue(log().contains("epoch 0 step 8 |"), log())
+        while Date() < deadline && !log().contains(killAt) && train.isRunning { usleep(20_000) }
+        XCTAssertTrue(log().contains(killAt), log())
         kill(coord.processIdentifier, SIGKILL)
         coord.waitUntilExit()
+        let stateURL = dir.appendingPathComponent("coord/state.json")
+        let beforeKill = try JSONDecoder().decode(CoordinatorState.self, from: Data(contentsOf: stateURL))
         usleep(1_500_000)
         coord = try startCoordinator(dir: dir, endpoint: endpoint, log: "coord2.log", extra: restartFlags)
         let end = Date().addingTimeInterval(240)
@@ -139,15 +152,123 @@ final class CoordinatorIntegrationTests: XCTestCase {
         XCTAssertFalse(train.isRunning, "training did not finish\n\(log())")
         XCTAssertEqual(train.terminationStatus, 0, log())
         let text = log()
-        // Every step ran exactly once, in order, and the last checkpoint is the last step.
-        for s in 1...steps { XCTAssertTrue(text.contains("step \(s) | loss_ita"), "step \(s) missing\n\(text)") }
-        XCTAssertTrue(FileManager.default.fileExists(atPath: dir.path + String(format: "/run/checkpoints/step_%08d/model.safetensors", steps)), text)
-        // The restarted coordinator knows the job and its last committed checkpoint.
+        XCTAssertFalse(text.contains("did not acknowledge"), text)
+        // The worker waits for the final commit's acknowledgement, sent only once it is on disk.
+        let final = try JSONDecoder().decode(CoordinatorState.self, from: Data(contentsOf: stateURL))
+        try assertExactAccounting(dir: dir, steps: steps, every: every, ranks: ranks, batch: batch,
+                                  beforeKill: beforeKill, final: final, context: text)
+        // The restarted coordinator serves the job: both ranks, the last checkpoint.
         let (st, out) = try runCommand(bin.appendingPathComponent("albef-coord").path, ["status", "--json", "--endpoint", endpoint])
         XCTAssertEqual(st, 0, out)
         if let d = out.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
             XCTAssertEqual((o["ranks"] as? [Any])?.count, 2, out)
-            XCTAssertGreaterThanOrEqual((o["last_checkpoint"] as? [String: Any])?["step"] as? Int ?? 0, 10, out)
+            XCTAssertEqual((o["last_checkpoint"] as? [String: Any])?["step"] as? Int, steps, out)
         }
+    }
+
+    /// The exact-accounting checks of the restart test (see there), on the run's files.
+    func assertExactAccounting(dir: URL, steps: Int, every: Int, ranks: Int, batch: Int,
+                               beforeKill: CoordinatorState, final: CoordinatorState, context: String) throws {
+        // 1. metrics.jsonl: steps 1...steps, each once, in order (no gap, no repeat across the restart).
+        let lines = try String(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        let logged = try lines.map { line -> Int in
+            let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return try XCTUnwrap(o?["step"] as? Int)
+        }
+        XCTAssertEqual(logged, Array(1...steps), "metrics steps")
+
+        // 2. The ranks' checkpoints: where each rank's loader stood and which lease samples it read.
+        let ckDir = dir.appendingPathComponent("run/checkpoints")
+        let written = try FileManager.default.contentsOfDirectory(atPath: ckDir.path).filter { $0.hasPrefix("step_") }.sorted()
+        XCTAssertEqual(written, stride(from: every, through: steps, by: every).map { String(format: "step_%08d", $0) })
+        var worker: [(step: UInt64, state: CheckpointState)] = []
+        for name in written {
+            let st = try JSONDecoder().decode(CheckpointState.self, from: Data(contentsOf: ckDir.appendingPathComponent(name + "/state.json")))
+            worker.append((UInt64(st.step), st))
+            XCTAssertEqual(st.ranks.map(\.rank), Array(0..<ranks))
+            for r in st.ranks {
+                let pos = try JSONSerialization.jsonObject(with: Data((r.dataPosition ?? "{}").utf8)) as? [String: Any]
+                XCTAssertEqual(pos?["cursor"] as? Int, st.step * batch, "rank \(r.rank) at step \(st.step) read exactly step × batch samples")
+                let account = try XCTUnwrap(r.leases, "checkpoint \(name) rank \(r.rank) has no lease account")
+                XCTAssertEqual(account.consumed.reduce(0) { $0 + $1.end - $1.start }, UInt64(every * batch),
+                               "rank \(r.rank) read \(every)×\(batch) lease samples between checkpoints (step \(st.step))")
+            }
+        }
+
+        // 3. The coordinator registered every checkpoint, with the ranks' positions, and its ranges
+        //    for each are exactly what the ranks read since the previous one.
+        XCTAssertEqual(final.checkpoints.map(\.step), worker.map(\.step), "checkpoint registry\n\(context)")
+        for (record, (step, st)) in zip(final.checkpoints, worker) {
+            XCTAssertEqual(record.positions, st.ranks.map { DataPosition(rank: Int32($0.rank), leaseId: $0.leases?.leaseId ?? 0, offset: $0.leases?.offset ?? 0) },
+                           "positions of checkpoint \(step)")
+            let read = st.ranks.flatMap { $0.leases?.consumed ?? [] }.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }
+            XCTAssertEqual(record.ranges, SampleRange.merged(read), "ranges committed by checkpoint \(step)")
+            XCTAssertEqual(record.committedSamples, step * UInt64(ranks * batch), "samples committed through checkpoint \(step)")
+        }
+
+        // 4. No sample was read twice, and no lease was read by two ranks.
+        var owner: [UInt64: Int] = [:]
+        var uses: [(rank: Int, use: LeaseAccount.Use)] = []
+        for (_, st) in worker {
+            for r in st.ranks {
+                for u in r.leases?.consumed ?? [] {
+                    uses.append((r.rank, u))
+                    XCTAssertEqual(owner[u.leaseId, default: r.rank], r.rank, "lease \(u.leaseId) read by two ranks")
+                    owner[u.leaseId] = r.rank
+                }
+            }
+        }
+        let read = uses.map { SampleRange(epoch: $0.use.epoch, shard: $0.use.shard, start: $0.use.start, end: $0.use.end) }
+        let readTotal = read.reduce(0) { $0 + $1.count }
+        XCTAssertEqual(readTotal, UInt64(steps * ranks * batch), "lease samples read")
+        XCTAssertEqual(SampleRange.merged(read).reduce(0) { $0 + $1.count }, readTotal, "a sample was read twice")
+        XCTAssertEqual(final.ledger, SampleRange.merged(read), "the coordinator's ledger is what the ranks read")
+        XCTAssertEqual(final.checkpoints.flatMap(\.ranges).reduce(0) { $0 + $1.count }, readTotal, "checkpoints overlap")
+
+        // 5. Read ∪ unread parts of live leases ∪ the re-issue queue = exactly the planned prefix
+        //    of the epoch, with no overlap (nothing lost, nothing handed out twice).
+        XCTAssertEqual(final.planner.epoch, 0, "the test stays within epoch 0")
+        var readOfLease: [UInt64: UInt64] = [:]
+        for (_, u) in uses { readOfLease[u.leaseId, default: 0] += u.end - u.start }
+        var accounted = read
+        for record in final.leases.values {
+            XCTAssertNil(record.returnedConsumed, "lease \(record.lease.id) was finished but not settled by the final checkpoint")
+            XCTAssertEqual(record.committedOffset, readOfLease[record.lease.id] ?? 0, "lease \(record.lease.id): committed = read")
+            accounted.append(SampleRange(epoch: record.lease.epoch, shard: record.lease.shard,
+                                         start: record.lease.start + record.committedOffset, end: record.lease.end))
+        }
+        accounted += final.planner.requeued
+        var plan = LeasePlanner(shardSamples: final.planner.shardSamples, seed: final.planner.seed,
+                                leaseSize: final.planner.leaseSize, epochs: final.planner.epochs)
+        var planned: [SampleRange] = []
+        while planned.reduce(0, { $0 + $1.count }) < final.planner.issuedThisEpoch, let r = plan.next() { planned.append(r) }
+        XCTAssertEqual(planned.reduce(0) { $0 + $1.count }, final.planner.issuedThisEpoch)
+        XCTAssertEqual(accounted.reduce(0) { $0 + $1.count }, final.planner.issuedThisEpoch, "samples granted (overlap or loss)")
+        XCTAssertEqual(SampleRange.merged(accounted), SampleRange.merged(planned), "granted samples vs the plan")
+
+        // 6. Leases granted before the kill were honoured: read by the rank they were granted to,
+        //    from where the snapshot said, to their end, or still held by that rank.
+        XCTAssertFalse(beforeKill.leases.isEmpty, "the kill found no granted lease")
+        var readAfterKill = 0
+        let killCheckpoint = beforeKill.checkpoints.last?.step ?? 0
+        for (id, before) in beforeKill.leases {
+            let l = before.lease
+            let mine = uses.filter { $0.use.leaseId == id }
+            XCTAssertTrue(mine.allSatisfy { $0.rank == Int(before.rank) }, "lease \(id) of rank \(before.rank) read by another rank")
+            XCTAssertTrue(mine.allSatisfy { $0.use.shard == l.shard && $0.use.epoch == l.epoch && $0.use.start >= l.start && $0.use.end <= l.end },
+                          "lease \(id) read outside its range")
+            let readCount = mine.reduce(0) { $0 + $1.use.end - $1.use.start }
+            if let now = final.leases[id] {
+                XCTAssertEqual(now.rank, before.rank, "lease \(id) moved to another rank")
+                XCTAssertEqual(now.lease, l, "lease \(id) changed")
+            } else {
+                XCTAssertEqual(readCount, l.count, "lease \(id) (rank \(before.rank)) was dropped: \(readCount) of \(l.count) samples read")
+            }
+            XCTAssertGreaterThanOrEqual(readCount, before.committedOffset)
+            if worker.contains(where: { $0.step > killCheckpoint && $0.state.ranks.contains { $0.leases?.consumed.contains { $0.leaseId == id } == true } }) {
+                readAfterKill += 1
+            }
+        }
+        XCTAssertGreaterThan(readAfterKill, 0, "no lease granted before the kill was read after it")
     }
 }

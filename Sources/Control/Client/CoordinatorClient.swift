@@ -16,6 +16,11 @@ import Foundation
 /// returns them and finish each with ``completeLease(_:)`` (or ``returnLease(_:consumed:)`` for
 /// a partial use), so a checkpoint's ``DataPosition`` (lease id + offset) is exact.
 ///
+/// Checkpoint commits are reliable: they go out one at a time, in order, and each is resent until
+/// the coordinator acknowledges it (or refuses it), so a commit the coordinator received but had
+/// not yet made durable when it crashed reaches its successor. ``waitForCheckpointCommits(timeout:)``
+/// (called by ``close()``) waits for the acknowledgements before the socket goes away.
+///
 /// Commands (stop, checkpoint-now, pause, resume) reach rank 0 only; rank 0 broadcasts them over
 /// MPI at a step boundary so that every rank acts on the same step.
 ///
@@ -76,6 +81,17 @@ public final class CoordinatorClient: @unchecked Sendable {
     private var leaseRequestWanted = true
     private var closed = false
     private var _messagesSent: UInt64 = 0
+    /// Checkpoint commits not yet acknowledged, oldest first; only the first is on the wire.
+    private var commits: [CheckpointCommitted] = []
+    /// Envelope sequence numbers the first commit was sent under (its replies name one of them).
+    private var commitSeqs: Set<UInt64> = []
+    private var commitLastSent = -Double.infinity
+    /// Resend an unacknowledged checkpoint commit after this long.
+    public var commitRetryInterval: Double {
+        get { lock.withLock { _commitRetryInterval } }
+        set { lock.withLock { _commitRetryInterval = newValue } }
+    }
+    private var _commitRetryInterval = 1.0
 
     private let context: ZMQContext
     private let socket: ZMQSocket
@@ -105,7 +121,7 @@ public final class CoordinatorClient: @unchecked Sendable {
         try auth.configure(socket)
         try socket.connect(endpoint)
         // The thread holds the client only during one iteration, so dropping the last reference
-        // ends the thread (deinit → close) even without an explicit close().
+        // ends the thread (deinit stops it) even without an explicit close().
         let t = Thread { [weak self] in
             var loop = LoopState()
             while let client = self, client.iterate(&loop) {}
@@ -115,10 +131,16 @@ public final class CoordinatorClient: @unchecked Sendable {
         t.start()
     }
 
-    deinit { close() }
+    deinit { stopThread() }
 
-    /// Stops the background thread (queued messages are sent first, best effort).
-    public func close() {
+    /// Stops the background thread after waiting up to `commitTimeout` seconds for pending
+    /// checkpoint commits to be acknowledged (other queued messages are sent first, best effort).
+    public func close(commitTimeout: Double = 10) {
+        if thread !== Thread.current { waitForCheckpointCommits(timeout: commitTimeout) }
+        stopThread()
+    }
+
+    private func stopThread() {
         lock.withLock { closed = true }
         guard let t = thread, t !== Thread.current else { return }
         while !t.isFinished { usleep(1000) }
@@ -206,8 +228,23 @@ public final class CoordinatorClient: @unchecked Sendable {
     }
 
     /// Rank 0, once a checkpoint is durable: records every rank's data position in the ledger.
+    /// Delivered reliably (resent until acknowledged; see the type's documentation).
     public func commitCheckpoint(step: UInt64, path: String, positions: [DataPosition]) {
-        enqueue(.checkpointCommitted(CheckpointCommitted(step: step, path: path, positions: positions)))
+        lock.withLock { commits.append(CheckpointCommitted(step: step, path: path, positions: positions)) }
+    }
+
+    /// Checkpoint commits not yet acknowledged by the coordinator.
+    public var pendingCheckpointCommits: Int { lock.withLock { commits.count } }
+
+    /// Waits until every checkpoint commit was acknowledged (or refused); false on timeout.
+    @discardableResult
+    public func waitForCheckpointCommits(timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while pendingCheckpointCommits > 0 {
+            if Date() >= deadline || thread?.isFinished != false { return false }
+            usleep(2000)
+        }
+        return true
     }
 
     /// A sample that failed at training time (counted and shown by `albef-coord status`).
@@ -237,12 +274,14 @@ public final class CoordinatorClient: @unchecked Sendable {
         var pendingRegistration: Body?
     }
 
-    private func send(_ body: Body, _ loop: inout LoopState) {
+    @discardableResult
+    private func send(_ body: Body, _ loop: inout LoopState) -> UInt64 {
         loop.seq += 1
         let env = Envelope(jobId: jobId, authToken: auth.token, seq: loop.seq, rank: rank, body: body)
         if (try? socket.send([env.encoded()], dontWait: true)) == true {
             lock.withLock { _messagesSent += 1 }
         }
+        return loop.seq
     }
 
     /// One turn of the background thread: send what was queued, register / top up leases when
@@ -270,6 +309,16 @@ public final class CoordinatorClient: @unchecked Sendable {
         let wantLeases = lock.withLock { () -> Bool in
             registered && !_exhausted && leaseQueue.count < Int(prefetch) && (leaseRequestWanted || now - last > 2.0)
         }
+        // The oldest unacknowledged checkpoint commit: sent once registered, resent until answered.
+        let commit = lock.withLock { () -> CheckpointCommitted? in
+            guard registered, let c = commits.first, commitSeqs.isEmpty || now - commitLastSent >= _commitRetryInterval else { return nil }
+            commitLastSent = now
+            return c
+        }
+        if let commit {
+            let seq = send(.checkpointCommitted(commit), &loop)
+            lock.withLock { if commits.first == commit { commitSeqs.insert(seq) } }
+        }
         if wantLeases && now - loop.lastLeaseRequest > 0.05 {
             let taken = lock.withLock { takenThrough }
             send(.leaseRequest(LeaseRequest(want: prefetch, takenThrough: taken)), &loop)
@@ -279,7 +328,7 @@ public final class CoordinatorClient: @unchecked Sendable {
         guard (try? socket.waitReadable(timeoutMs: Int(pollInterval * 1000))) == true else { return true }
         while let frames = try? socket.receive(dontWait: true), let payload = frames.last {
             guard let env = try? Envelope(decoding: payload), let body = env.body else { continue }
-            if handle(body), let reg = loop.pendingRegistration {
+            if handle(body, replyTo: env.replyTo), let reg = loop.pendingRegistration {
                 send(reg, &loop)
                 loop.lastRegistrationSent = Date().timeIntervalSince1970
             }
@@ -288,8 +337,16 @@ public final class CoordinatorClient: @unchecked Sendable {
     }
 
     /// Applies one reply; returns true when we must register again.
-    private func handle(_ body: Body) -> Bool {
+    private func handle(_ body: Body, replyTo: UInt64) -> Bool {
         lock.withLock {
+            if replyTo != 0 && commitSeqs.contains(replyTo) {
+                // The answer to the commit on the wire: acknowledged (or a duplicate of a durable
+                // one), or refused (e.g. superseded by a later checkpoint); either way it is settled.
+                if case .error(let e) = body { _lastError = e }
+                commits.removeFirst()
+                commitSeqs = []
+                commitLastSent = -Double.infinity
+            }
             switch body {
             case .registrationReply(let r):
                 _registration = r
@@ -322,6 +379,12 @@ public final class CoordinatorClient: @unchecked Sendable {
                 accept(c)
             case .error(let e):
                 _lastError = e
+                if e.code == .notRegistered || e.code == .jobFailed {
+                    // A new attempt (rollback) or a failed job: positions of this one must never be
+                    // committed into the next one.
+                    commits = []
+                    commitSeqs = []
+                }
                 if e.code == .notRegistered {
                     _registration = nil
                     return true

@@ -109,6 +109,13 @@ public struct CoordinatorState: Codable, Sendable {
 
     /// Handles one decoded message from `peer` at time `now` (seconds) and returns what to send.
     public mutating func handle(_ env: Envelope, from peer: Peer, now: Double) -> [Outgoing] {
+        handle(env, from: peer, now: now, status: { $0.status(now: now) })
+    }
+
+    /// ``handle(_:from:now:)`` with the body of a status reply supplied by `status` (given the
+    /// state; a server may answer with a recent copy instead of building a new one each time).
+    public mutating func handle(_ env: Envelope, from peer: Peer, now: Double,
+                                status: (CoordinatorState) -> StatusReply) -> [Outgoing] {
         receivedMessages &+= 1
         if env.protocolVersion != Envelope.currentProtocolVersion {
             return reject(peer, env, .unsupportedVersion, "protocol version \(env.protocolVersion); this coordinator speaks \(Envelope.currentProtocolVersion)")
@@ -123,7 +130,7 @@ public struct CoordinatorState: Codable, Sendable {
         guard let body = env.body else { return reject(peer, env, .malformed, "envelope without a body") }
         switch body {
         case .statusRequest:
-            return [reply(peer, env, .statusReply(status(now: now)))]
+            return [reply(peer, env, .statusReply(status(self)))]
         case .command(let command):
             return handleCommandRequest(command, env, peer, now)
         case .registration(let registration):

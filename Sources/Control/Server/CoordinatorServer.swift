@@ -3,11 +3,14 @@ import Foundation
 
 /// The coordinator process: a ZeroMQ ROUTER loop around ``CoordinatorState``.
 ///
-/// Each turn waits for messages (up to `pollInterval`), handles a bounded batch of frames, ticks
-/// the heartbeat clock and, if a durable change happened, hands a copy of the state to the
-/// snapshot writer thread (group commit). A reply leaves only once the state it depends on is on
-/// disk (status and error replies, which change nothing, leave at once), so a coordinator crash
-/// can never un-grant a lease a rank has seen. Undecodable, unauthenticated or misdirected
+/// Each turn waits for messages (up to `pollInterval`, or until the snapshot writer pokes it),
+/// handles a bounded batch of frames, ticks the heartbeat clock and, if a durable change
+/// happened, hands a copy of the state to the snapshot writer thread once it is ready for one
+/// (group commit). A reply leaves only once the state it depends on is on disk (status and error
+/// replies, which change nothing, leave at once), so a coordinator crash can never un-grant a
+/// lease a rank has seen. Status requests jump the queue: the socket is drained into an inbox
+/// between units of work and each status request found is answered at once (from a reply at most
+/// `statusMaxAge` old while nothing durable changed). Undecodable, unauthenticated or misdirected
 /// frames are counted and answered with an error and never change the state; frames over
 /// `ZMQ_MAXMSGSIZE` (1 MiB) make libzmq drop the sender's connection.
 public final class CoordinatorServer: @unchecked Sendable {
@@ -22,8 +25,11 @@ public final class CoordinatorServer: @unchecked Sendable {
         public var allowedClients: [String]?
         /// Longest wait for a message before ticking the clock.
         public var pollInterval: Double = 0.05
-        /// Frames handled per turn (bounds how long a status request waits behind others).
-        public var maxBatch = 64
+        /// Frames handled per turn (between two heartbeat ticks, snapshot hand-offs and reply releases).
+        public var maxBatch = 128
+        /// A status reply is reused this long unless the state changed durably meanwhile (a
+        /// burst of status requests, e.g. many watchers, costs one reply build).
+        public var statusMaxAge: Double = 0.05
         /// Least time between two snapshot writes (bursts coalesce).
         public var minSnapshotInterval: Double = 0.05
         /// Soft changes (heartbeats, metrics) are saved at most this often.
@@ -32,6 +38,10 @@ public final class CoordinatorServer: @unchecked Sendable {
         public var lingerAfterFinish: Double? = nil
         /// Polled every turn; true makes `run` return (e.g. set by a signal handler).
         public var shouldStop: (@Sendable () -> Bool)? = nil
+        /// Called (on the loop thread) for every status request answered: its envelope `seq`, and
+        /// when it was received and its reply handed to ZeroMQ (`DispatchTime` nanoseconds).
+        /// For latency breakdowns (`albef-coord bench`).
+        public var onStatusAnswered: (@Sendable (_ seq: UInt64, _ receivedNs: UInt64, _ sentNs: UInt64) -> Void)? = nil
         public init(bind: String, curve: CurveKeyPair? = nil) {
             self.bind = bind
             self.curve = curve
@@ -52,7 +62,8 @@ public final class CoordinatorServer: @unchecked Sendable {
     private let lock = NSLock()
     private var _state: CoordinatorState
     private var stopRequested = false
-    private let writer: SnapshotWriter?
+    private var crashRequested = false
+    private var writer: SnapshotWriter? = nil
     private var submittedDurable: UInt64
     private var submittedSoft: UInt64
     private var lastSubmit: Double = 0
@@ -60,10 +71,13 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// were made (so their versions never decrease); `heldHead` is the first one not yet sent.
     private var held: [(Outgoing, UInt64)] = []
     private var heldHead = 0
-    /// Frames received (for benchmarks).
+    /// Frames handled (for benchmarks).
     public var framesHandled: UInt64 { lock.withLock { _frames } }
     private var _frames: UInt64 = 0
     private let clock: @Sendable () -> Double
+    /// The last status reply built, when, at which durable version, and its encoding once sent
+    /// (loop thread only).
+    private var statusCache: (reply: StatusReply, at: Double, durable: UInt64, wire: [UInt8]?)?
 
     /// A copy of the current state (thread-safe).
     public var state: CoordinatorState { lock.withLock { _state } }
@@ -140,6 +154,10 @@ public final class CoordinatorServer: @unchecked Sendable {
     /// Asks `run` to return after its current turn (thread-safe).
     public func stop() { lock.withLock { stopRequested = true } }
 
+    /// Tests: makes `run` return after its current turn as if the process had been killed: no
+    /// further snapshot is written and the replies waiting for one are never sent.
+    func simulateCrash() { lock.withLock { stopRequested = true; crashRequested = true } }
+
     /// Serves until ``stop()`` (or, with `lingerAfterFinish`, until the job has finished).
     /// Returns after the last snapshot is on disk and every held reply was sent.
     public func run() throws {
@@ -156,10 +174,14 @@ public final class CoordinatorServer: @unchecked Sendable {
                 }
             }
         }
+        if lock.withLock({ crashRequested }) {
+            writer?.abandon()
+            return
+        }
         submitSnapshot(force: true)
         writer?.finish()
         if let error = writer?.error { throw error }
-        releaseHeld()
+        try releaseHeld()
     }
 
     /// Runs ``run()`` on a new thread (for tests and the benchmark).
@@ -173,20 +195,39 @@ public final class CoordinatorServer: @unchecked Sendable {
         return thread
     }
 
-    /// One loop iteration: receive a bounded batch, handle it, tick, hand a snapshot to the
-    /// writer, send the replies whose state is durable (status and errors need no durability).
+    /// One loop iteration: wait for frames (or the writer's poke), handle a bounded batch in
+    /// arrival order, tick, hand a snapshot to the writer, send the replies whose state is durable
+    /// (status and errors need no durability).
+    ///
+    /// Status requests never queue behind rank messages: the socket is drained into an inbox
+    /// before and between units of work (``answerStatusRequests()``), status requests found there
+    /// are answered and sent at once, everything else waits in the inbox for its turn.
     public func turn() throws {
         if let error = writer?.error { throw error }
+        var sockets = [socket]
+        if let zap { sockets.append(zap) }
+        // The writer's wake pipe ends the wait when a snapshot lands (held replies can go out) or
+        // when it is ready for a state we have.
+        let wake = writer.map { [$0.wakeFD] } ?? []
+        let timeout = inbox.count > inboxHead ? 0 : Int(options.pollInterval * 1000)
+        let ready = try ZMQSocket.waitReadable(sockets, fds: wake, timeoutMs: timeout)
+        if zap != nil && ready[1] { try answerZAP() }
+        if !wake.isEmpty && ready[sockets.count] { writer?.drainWake() }
+        try answerStatusRequests()
         var out: [Outgoing] = []
-        let timeout = heldHead == held.count ? Int(options.pollInterval * 1000) : 1
-        let ready = try ZMQSocket.waitReadable(zap.map { [socket, $0] } ?? [socket], timeoutMs: timeout)
-        if ready.count > 1 && ready[1] { try answerZAP() }
-        if ready[0] {
-            var n = 0
-            while n < options.maxBatch, let frames = try socket.receive(dontWait: true) {
-                n += 1
-                out += handleFrames(frames)
-            }
+        var n = 0
+        while n < options.maxBatch && inboxHead < inbox.count {
+            out += handle(inbox[inboxHead])
+            inboxHead += 1
+            n += 1
+            if n % Self.statusCheckEvery == 0 { try answerStatusRequests() }
+        }
+        if inboxHead == inbox.count {
+            inbox.removeAll(keepingCapacity: true)
+            inboxHead = 0
+        } else if inboxHead > 4096 {
+            inbox.removeFirst(inboxHead)
+            inboxHead = 0
         }
         let now = clock()
         let durable: UInt64 = lock.withLock {
@@ -194,14 +235,38 @@ public final class CoordinatorServer: @unchecked Sendable {
             return _state.durableVersion
         }
         submitSnapshot(force: false)
-        for o in out {
+        for (i, o) in out.enumerated() {
             switch o.envelope.body {
             case .statusReply?, .error?: send(o)
             default:
                 if writer == nil { send(o) } else { held.append((o, durable)) }
             }
+            if i % Self.statusCheckEvery == Self.statusCheckEvery - 1 { try answerStatusRequests() }
         }
-        releaseHeld()
+        try releaseHeld()
+    }
+
+    /// Units of work (frames handled, replies sent) between two looks for status requests.
+    static let statusCheckEvery = 32
+    /// Frames received and waiting to be handled, in arrival order (`inboxHead` is the next one).
+    private var inbox: [(Peer, Result<Envelope, Error>, Int)] = []
+    private var inboxHead = 0
+    /// The inbox takes at most this many frames; beyond, they wait in the socket (high-water mark).
+    static let maxInbox = 20_000
+
+    /// Receives everything queued on the socket: status requests are answered and sent at once,
+    /// other frames go to the inbox.
+    private func answerStatusRequests() throws {
+        while inbox.count - inboxHead < Self.maxInbox, let frames = try socket.receive(dontWait: true) {
+            let received = options.onStatusAnswered == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            guard let frame = decode(frames) else { continue }
+            if case .success(let env) = frame.1, case .statusRequest? = env.body {
+                handle(frame).forEach(sendStatus)
+                options.onStatusAnswered?(env.seq, received, DispatchTime.now().uptimeNanoseconds)
+            } else {
+                inbox.append(frame)
+            }
+        }
     }
 
     /// Answers pending ZAP requests (RFC 27): admit a CURVE client whose public key is allowed.
@@ -227,12 +292,34 @@ public final class CoordinatorServer: @unchecked Sendable {
         _ = try? socket.send([o.peer.id, o.envelope.encoded()], dontWait: true)
     }
 
-    private func releaseHeld() {
+    /// Sends a reply to a status request, encoding a cached reply's body only once: protobuf
+    /// messages concatenate as a merge, so the envelope's constant part with the body (encoded
+    /// once per cached reply) followed by a body-less envelope holding this reply's `seq` and
+    /// `reply_to` is this reply's encoding.
+    private func sendStatus(_ o: Outgoing) {
+        guard case .statusReply(let reply)? = o.envelope.body, var c = statusCache, c.reply == reply else { return send(o) }
+        if c.wire == nil {
+            var constant = o.envelope
+            constant.seq = 0
+            constant.replyTo = 0
+            c.wire = constant.encoded()
+            statusCache = c
+        }
+        var header = o.envelope
+        header.body = nil
+        header.jobId = ""
+        _ = try? socket.send([o.peer.id, (c.wire ?? []) + header.encoded()], dontWait: true)
+    }
+
+    private func releaseHeld() throws {
         guard let writer, heldHead < held.count else { return }
         let saved = writer.savedVersion
+        var n = 0
         while heldHead < held.count && held[heldHead].1 <= saved {
             send(held[heldHead].0)
             heldHead += 1
+            n += 1
+            if n % Self.statusCheckEvery == 0 { try answerStatusRequests() }
         }
         if heldHead == held.count {
             held.removeAll(keepingCapacity: true)
@@ -243,25 +330,32 @@ public final class CoordinatorServer: @unchecked Sendable {
         }
     }
 
+    /// Hands the writer a copy of the state when a durable change happened (or, every
+    /// `softSnapshotInterval`, a soft one) and the writer is ready for it; else asks the writer
+    /// to poke the loop when it is. `force` (shutdown): any change, handed over at once.
     private func submitSnapshot(force: Bool) {
         guard let writer else { return }
         let now = clock()
-        let snapshot: CoordinatorState? = lock.withLock {
-            let d = _state.durableVersion, s = _state.softVersion
-            let softDue = s != submittedSoft && (force || now - lastSubmit >= options.softSnapshotInterval)
-            guard d != submittedDurable || softDue else { return nil }
-            submittedDurable = d
-            submittedSoft = s
+        let due: Bool = lock.withLock {
+            let softDue = _state.softVersion != submittedSoft && (force || now - lastSubmit >= options.softSnapshotInterval)
+            return _state.durableVersion != submittedDurable || softDue
+        }
+        guard due else { return }
+        // Shutdown hands the state over at once (`finish()` then cuts the cool-down short).
+        guard force || writer.isReady else { return writer.want() }
+        let snapshot: CoordinatorState = lock.withLock {
+            submittedDurable = _state.durableVersion
+            submittedSoft = _state.softVersion
             return _state
         }
-        guard let snapshot else { return }
         lastSubmit = now
-        writer.submit(snapshot, version: snapshot.durableVersion)
+        writer.submit(snapshot)
     }
 
-    private func handleFrames(_ frames: [[UInt8]]) -> [Outgoing] {
-        guard frames.count >= 2 else { return [] }
-        let peer = Peer(frames[0])
+    /// Peer and decoded envelope of a ROUTER message (nil: not even a routing frame); the last
+    /// element is -1 for one payload frame, else the number of frames (an error).
+    private func decode(_ frames: [[UInt8]]) -> (Peer, Result<Envelope, Error>, Int)? {
+        guard frames.count >= 2 else { return nil }
         let payloadFrames = frames.dropFirst().filter { !$0.isEmpty }
         let decoded: Result<Envelope, Error>
         if payloadFrames.count == 1, let payload = payloadFrames.first {
@@ -269,15 +363,30 @@ public final class CoordinatorServer: @unchecked Sendable {
         } else {
             decoded = .failure(CodecError.malformed(byteCount: frames.dropFirst().reduce(0) { $0 + $1.count }))
         }
+        return (Peer(frames[0]), decoded, payloadFrames.count == 1 ? -1 : frames.count - 1)
+    }
+
+    /// Runs one decoded message through the state machine (status replies from the cache).
+    private func handle(_ frame: (Peer, Result<Envelope, Error>, Int)) -> [Outgoing] {
+        let (peer, decoded, frameCount) = frame
         let now = clock()
         return lock.withLock {
             _frames &+= 1
             switch decoded {
-            case .success(let env): return _state.handle(env, from: peer, now: now)
+            case .success(let env): return _state.handle(env, from: peer, now: now, status: { cachedStatus($0, now: now) })
             case .failure(let error):
-                let reason = payloadFrames.count == 1 ? "\(error)" : "expected one non-empty payload frame, got \(frames.count - 1) frames"
+                let reason = frameCount < 0 ? "\(error)" : "expected one non-empty payload frame, got \(frameCount) frames"
                 return _state.handleUndecodable(from: peer, reason: reason)
             }
         }
+    }
+
+    /// The status reply for `state`, reused for up to `statusMaxAge` seconds while no durable
+    /// change happened (lock held).
+    private func cachedStatus(_ state: CoordinatorState, now: Double) -> StatusReply {
+        if let c = statusCache, c.durable == state.durableVersion, now >= c.at, now - c.at < options.statusMaxAge { return c.reply }
+        let reply = state.status(now: now)
+        statusCache = (reply, now, state.durableVersion, nil)
+        return reply
     }
 }

@@ -163,9 +163,11 @@ public final class ZMQSocket {
         }
     }
 
-    /// Waits up to `timeoutMs` until any of `sockets` can receive; returns which can.
-    public static func waitReadable(_ sockets: [ZMQSocket], timeoutMs: Int) throws -> [Bool] {
+    /// Waits up to `timeoutMs` until any of `sockets` can receive, or any of the plain file
+    /// descriptors `fds` is readable; returns which are (sockets first, then `fds`).
+    public static func waitReadable(_ sockets: [ZMQSocket], fds: [Int32] = [], timeoutMs: Int) throws -> [Bool] {
         var items = try sockets.map { zmq_pollitem_t(socket: try $0.live(), fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+        items += fds.map { zmq_pollitem_t(socket: nil, fd: $0, events: Int16(ZMQ_POLLIN), revents: 0) }
         while true {
             let rc = zmq_poll(&items, Int32(items.count), timeoutMs)
             if rc >= 0 { return items.map { ($0.revents & Int16(ZMQ_POLLIN)) != 0 } }
