@@ -1,16 +1,19 @@
 import Foundation
 import XCTest
 
-/// Runs a command with a timeout; returns (status, output).
-func runCommand(_ exe: String, _ args: [String], timeout: TimeInterval = 300, env: [String: String] = [:]) throws -> (Int32, String) {
+/// Runs a command with a timeout; returns (status, stdout + stderr), status −1 on timeout.
+/// The child gets this process's environment without the variables `dropping` selects, plus `env`.
+func runCommand(_ exe: String, _ args: [String], timeout: TimeInterval = 300, env: [String: String] = [:],
+                dropping: (String) -> Bool = { _ in false }) throws -> (Int32, String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
-    var e = ProcessInfo.processInfo.environment
+    var e = ProcessInfo.processInfo.environment.filter { k, _ in !dropping(k) }
     for (k, v) in env { e[k] = v }
     p.environment = e
     let out = FileManager.default.temporaryDirectory.appendingPathComponent("out-\(UUID().uuidString)")
-    FileManager.default.createFile(atPath: out.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: out) }
     let h = try FileHandle(forWritingTo: out)
     p.standardOutput = h
     p.standardError = h
@@ -18,11 +21,12 @@ func runCommand(_ exe: String, _ args: [String], timeout: TimeInterval = 300, en
     try p.run()
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { usleep(50_000) }
-    if p.isRunning { p.terminate() }
+    let timedOut = p.isRunning
+    if timedOut { p.terminate() }
     p.waitUntilExit()
     try? h.close()
     let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-    return (p.isRunning ? -1 : p.terminationStatus, text)
+    return (timedOut ? -1 : p.terminationStatus, timedOut ? text + "\n(timed out after \(Int(timeout)) s)" : text)
 }
 
 let mpiEnvironment = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",

@@ -14,30 +14,9 @@ final class SlurmTests: XCTestCase {
     /// Runs `exe args` with this process's environment minus the variables of any Slurm job or
     /// allocation it may itself run in, plus `env`; returns (status, stdout + stderr).
     static func run(_ exe: String, _ args: [String], env: [String: String] = [:], timeout: TimeInterval = 240) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        var e = ProcessInfo.processInfo.environment.filter { k, _ in
-            !["SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMIX_"].contains { k.hasPrefix($0) }
+        try runCommand(exe, args, timeout: timeout, env: env) { k in
+            ["SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMIX_"].contains { k.hasPrefix($0) }
         }
-        for (k, v) in env { e[k] = v }
-        p.environment = e
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("slurmtest-out-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: out) }
-        let h = try FileHandle(forWritingTo: out)
-        p.standardOutput = h
-        p.standardError = h
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(50_000) }
-        let timedOut = p.isRunning
-        if timedOut { p.terminate() }
-        p.waitUntilExit()
-        try? h.close()
-        let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-        return (timedOut ? -1 : p.terminationStatus, timedOut ? text + "\n(timed out after \(Int(timeout)) s)" : text)
     }
 
     static func which(_ name: String) -> String? {

@@ -222,13 +222,7 @@ public final class CoordinatorServer: @unchecked Sendable {
             n += 1
             if n % Self.statusCheckEvery == 0 { try answerStatusRequests() }
         }
-        if inboxHead == inbox.count {
-            inbox.removeAll(keepingCapacity: true)
-            inboxHead = 0
-        } else if inboxHead > 4096 {
-            inbox.removeFirst(inboxHead)
-            inboxHead = 0
-        }
+        compactQueue(&inbox, head: &inboxHead)
         let now = clock()
         let durable: UInt64 = lock.withLock {
             out += _state.tick(now: now)
@@ -321,13 +315,7 @@ public final class CoordinatorServer: @unchecked Sendable {
             n += 1
             if n % Self.statusCheckEvery == 0 { try answerStatusRequests() }
         }
-        if heldHead == held.count {
-            held.removeAll(keepingCapacity: true)
-            heldHead = 0
-        } else if heldHead > 4096 {
-            held.removeFirst(heldHead)
-            heldHead = 0
-        }
+        compactQueue(&held, head: &heldHead)
     }
 
     /// Hands the writer a copy of the state when a durable change happened (or, every
@@ -388,5 +376,17 @@ public final class CoordinatorServer: @unchecked Sendable {
         let reply = state.status(now: now)
         statusCache = (reply, now, state.durableVersion, nil)
         return reply
+    }
+}
+
+/// Drops the consumed prefix `[0, head)` of a FIFO kept as an array and a head index: all of it
+/// when everything was consumed, else once the prefix is long enough to be worth the move.
+func compactQueue<T>(_ queue: inout [T], head: inout Int) {
+    if head == queue.count {
+        queue.removeAll(keepingCapacity: true)
+        head = 0
+    } else if head > 4096 {
+        queue.removeFirst(head)
+        head = 0
     }
 }
