@@ -2,9 +2,9 @@ import CKernels
 
 /// GELU, erf form: y = ½·x·(1 + erf(x/√2)). PyTorch: `nn.GELU()` (approximate='none').
 ///
-/// The C core (`ck_gelu_forward`, AVX2+FMA when the CPU has it) evaluates erf with
-/// Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7) and the shared factor e^(−x²/2);
-/// the last `count mod 8` elements use libm's erff. Elements are split across threads in
+/// The C core (`ck_gelu_forward`, AVX2+FMA when the CPU has it) evaluates erf with a rational
+/// fit z·P(z²)/Q(z²) (|error| ≤ 3.6e-7 in float32, no exp; `scripts/fit-gelu-rational`); the
+/// last `count mod 8` elements use libm's erff. Elements are split across threads in
 /// blocks of 8, so the result does not depend on the thread count.
 public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
     Threading.parallelFor(count / 8 + 1, grain: 2048) { range in
@@ -14,7 +14,8 @@ public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Flo
 }
 
 /// GELU backward: dx += dy · (Φ(x) + x·φ(x)), Φ(x) = ½(1 + erf(x/√2)), φ the standard normal
-/// density (both from one e^(−x²/2)).
+/// density; the C core evaluates GELU' = ½ + x·P(x²)/Q(x²) directly (a rational fit, |error| ≤
+/// 2.9e-7 in float32, no exp).
 public func geluBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
                          inp: UnsafePointer<Float>, count: Int) {
     Threading.parallelFor(count / 8 + 1, grain: 2048) { range in
