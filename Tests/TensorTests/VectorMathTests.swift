@@ -5,20 +5,18 @@ import Glibc
 #endif
 
 final class VectorMathTests: XCTestCase {
-    func testVexpAndVerfAgainstLibm() {
-        var worstExp: Float = 0, worstErf: Float = 0
+    func testVexpAgainstLibm() {
+        var worstExp: Float = 0
         var x: Float = -87
         while x < 88 {
             let v = Float8((0..<8).map { x + Float($0) * 0.0137 })
-            let e = vexp(v), f = verf(v * 0.05)
+            let e = vexp(v)
             for i in 0..<8 {
                 worstExp = max(worstExp, abs(e[i] - expf(v[i])) / expf(v[i]))
-                worstErf = max(worstErf, abs(f[i] - erff(v[i] * 0.05)))
             }
             x += 0.11
         }
         XCTAssertLessThan(worstExp, 4e-7, "vexp relative error")
-        XCTAssertLessThan(worstErf, 5e-7, "verf absolute error")
         XCTAssertEqual(vexp(Float8(repeating: -200))[0], 0, accuracy: 1e-37)
         XCTAssertTrue(vexp(Float8(repeating: 200))[0].isFinite)
     }

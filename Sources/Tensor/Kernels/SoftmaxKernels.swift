@@ -18,17 +18,6 @@ func softmaxRow(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n
     ck_softmax_forward(y, x, 0, 1, n)
 }
 
-/// max of a row (0 for an empty or all −∞ row).
-@inline(__always)
-func rowMax(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var mv = Float8(repeating: -Float.infinity)
-    var c = 0
-    while c + 8 <= n { mv = vmax(mv, load8(x + c)); c += 8 }
-    var mx = mv.max()
-    while c < n { if x[c] > mx { mx = x[c] }; c += 1 }
-    return mx == -Float.infinity ? 0 : mx
-}
-
 /// Row softmax backward: dx += y ⊙ (dy − Σ dy·y) (C core `ck_softmax_backward`).
 public func softmaxBackward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
                             out: UnsafePointer<Float>, rows: Int, cols: Int) {
