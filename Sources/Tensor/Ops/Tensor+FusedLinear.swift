@@ -1,67 +1,78 @@
+/// Fused linear sublayers that keep only what their backward reads (the GELU output, the
+/// normalised input and the sublayer output are recomputed or never stored). Each has the
+/// arithmetic of the separate ops; tests check the results and gradients bit for bit.
 extension Tensor {
+    /// (in, out, rows) of `x·Wᵀ + b` for an input of `shape`, checked. Shared by every linear op.
+    static func linearDimensions(_ op: String, input shape: [Int], _ weight: Tensor, _ bias: Tensor?) -> (inF: Int, outF: Int, n: Int) {
+        precondition(weight.rank == 2, "\(op): weight must be [out, in], got \(weight.shape)")
+        let inF = weight.shape[1], outF = weight.shape[0]
+        precondition(shape.last == inF, "\(op): input \(shape) last dim != weight in-features \(inF)")
+        if let bias { precondition(bias.count == outF, "\(op): bias \(bias.shape) != [\(outF)]") }
+        return (inF, outF, shape.reduce(1, *) / inF)
+    }
+
+    /// out = (gelu?(a))·Wᵀ + b, the GELU output in a pooled temporary that is released at once.
+    static func linearOfActivation(_ a: Tensor, gelu: Bool, _ weight: Tensor, _ bias: Tensor?, into out: UnsafeMutablePointer<Float>,
+                                   n: Int, inF: Int, outF: Int) {
+        let act = gelu ? Storage(count: a.count, zeroed: false) : nil
+        if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
+        linearForward(out: out, inp: act?.pointer ?? a.data, weight: weight.data, bias: bias?.data, n: n,
+                      inFeatures: inF, outFeatures: outF)
+    }
+
+    /// Backward of `linearOfActivation` given d(out): the GELU output recomputed from `a`, then the
+    /// linear's backward (dW, db, d(act)) and GELU's (da += d(act)·gelu'(a)).
+    static func backwardLinearOfActivation(_ a: Tensor, gelu: Bool, _ weight: Tensor, _ bias: Tensor?, dout: UnsafePointer<Float>,
+                                           n: Int, inF: Int, outF: Int) {
+        let act = gelu ? Storage(count: a.count, zeroed: false) : nil
+        if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
+        let dact = gelu && a.requiresGrad ? Storage(count: a.count) : nil  // zeroed: linearBackward accumulates
+        linearBackward(dinp: gelu ? dact?.pointer : a.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
+                       dout: dout, inp: act?.pointer ?? a.data, weight: weight.data, n: n, inFeatures: inF, outFeatures: outF)
+        if let dact, let da = a.gradIfNeeded { geluBackward(dinp: da, dout: dact.pointer, inp: a.data, count: a.count) }
+    }
+
     /// `gelu(self).linear(weight, bias)` without keeping the GELU output: the backward recomputes
     /// it from `self` (the pre-activation, which GELU's own backward needs anyway). Saves one
-    /// `[N, hidden]` activation per MLP — the largest tensors of a transformer block — for one
-    /// elementwise pass in the backward. Same arithmetic as the two separate ops.
+    /// `[N, hidden]` activation per MLP — the largest tensors of a transformer block.
     /// PyTorch counterpart: `fc2(F.gelu(h))` (timm `Mlp`, HF `BertIntermediate` + `BertOutput.dense`).
     public func geluLinear(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
-        precondition(weight.rank == 2, "geluLinear: weight must be [out, in], got \(weight.shape)")
-        let inF = weight.shape[1], outF = weight.shape[0]
-        precondition(shape.last == inF, "geluLinear: input \(shape) last dim != weight in-features \(inF)")
-        if let bias { precondition(bias.count == outF, "geluLinear: bias \(bias.shape) != [\(outF)]") }
-        let n = count / inF
+        let (inF, outF, n) = Tensor.linearDimensions("geluLinear", input: shape, weight, bias)
         let out = Tensor(uninitialized: Array(shape.dropLast()) + [outF])
-        do {
-            let act = Storage(count: count, zeroed: false)
-            geluForward(out: act.pointer, inp: data, count: count)
-            linearForward(out: out.data, inp: act.pointer, weight: weight.data, bias: bias?.data, n: n,
-                          inFeatures: inF, outFeatures: outF)
-        }
+        Tensor.linearOfActivation(self, gelu: true, weight, bias, into: out.data, n: n, inF: inF, outF: outF)
         if Tensor.needsGrad(self, weight, bias) {
-            let h = self, total = count
+            let h = self
             out.record([self, weight] + (bias.map { [$0] } ?? [])) { o in
-                let act = Storage(count: total, zeroed: false)
-                geluForward(out: act.pointer, inp: h.data, count: total)
-                let dact = h.requiresGrad ? Storage(count: total) : nil  // zeroed: linearBackward accumulates
-                linearBackward(dinp: dact?.pointer, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                               dout: o.gradPointer, inp: act.pointer, weight: weight.data, n: n,
-                               inFeatures: inF, outFeatures: outF)
-                if let dact, let dh = h.gradIfNeeded {
-                    geluBackward(dinp: dh, dout: dact.pointer, inp: h.data, count: total)
-                }
+                Tensor.backwardLinearOfActivation(h, gelu: true, weight, bias, dout: o.gradPointer, n: n, inF: inF, outF: outF)
             }
         }
         return out
     }
-}
 
-extension Tensor {
     /// `layerNorm(γ, β, eps).linear(weight, bias)` without keeping the normalised input: the
-    /// backward recomputes it from `self` (the same kernel, so the same values) and uses the
-    /// forward's per-row mean and 1/σ. Saves one `[N, C]` activation per pre-LN sublayer.
-    /// PyTorch counterpart: `qkv(norm1(x))` / `fc1(norm2(x))` in a timm `Block`.
+    /// backward recomputes it from `self` with the same kernel (so the same values, and the same
+    /// per-row mean and 1/σ, which it rewrites unchanged). Saves one `[N, C]` activation per
+    /// pre-LN sublayer. PyTorch counterpart: `qkv(norm1(x))` / `fc1(norm2(x))` in a timm `Block`.
     public func layerNormLinear(_ gamma: Tensor, _ beta: Tensor, eps: Float, _ weight: Tensor, _ bias: Tensor?) -> Tensor {
-        let c = shape.last ?? 1
+        let (c, outF, rows) = Tensor.linearDimensions("layerNormLinear", input: shape, weight, bias)
         precondition(gamma.count == c && beta.count == c, "layerNormLinear: γ \(gamma.shape)/β \(beta.shape) vs input \(shape)")
-        precondition(weight.rank == 2 && weight.shape[1] == c, "layerNormLinear: weight \(weight.shape) vs input \(shape)")
-        let outF = weight.shape[0], rows = count / c
-        if let bias { precondition(bias.count == outF, "layerNormLinear: bias \(bias.shape) != [\(outF)]") }
         let out = Tensor(uninitialized: Array(shape.dropLast()) + [outF])
         let stats = Storage(count: 2 * rows, zeroed: false)
+        let x = self
+        func normalise(into normed: Storage) {
+            layerNormForward(out: normed.pointer, mean: stats.pointer, rstd: stats.pointer + rows, inp: x.data,
+                             weight: gamma.data, bias: beta.data, rows: rows, cols: c, eps: eps)
+        }
         do {
             let normed = Storage(count: count, zeroed: false)
-            layerNormForward(out: normed.pointer, mean: stats.pointer, rstd: stats.pointer + rows, inp: data,
-                             weight: gamma.data, bias: beta.data, rows: rows, cols: c, eps: eps)
+            normalise(into: normed)
             linearForward(out: out.data, inp: normed.pointer, weight: weight.data, bias: bias?.data, n: rows,
                           inFeatures: c, outFeatures: outF)
         }
         if Tensor.needsGrad(self, gamma, beta, weight, bias) {
-            let x = self
             out.record([self, gamma, beta, weight] + (bias.map { [$0] } ?? [])) { o in
                 let normed = Storage(count: x.count, zeroed: false)
-                let scratchStats = Storage(count: 2 * rows, zeroed: false)
-                layerNormForward(out: normed.pointer, mean: scratchStats.pointer, rstd: scratchStats.pointer + rows, inp: x.data,
-                                 weight: gamma.data, bias: beta.data, rows: rows, cols: c, eps: eps)
+                normalise(into: normed)
                 let needNormGrad = x.requiresGrad || gamma.requiresGrad || beta.requiresGrad
                 let dnormed = needNormGrad ? Storage(count: x.count) : nil  // zeroed: linearBackward accumulates
                 linearBackward(dinp: dnormed?.pointer, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
@@ -79,7 +90,7 @@ extension Tensor {
 
     /// `self + linear(a)` (or `self + linear(gelu(a))` with `gelu`), the residual connection of a
     /// transformer sublayer, without keeping the sublayer's output (or the GELU output): neither
-    /// the addition's backward nor the linear's reads them. Same arithmetic as the separate ops.
+    /// the addition's backward nor the linear's reads them.
     /// PyTorch counterpart: `x + proj(ctx)`, `x + fc2(F.gelu(h))` in a timm `Block`.
     public func addingLinear(_ a: Tensor, _ weight: Tensor, _ bias: Tensor?, gelu: Bool = false) -> Tensor {
         var unused = RandomGenerator(seed: 0)
@@ -92,48 +103,29 @@ extension Tensor {
     public func addingLinear(_ a: Tensor, _ weight: Tensor, _ bias: Tensor?, gelu: Bool = false, dropout p: Float,
                              rng: inout RandomGenerator) -> Tensor {
         precondition(p >= 0 && p < 1, "addingLinear: dropout p must be in [0, 1), got \(p)")
-        let start = rng
-        precondition(weight.rank == 2, "addingLinear: weight must be [out, in], got \(weight.shape)")
-        let inF = weight.shape[1], outF = weight.shape[0]
-        precondition(a.shape.last == inF, "addingLinear: input \(a.shape) last dim != weight in-features \(inF)")
-        let n = a.count / inF
+        let (inF, outF, n) = Tensor.linearDimensions("addingLinear", input: a.shape, weight, bias)
         precondition(shape == Array(a.shape.dropLast()) + [outF], "addingLinear: residual \(shape) vs sublayer output \(Array(a.shape.dropLast()) + [outF])")
-        if let bias { precondition(bias.count == outF, "addingLinear: bias \(bias.shape) != [\(outF)]") }
+        let start = rng
         let out = Tensor(uninitialized: shape)
         do {
-            let act = gelu ? Storage(count: a.count, zeroed: false) : nil
-            if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
             let lin = Storage(count: count, zeroed: false)
-            linearForward(out: lin.pointer, inp: act?.pointer ?? a.data, weight: weight.data, bias: bias?.data, n: n,
-                          inFeatures: inF, outFeatures: outF)
+            Tensor.linearOfActivation(a, gelu: gelu, weight, bias, into: lin.pointer, n: n, inF: inF, outF: outF)
             let x = data, l = lin.pointer, y = out.data
             if p > 0 { applyDropout(p, rng: &rng, count: count) { i, m in l[i] = l[i] * m } }
             Threading.parallelFor(count, grain: 1 << 14) { r in for i in r { y[i] = x[i] + l[i] } }
         }
         if Tensor.needsGrad(self, a, weight, bias) {
-            let x = self, total = a.count
-            let inputs = [self, a, weight] + (bias.map { [$0] } ?? [])
-            out.record(inputs) { o in
+            let x = self
+            out.record([self, a, weight] + (bias.map { [$0] } ?? [])) { o in
                 let og = o.gradPointer
-                if let dx = x.gradIfNeeded {
-                    let cnt = x.count
-                    Threading.parallelFor(cnt, grain: 1 << 14) { r in for i in r { dx[i] += og[i] } }
-                }
+                if let dx = x.gradIfNeeded { saxpy(x.count, alpha: 1, x: og, y: dx) }
                 // Through the dropout: d(linear output) = dout ⊙ mask, the mask replayed.
-                let masked = p > 0 ? Storage(count: x.count) : nil
-                if let masked {
-                    let mg = masked.pointer
+                let masked = p > 0 ? Storage(count: x.count, zeroed: false) : nil
+                if let mg = masked?.pointer {
                     var r = start
-                    applyDropout(p, rng: &r, count: x.count) { i, m in mg[i] += og[i] * m }
+                    applyDropout(p, rng: &r, count: x.count) { i, m in mg[i] = og[i] * m }
                 }
-                let g = masked?.pointer ?? og
-                let act = gelu ? Storage(count: total, zeroed: false) : nil
-                if let act { geluForward(out: act.pointer, inp: a.data, count: total) }
-                let dact = gelu && a.requiresGrad ? Storage(count: total) : nil  // zeroed: linearBackward accumulates
-                linearBackward(dinp: gelu ? dact?.pointer : a.gradIfNeeded, dweight: weight.gradIfNeeded,
-                               dbias: bias?.gradIfNeeded, dout: g, inp: act?.pointer ?? a.data, weight: weight.data,
-                               n: n, inFeatures: inF, outFeatures: outF)
-                if let dact, let da = a.gradIfNeeded { geluBackward(dinp: da, dout: dact.pointer, inp: a.data, count: total) }
+                Tensor.backwardLinearOfActivation(a, gelu: gelu, weight, bias, dout: masked?.pointer ?? og, n: n, inF: inF, outF: outF)
             }
         }
         return out

@@ -2,11 +2,7 @@ extension Tensor {
     /// `y = x · Wᵀ + b` over the last dimension: x `[..., I]`, weight `[O, I]`, bias `[O]` → `[..., O]`.
     /// PyTorch counterpart: `F.linear`.
     public func linear(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
-        precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
-        let inF = weight.shape[1], outF = weight.shape[0]
-        precondition(shape.last == inF, "linear: input \(shape) last dim != weight in-features \(inF)")
-        if let bias { precondition(bias.count == outF, "linear: bias \(bias.shape) != [\(outF)]") }
-        let n = count / inF
+        let (inF, outF, n) = Tensor.linearDimensions("linear", input: shape, weight, bias)
         let out = Tensor(uninitialized: Array(shape.dropLast()) + [outF])
         linearForward(out: out.data, inp: data, weight: weight.data, bias: bias?.data, n: n,
                       inFeatures: inF, outFeatures: outF)
