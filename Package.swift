@@ -35,7 +35,7 @@ let package = Package(
         .systemLibrary(name: "CZMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
         .target(name: "CControlProto", linkerSettings: [.linkedLibrary("protobuf-c")]),
         .target(name: "CImage", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
-        // Bandwidth-bound kernels (GELU, layer norm, softmax), AVX2+FMA with a portable fallback.
+        // Bandwidth-bound kernels (GELU, layer norm, softmax), AVX-512 / AVX2+FMA with a portable fallback.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=on"])]),
 
         // Swift layers.
@@ -50,7 +50,7 @@ let package = Package(
 
         // Executables (thin).
         .executableTarget(name: "albef-worker", dependencies: [
-            "Training", "ALBEF", "NN", "Tensor", "DataPipeline", "Distributed", "Control",
+            "Training", "ALBEF", "NN", "Tensor", "CKernels", "DataPipeline", "Distributed", "Control",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "albef-coord", dependencies: [

@@ -2,7 +2,12 @@
 #include "CKernels.h"
 #include <math.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
+typedef float v16f __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
@@ -10,6 +15,17 @@ typedef int v4i __attribute__((vector_size(16)));
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CK_HAVE_AVX2 1
+#define CK_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#define CK_NAME(n) n##_avx512
+#define VF v16f
+#define VI v16i
+#define VW 16
+#include "kernels_impl.h"
+#undef CK_TARGET
+#undef CK_NAME
+#undef VF
+#undef VI
+#undef VW
 #define CK_TARGET __attribute__((target("avx2,fma")))
 #define CK_NAME(n) n##_avx2
 #define VF v8f
@@ -37,7 +53,7 @@ typedef int v4i __attribute__((vector_size(16)));
 #undef VI
 #undef VW
 
-static int forced_portable = 0;
+static int simd_limit = 3;
 
 int ck_simd_level(void) {
 #ifdef CK_HAVE_AVX2
@@ -45,17 +61,21 @@ int ck_simd_level(void) {
     if (level < 0) {
         __builtin_cpu_init();
         level = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 2 : 0;
+        if (level == 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")) level = 3;
     }
-    return forced_portable ? 0 : level;
+    return level < simd_limit ? level : simd_limit;
 #else
     return 0;
 #endif
 }
 
-void ck_force_portable(int on) { forced_portable = on; }
+void ck_limit_simd_level(int max) { simd_limit = max; }
+void ck_force_portable(int on) { simd_limit = on ? 0 : 3; }
 
 #ifdef CK_HAVE_AVX2
-#define DISPATCH(name, ...) do { if (ck_simd_level() == 2) name##_avx2(__VA_ARGS__); else name##_portable(__VA_ARGS__); } while (0)
+#define DISPATCH(name, ...) do { int l_ = ck_simd_level(); \
+    if (l_ == 3) name##_avx512(__VA_ARGS__); else if (l_ == 2) name##_avx2(__VA_ARGS__); else name##_portable(__VA_ARGS__); } while (0)
 #else
 #define DISPATCH(name, ...) name##_portable(__VA_ARGS__)
 #endif

@@ -1,5 +1,5 @@
-// One implementation of the kernels, included twice by kernels.c with CK_TARGET / CK_NAME set
-// (AVX2+FMA and portable) and VF/VI/VW naming the float vector, int vector and lane count. Vectors are clang/GCC vector extensions of 8 floats; with FMA
+// One implementation of the kernels, included three times by kernels.c with CK_TARGET / CK_NAME set
+// (AVX-512, AVX2+FMA and portable) and VF/VI/VW naming the float vector, int vector and lane count. Vectors are clang/GCC vector extensions of VW floats; with FMA
 // available the compiler contracts a·b + c in one expression into an FMA (-ffp-contract=on).
 
 #define CK_INLINE CK_TARGET static inline __attribute__((always_inline))
@@ -11,7 +11,6 @@
 #define vmin CK_NAME(vmin)
 #define hsum CK_NAME(hsum)
 #define hmax CK_NAME(hmax)
-#define vexp CK_NAME(vexp)
 #define vexp_upto88 CK_NAME(vexp_upto88)
 #define erf_rational CK_NAME(erf_rational)
 #define gelu_derivative_rational CK_NAME(gelu_derivative_rational)
@@ -20,25 +19,37 @@ CK_INLINE VF splat(float a) { return (VF){} + a; }
 CK_INLINE VF ld(const float *p) { VF v; memcpy(&v, p, sizeof v); return v; }
 CK_INLINE void st(float *p, VF v) { memcpy(p, &v, sizeof v); }
 CK_INLINE VF vsel(VI m, VF a, VF b) { return (VF)(((VI)a & m) | ((VI)b & ~m)); }
-#if __has_builtin(__builtin_elementwise_max)
-CK_INLINE VF vmax(VF a, VF b) { return __builtin_elementwise_max(a, b); }
-CK_INLINE VF vmin(VF a, VF b) { return __builtin_elementwise_min(a, b); }
-#else
-CK_INLINE VF vmax(VF a, VF b) { return vsel(b > a, b, a); }
-CK_INLINE VF vmin(VF a, VF b) { return vsel(b < a, b, a); }
-#endif
+/// max/min as compare-and-select: one `vmaxps`/`vminps` (x86 semantics: the second operand when
+/// either is NaN). `__builtin_elementwise_max` would add a NaN fix-up (compare + blend) per call.
+CK_INLINE VF vmax(VF a, VF b) { return vsel(a > b, a, b); }
+CK_INLINE VF vmin(VF a, VF b) { return vsel(a < b, a, b); }
 /// Lanes summed in a fixed order (pairwise: lane i with lane i + W/2, then halves again).
 CK_INLINE float hsum(VF v) {
-#if VW == 8
+#if VW == 16
+    return (((v[0] + v[8]) + (v[4] + v[12])) + ((v[2] + v[10]) + (v[6] + v[14])))
+         + (((v[1] + v[9]) + (v[5] + v[13])) + ((v[3] + v[11]) + (v[7] + v[15])));
+#elif VW == 8
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 #else
     return (v[0] + v[2]) + (v[1] + v[3]);
 #endif
 }
+/// Largest lane, by halving the vector (a tree: log2(W) dependent steps, not W).
 CK_INLINE float hmax(VF v) {
-    float m = v[0];
-    for (int i = 1; i < VW; i++) m = v[i] > m ? v[i] : m;
-    return m;
+#if VW == 16
+    v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    a = (v8f)(((v8i)a & (a > b)) | ((v8i)b & ~(a > b)));
+#elif VW == 8
+    v8f a = v;
+#endif
+#if VW >= 8
+    v4f c = __builtin_shufflevector(a, a, 0, 1, 2, 3), d = __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    c = (v4f)(((v4i)c & (c > d)) | ((v4i)d & ~(c > d)));
+#else
+    v4f c = v;
+#endif
+    float m0 = c[0] > c[2] ? c[0] : c[2], m1 = c[1] > c[3] ? c[1] : c[3];
+    return m0 > m1 ? m0 : m1;
 }
 
 /// eˣ for x ≤ 88: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split high/low), a degree-6 Taylor
@@ -61,9 +72,6 @@ CK_INLINE VF vexp_upto88(VF x0) {
     VI bits = (ni + 127) << 23;
     return p * (VF)bits;
 }
-
-/// eˣ, x clamped to [−87.3, 88] (results 0 < eˣ < ∞ as Float).
-CK_INLINE VF vexp(VF x0) { return vexp_upto88(vmin(x0, splat(88.0f))); }
 
 /// erf(z) ≈ z·P(z²)/Q(z²) for |z| ≤ 4 (z clamped; erf(±4) = ±(1 − 1.5e−8) rounds to ±1 in
 /// float32). A rational least-squares/minimax fit made for this project by
@@ -209,26 +217,40 @@ CK_TARGET static void CK_NAME(layernorm_backward)(float *dinp, float *dw, float 
     }
 }
 
+/// Row softmax of rows [lo, hi); out may alias inp. The row maximum uses four independent
+/// accumulators (max is exact, so the order does not matter); the last partial vector is padded
+/// with −∞ and goes through the same vector exp as the rest of the row.
 CK_TARGET static void CK_NAME(softmax_forward)(float *out, const float *inp, long lo, long hi, long cols) {
-    const long cW = cols & ~(long)(VW - 1);
+    const long cW = cols & ~(long)(VW - 1), tail = cols - cW;
     for (long r = lo; r < hi; r++) {
         const float *x = inp + r * cols;
         float *y = out + r * cols;
-        VF mx8 = splat(-INFINITY);
+        float pad[VW];
+        for (long c = 0; c < VW; c++) pad[c] = c < tail ? x[cW + c] : -INFINITY;
+        const VF xt = ld(pad);
+        VF m0 = xt, m1 = splat(-INFINITY), m2 = m1, m3 = m1;
         long c = 0;
-        for (; c < cW; c += VW) mx8 = vmax(mx8, ld(x + c));
-        float mx = hmax(mx8);
-        for (; c < cols; c++) if (x[c] > mx) mx = x[c];
+        for (; c + 4 * VW <= cW; c += 4 * VW) {
+            m0 = vmax(m0, ld(x + c));
+            m1 = vmax(m1, ld(x + c + VW));
+            m2 = vmax(m2, ld(x + c + 2 * VW));
+            m3 = vmax(m3, ld(x + c + 3 * VW));
+        }
+        for (; c < cW; c += VW) m0 = vmax(m0, ld(x + c));
+        float mx = hmax(vmax(vmax(m0, m1), vmax(m2, m3)));
         if (mx == -INFINITY) mx = 0;
         const VF mv = splat(mx);
         VF acc = splat(0);
-        for (c = 0; c < cW; c += VW) { VF e = vexp(ld(x + c) - mv); st(y + c, e); acc += e; }
-        float s = hsum(acc);
-        for (; c < cols; c++) { float e = expf(x[c] - mx); y[c] = e; s += e; }
-        const float inv = 1.0f / s;
+        for (c = 0; c < cW; c += VW) { VF e = vexp_upto88(ld(x + c) - mv); st(y + c, e); acc += e; }
+        VF et = vexp_upto88(xt - mv);
+        if (tail) {
+            for (long k = tail; k < VW; k++) et[k] = 0;  // exp(−∞) → 0, not the clamp's 1e−38
+            acc += et;
+        }
+        const float inv = 1.0f / hsum(acc);
         const VF iv = splat(inv);
         for (c = 0; c < cW; c += VW) st(y + c, ld(y + c) * iv);
-        for (; c < cols; c++) y[c] *= inv;
+        for (long k = 0; k < tail; k++) y[cW + k] = et[k] * inv;
     }
 }
 
@@ -257,7 +279,6 @@ CK_TARGET static void CK_NAME(softmax_backward)(float *dinp, const float *dout, 
 #undef vmin
 #undef hsum
 #undef hmax
-#undef vexp
 #undef vexp_upto88
 #undef erf_rational
 #undef gelu_derivative_rational

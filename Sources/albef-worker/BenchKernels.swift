@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Tensor
 import Training
+import CKernels
 
 /// `albef-worker bench-kernels`: our kernels at ALBEF shapes beside raw sgemm and a memory
 /// bandwidth loop measured in the same run.
@@ -10,8 +11,22 @@ struct BenchKernels: ParsableCommand {
         abstract: "Kernel throughput at ALBEF shapes vs raw cblas_sgemm and measured memory bandwidth.")
     @Option(help: "Threads (BLAS and kernels).") var threads: Int = 2
     @Option(help: "Repetitions per measurement (median reported).") var reps: Int = 7
+    @Option(help: "Rounds of (bandwidth loop, kernel forward, kernel backward) per bandwidth-bound kernel.") var rounds: Int = 15
 
     func median(_ body: () -> Void) -> Double { times(body)[reps / 2] }
+
+    /// `reps` rounds of (raw, ours) after a warm-up of each: the median times and the median of
+    /// the per-round ratios raw/ours (side by side, so a slow second of the machine hits both).
+    func pairedRounds(raw: () -> Void, ours: () -> Void) -> (raw: Double, ours: Double, ratio: Double) {
+        raw(); ours()
+        var tr: [Double] = [], to: [Double] = [], ratios: [Double] = []
+        for _ in 0..<reps {
+            var a = monotonicSeconds(); raw(); tr.append(monotonicSeconds() - a)
+            a = monotonicSeconds(); ours(); to.append(monotonicSeconds() - a)
+            ratios.append(tr.last! / to.last!)
+        }
+        return (tr.sorted()[reps / 2], to.sorted()[reps / 2], ratios.sorted()[reps / 2])
+    }
 
     /// Sorted times of `reps` runs after a warm-up run (first touch).
     func times(_ body: () -> Void) -> [Double] {
@@ -31,12 +46,14 @@ struct BenchKernels: ParsableCommand {
     func run() throws {
         Threading.setThreads(threads)
         print("threads: \(threads)")
-        // Memory bandwidth: y = a·x + y over 64 MiB arrays (read 2, write 1). The reference is the
-        // best of the repetitions (this shared machine's reading varies by 2× from run to run, and
-        // the fastest pass is the bandwidth the kernels could have had), the kernels' the median.
+        // Memory bandwidth: y = a·x + y over 64 MiB arrays (read 2, write 1). This shared
+        // machine's reading varies by 2× from one second to the next, so each bandwidth-bound
+        // kernel below is timed side by side with this loop: every round runs the loop, then the
+        // kernel's forward and backward, and the kernel's ratio is the median over rounds of
+        // (kernel GB/s ÷ loop GB/s in the same round).
         let n = 16 << 20
         let x = buffer(n, seed: 1), y = buffer(n, seed: 2)
-        let tBW = times {
+        func axpy() {
             Threading.parallelFor(n / 8, grain: 4096) { r in
                 var i = r.lowerBound * 8
                 let e = r.upperBound * 8
@@ -47,9 +64,27 @@ struct BenchKernels: ParsableCommand {
                     i += 8
                 }
             }
-        }.first!
-        let bw = Double(3 * n * 4) / tBW / 1e9
+        }
+        let bwBytes = Double(3 * n * 4)
+        let bw = bwBytes / times(axpy).first! / 1e9
         print(String(format: "%-34@ %8.2f GB/s", "memory bandwidth (axpy, 64 MiB, best)" as NSString, bw))
+
+        /// Rounds of (bandwidth loop, forward, backward): the kernel's best GB/s, the loop's best,
+        /// the forward and backward medians, and the median of the per-round ratios.
+        func sideBySide(bytes: Double, forward: () -> Void, backward: () -> Void)
+            -> (gbs: Double, bw: Double, fwd: Double, bwd: Double, ratio: Double) {
+            axpy(); forward(); backward()  // warm-up (first touch)
+            var tBW: [Double] = [], tF: [Double] = [], tB: [Double] = [], ratios: [Double] = []
+            for _ in 0..<rounds {
+                var a = monotonicSeconds(); axpy(); tBW.append(monotonicSeconds() - a)
+                a = monotonicSeconds(); forward(); tF.append(monotonicSeconds() - a)
+                a = monotonicSeconds(); backward(); tB.append(monotonicSeconds() - a)
+                ratios.append((bytes / (tF.last! + tB.last!)) / (bwBytes / tBW.last!))
+            }
+            let best = zip(tF, tB).map { $0 + $1 }.min()!
+            return (bytes / best / 1e9, bwBytes / tBW.min()! / 1e9, tF.sorted()[rounds / 2], tB.sorted()[rounds / 2],
+                    ratios.sorted()[rounds / 2])
+        }
 
         var fwdRatios: [Double] = [], bwdRatios: [Double] = []
         for (m, k, nOut) in [(4096, 768, 3072), (4096, 3072, 768)] {
@@ -57,17 +92,21 @@ struct BenchKernels: ParsableCommand {
             let o = buffer(m * nOut, seed: 6), dout = buffer(m * nOut, seed: 7)
             let da = buffer(m * k, seed: 8), dw = buffer(nOut * k, seed: 9), db = buffer(nOut, seed: 10)
             let flops = 2.0 * Double(m * k * nOut)
-            let rawF = median { sgemm(transB: true, m: m, n: nOut, k: k, a: a, lda: k, b: w, ldb: k, c: o, ldc: nOut) }
-            let ourF = median { linearForward(out: o, inp: a, weight: w, bias: b, n: m, inFeatures: k, outFeatures: nOut) }
-            let rawB = median {
-                sgemm(m: m, n: k, k: nOut, a: dout, lda: nOut, b: w, ldb: k, beta: 1, c: da, ldc: k)
-                sgemm(transA: true, m: nOut, n: k, k: m, a: dout, lda: nOut, b: a, ldb: k, beta: 1, c: dw, ldc: k)
-            }
-            let ourB = median { linearBackward(dinp: da, dweight: dw, dbias: db, dout: dout, inp: a, weight: w, n: m, inFeatures: k, outFeatures: nOut) }
-            fwdRatios.append(rawF / ourF)
-            bwdRatios.append(rawB / ourB)
-            print(String(format: "linear %dx%d→%d forward   ours %7.1f GFLOP/s  raw sgemm %7.1f GFLOP/s  ratio %.3f", m, k, nOut, flops / ourF / 1e9, flops / rawF / 1e9, rawF / ourF))
-            print(String(format: "linear %dx%d→%d backward  ours %7.1f GFLOP/s  raw sgemm %7.1f GFLOP/s  ratio %.3f", m, k, nOut, 2 * flops / ourB / 1e9, 2 * flops / rawB / 1e9, rawB / ourB))
+            // Rounds of (raw, ours) side by side; the ratio is the median of the per-round ratios.
+            let f = pairedRounds(
+                raw: { sgemm(transB: true, m: m, n: nOut, k: k, a: a, lda: k, b: w, ldb: k, c: o, ldc: nOut) },
+                ours: { linearForward(out: o, inp: a, weight: w, bias: b, n: m, inFeatures: k, outFeatures: nOut) })
+            let bk = pairedRounds(
+                raw: {
+                    sgemm(m: m, n: k, k: nOut, a: dout, lda: nOut, b: w, ldb: k, beta: 1, c: da, ldc: k)
+                    sgemm(transA: true, m: nOut, n: k, k: m, a: dout, lda: nOut, b: a, ldb: k, beta: 1, c: dw, ldc: k)
+                },
+                ours: { linearBackward(dinp: da, dweight: dw, dbias: db, dout: dout, inp: a, weight: w, n: m, inFeatures: k, outFeatures: nOut) })
+            let (rawF, ourF, rawB, ourB) = (f.raw, f.ours, bk.raw, bk.ours)
+            fwdRatios.append(f.ratio)
+            bwdRatios.append(bk.ratio)
+            print(String(format: "linear %dx%d→%d forward   ours %7.1f GFLOP/s  raw sgemm %7.1f GFLOP/s (medians)  median ratio %.3f", m, k, nOut, flops / ourF / 1e9, flops / rawF / 1e9, f.ratio))
+            print(String(format: "linear %dx%d→%d backward  ours %7.1f GFLOP/s  raw sgemm %7.1f GFLOP/s (medians)  median ratio %.3f", m, k, nOut, 2 * flops / ourB / 1e9, 2 * flops / rawB / 1e9, bk.ratio))
             for p in [a, w, b, o, dout, da, dw, db] { p.deallocate() }
         }
 
@@ -82,34 +121,41 @@ struct BenchKernels: ParsableCommand {
             print(String(format: "attention 16x12x257x64 forward  %7.1f GFLOP/s (%.2f ms); backward %7.1f GFLOP/s (%.2f ms)", flops / tf / 1e9, tf * 1e3, 2 * flops / tb / 1e9, tb * 1e3))
         }
 
-        // Layer norm over 4096 × 768 (forward reads x, writes y; backward reads x, dy, dx, writes dx).
+        // Bytes counted: forward reads x and writes y (2 arrays), backward reads x (or y), dy and dx
+        // and writes dx (4 arrays).
+        func report(_ name: String, _ r: (gbs: Double, bw: Double, fwd: Double, bwd: Double, ratio: Double)) {
+            print(String(format: "%@ fwd %.3f ms bwd %.3f ms: %7.2f GB/s (best; loop best %.2f GB/s); median ratio to the loop %.3f",
+                         name as NSString, r.fwd * 1e3, r.bwd * 1e3, r.gbs, r.bw, r.ratio))
+        }
+
+        // Layer norm over 4096 × 768.
         let rows = 4096, cols = 768
         let lx = buffer(rows * cols, seed: 16), ly = buffer(rows * cols, seed: 17), ldy = buffer(rows * cols, seed: 18), ldx = buffer(rows * cols, seed: 19)
         let lw = buffer(cols, seed: 20), lb = buffer(cols, seed: 21), mean = buffer(rows, seed: 22), rstd = buffer(rows, seed: 23)
         let dw = buffer(cols, seed: 24), dbb = buffer(cols, seed: 25)
-        let lnF = median { layerNormForward(out: ly, mean: mean, rstd: rstd, inp: lx, weight: lw, bias: lb, rows: rows, cols: cols, eps: 1e-6) }
-        let lnB = median { layerNormBackward(dinp: ldx, dweight: dw, dbias: dbb, dout: ldy, inp: lx, weight: lw, mean: mean, rstd: rstd, rows: rows, cols: cols) }
-        let lnBytes = Double(rows * cols * 4) * (2 + 4)
-        let lnBW = lnBytes / (lnF + lnB) / 1e9
-        print(String(format: "layernorm 4096x768 fwd %.3f ms bwd %.3f ms: %7.2f GB/s", lnF * 1e3, lnB * 1e3, lnBW))
+        let ln = sideBySide(bytes: Double(rows * cols * 4) * (2 + 4),
+            forward: { layerNormForward(out: ly, mean: mean, rstd: rstd, inp: lx, weight: lw, bias: lb, rows: rows, cols: cols, eps: 1e-6) },
+            backward: { layerNormBackward(dinp: ldx, dweight: dw, dbias: dbb, dout: ldy, inp: lx, weight: lw, mean: mean, rstd: rstd, rows: rows, cols: cols) })
+        report("layernorm 4096x768", ln)
 
         // Softmax over attention rows: 16·12·257 rows × 257.
         let sr = 16 * 12 * 257, sc = 257
         let sx = buffer(sr * sc, seed: 26), sy = buffer(sr * sc, seed: 27), sdy = buffer(sr * sc, seed: 28), sdx = buffer(sr * sc, seed: 29)
-        let smF = median { softmaxForward(out: sy, inp: sx, rows: sr, cols: sc) }
-        let smB = median { softmaxBackward(dinp: sdx, dout: sdy, out: sy, rows: sr, cols: sc) }
-        let smBW = Double(sr * sc * 4) * (2 + 4) / (smF + smB) / 1e9
-        print(String(format: "softmax 49344x257 fwd %.3f ms bwd %.3f ms: %7.2f GB/s", smF * 1e3, smB * 1e3, smBW))
+        let sm = sideBySide(bytes: Double(sr * sc * 4) * (2 + 4),
+            forward: { softmaxForward(out: sy, inp: sx, rows: sr, cols: sc) },
+            backward: { softmaxBackward(dinp: sdx, dout: sdy, out: sy, rows: sr, cols: sc) })
+        report("softmax 49344x257", sm)
 
         // GELU over 4096 × 3072.
         let gn = 4096 * 3072
         let gx = buffer(gn, seed: 30), gy = buffer(gn, seed: 31), gdy = buffer(gn, seed: 32), gdx = buffer(gn, seed: 33)
-        let gF = median { geluForward(out: gy, inp: gx, count: gn) }
-        let gB = median { geluBackward(dinp: gdx, dout: gdy, inp: gx, count: gn) }
-        let gBW = Double(gn * 4) * (2 + 4) / (gF + gB) / 1e9
-        print(String(format: "gelu 4096x3072 fwd %.3f ms bwd %.3f ms: %7.2f GB/s", gF * 1e3, gB * 1e3, gBW))
+        let ge = sideBySide(bytes: Double(gn * 4) * (2 + 4),
+            forward: { geluForward(out: gy, inp: gx, count: gn) },
+            backward: { geluBackward(dinp: gdx, dout: gdy, inp: gx, count: gn) })
+        report("gelu 4096x3072", ge)
+        print("code path: \(["portable", "?", "avx2+fma", "avx-512"][Int(ck_simd_level())])")
 
         print(String(format: "kernels: linear_fwd_vs_sgemm=%.3f linear_bwd_vs_sgemm=%.3f layernorm_vs_bw=%.3f softmax_vs_bw=%.3f gelu_vs_bw=%.3f",
-                     fwdRatios.min()!, bwdRatios.min()!, lnBW / bw, smBW / bw, gBW / bw))
+                     fwdRatios.min()!, bwdRatios.min()!, ln.ratio, sm.ratio, ge.ratio))
     }
 }

@@ -5,19 +5,22 @@ import CKernels
 import Glibc
 #endif
 
-/// The C kernels (GELU, layer norm, softmax) on both code paths — AVX2+FMA and portable — against
+/// The C kernels (GELU, layer norm, softmax) on every code path — AVX-512, AVX2+FMA, portable — against
 /// float64 references, and gradient-checked on shapes that exercise full vectors and the tails.
 final class CKernelsTests: XCTestCase {
     override func tearDown() { ck_force_portable(0) }
 
-    /// Runs `body` on every code path this machine has (portable always; AVX2 when present).
+    /// Runs `body` on every code path this machine has (portable always; AVX2 and AVX-512 when
+    /// present), with the dispatcher capped at that path.
     func eachPath(_ body: (String) -> Void) {
-        let native = ck_simd_level()
-        ck_force_portable(1)
-        XCTAssertEqual(ck_simd_level(), 0)
-        body("portable")
         ck_force_portable(0)
-        if native == 2 { body("avx2") }
+        let native = ck_simd_level()
+        for (level, name) in [(0, "portable"), (2, "avx2"), (3, "avx512")] where level <= native {
+            ck_limit_simd_level(Int32(level))
+            XCTAssertEqual(ck_simd_level(), Int32(level))
+            body(name)
+        }
+        ck_force_portable(0)
     }
 
     func values(_ n: Int, seed: UInt64, scale: Float = 3) -> [Float] {

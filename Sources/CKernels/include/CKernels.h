@@ -1,7 +1,7 @@
-// Bandwidth-bound float32 kernels (GELU, layer norm, softmax) in C, built twice: once for
-// AVX2+FMA and once for the baseline x86-64 / any other target, chosen at run time
+// Bandwidth-bound float32 kernels (GELU, layer norm, softmax) in C, built three times: for
+// AVX-512, for AVX2+FMA and for the baseline x86-64 / any other target, chosen at run time
 // (`ck_simd_level`). Every function works on a half-open range so Swift splits the work across
-// threads; reductions inside a row use 8 partial sums combined in a fixed order, so results do
+// threads; reductions inside a row use one partial sum per vector lane, combined in a fixed order, so results do
 // not depend on the thread split or on timing.
 #ifndef CKERNELS_H
 #define CKERNELS_H
@@ -12,9 +12,11 @@
 extern "C" {
 #endif
 
-/// 2 when the AVX2+FMA versions run, 0 for the portable versions. `ck_force_portable(1)` pins
-/// the portable path (tests compare both).
+/// The code path that runs: 3 AVX-512 (F, VL, DQ, BW), 2 AVX2+FMA, 0 portable.
+/// `ck_limit_simd_level(n)` caps it at n (tests and benchmarks compare the paths);
+/// `ck_force_portable(1)` is `ck_limit_simd_level(0)`, `ck_force_portable(0)` lifts the cap.
 int ck_simd_level(void);
+void ck_limit_simd_level(int max);
 void ck_force_portable(int on);
 
 /// y[i] = ½·x·(1 + erf(x/√2)) for i in [lo, hi).

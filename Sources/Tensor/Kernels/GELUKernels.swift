@@ -2,7 +2,7 @@ import CKernels
 
 /// GELU, erf form: y = ½·x·(1 + erf(x/√2)). PyTorch: `nn.GELU()` (approximate='none').
 ///
-/// The C core (`ck_gelu_forward`, AVX2+FMA when the CPU has it) evaluates erf with a rational
+/// The C core (`ck_gelu_forward`; AVX-512 or AVX2+FMA when the CPU has it) evaluates erf with a rational
 /// fit z·P(z²)/Q(z²) (|error| ≤ 3.6e-7 in float32, no exp; `scripts/fit-gelu-rational`); the
 /// last `count mod 8` elements use libm's erff. Elements are split across threads in
 /// blocks of 8, so the result does not depend on the thread count.

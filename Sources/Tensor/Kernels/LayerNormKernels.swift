@@ -4,8 +4,8 @@ import CKernels
 ///
 /// Concretely, per row x (length C): μ = mean(x), σ² = mean((x−μ)²) (biased, two-pass),
 /// r = 1/√(σ² + eps), y = (x − μ)·r·w + b. Saves μ and r per row for the backward.
-/// Row sums use 8 partial accumulators combined in a fixed order (deterministic); the C core
-/// (`ck_layernorm_forward`) runs AVX2+FMA when the CPU has it.
+/// Row sums use one partial accumulator per vector lane, combined in a fixed order (deterministic); the C core
+/// (`ck_layernorm_forward`) runs AVX-512 or AVX2+FMA when the CPU has it.
 /// PyTorch counterpart: `torch.nn.LayerNorm(C, eps)`; keys `weight`, `bias`.
 public func layerNormForward(out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
                              rstd: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,

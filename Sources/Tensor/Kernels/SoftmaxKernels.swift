@@ -4,7 +4,7 @@ import Glibc
 import CKernels
 
 /// Row softmax, numerically stable: y = exp(x − max x) / Σ exp(x − max x) (an all −∞ row uses
-/// max 0). C core `ck_softmax_forward` (AVX2+FMA when available). `out` may alias `inp`.
+/// max 0). C core `ck_softmax_forward` (AVX-512 or AVX2+FMA when available). `out` may alias `inp`.
 /// PyTorch counterpart: `torch.softmax(x, dim=-1)`.
 public func softmaxForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, rows: Int, cols: Int) {
     Threading.parallelFor(rows, grain: 16) { range in
