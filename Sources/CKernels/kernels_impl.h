@@ -20,7 +20,8 @@ CK_INLINE VF ld(const float *p) { VF v; memcpy(&v, p, sizeof v); return v; }
 CK_INLINE void st(float *p, VF v) { memcpy(p, &v, sizeof v); }
 CK_INLINE VF vsel(VI m, VF a, VF b) { return (VF)(((VI)a & m) | ((VI)b & ~m)); }
 /// max/min as compare-and-select: one `vmaxps`/`vminps` (x86 semantics: the second operand when
-/// either is NaN). `__builtin_elementwise_max` would add a NaN fix-up (compare + blend) per call.
+/// either is NaN, so clamps are written `vmax(bound, x)` and let a NaN x through).
+/// `__builtin_elementwise_max` would add a NaN fix-up (compare + blend) per call.
 CK_INLINE VF vmax(VF a, VF b) { return vsel(a > b, a, b); }
 CK_INLINE VF vmin(VF a, VF b) { return vsel(a < b, a, b); }
 /// Lanes summed in a fixed order (pairwise: lane i with lane i + W/2, then halves again).
@@ -56,7 +57,7 @@ CK_INLINE float hmax(VF v) {
 /// polynomial for eʳ (relative error < 2e-7 there) and 2ⁿ built in the exponent bits; x is
 /// clamped below at −87.3 (eˣ then is the smallest normal-range value, not garbage).
 CK_INLINE VF vexp_upto88(VF x0) {
-    VF x = vmax(x0, splat(-87.3f));
+    VF x = vmax(splat(-87.3f), x0);
     const VF shifter = splat(12582912.0f);  // 1.5·2²³: adding it rounds to the nearest integer
     VF t = x * splat(1.442695040888963f) + shifter;
     VF n = t - shifter;
@@ -79,7 +80,7 @@ CK_INLINE VF vexp_upto88(VF x0) {
 /// evaluated here in float32 — the accuracy of the A&S 7.1.26 formula it replaces, at half the
 /// operations (no exp). Q has positive coefficients, so no poles.
 CK_INLINE VF erf_rational(VF z0) {
-    VF z = vmin(vmax(z0, splat(-4.0f)), splat(4.0f));
+    VF z = vmin(splat(4.0f), vmax(splat(-4.0f), z0));
     VF t = z * z;
     VF p = splat(1.921714698e-08f);
     p = p * t + splat(-1.990293867e-06f);
@@ -100,7 +101,7 @@ CK_INLINE VF erf_rational(VF z0) {
 /// to float32 precision): Φ − ½ and x·φ are odd, so their sum is x times a function of x². Fit
 /// by `scripts/fit-gelu-rational` (degrees 6/5): max |error| 1.2e−7 exact, 2.9e−7 in float32.
 CK_INLINE VF gelu_derivative_rational(VF x0) {
-    VF x = vmin(vmax(x0, splat(-6.0f)), splat(6.0f));
+    VF x = vmin(splat(6.0f), vmax(splat(-6.0f), x0));
     VF t = x * x;
     VF p = splat(-3.393802947e-11f);
     p = p * t + splat(2.021649266e-07f);

@@ -90,6 +90,24 @@ final class CKernelsTests: XCTestCase {
         }
     }
 
+    /// A NaN input stays visible: the clamps inside exp, erf and GELU′ let it through.
+    func testNaNPropagates() {
+        let n = 37
+        var x = values(n, seed: 10)
+        x[5] = .nan; x[n - 1] = .nan  // one in a full vector, one in the tail
+        let dy = values(n, seed: 11, scale: 1)
+        eachPath { path in
+            var y = [Float](repeating: 0, count: n), dx = [Float](repeating: 0, count: n)
+            geluForward(out: &y, inp: x, count: n)
+            geluBackward(dinp: &dx, dout: dy, inp: x, count: n)
+            XCTAssertTrue(y[5].isNaN && y[n - 1].isNaN && dx[5].isNaN && dx[n - 1].isNaN, "\(path) gelu of NaN")
+            XCTAssertTrue(y[0].isFinite && dx[0].isFinite, path)
+            var s = [Float](repeating: 0, count: n)
+            softmaxForward(out: &s, inp: x, rows: 1, cols: n)
+            XCTAssertTrue(s[5].isNaN, "\(path) softmax of a row with NaN")
+        }
+    }
+
     func testGradientsOnVectorWidthsBothPaths() {
         eachPath { path in
             gradCheck("gelu-\(path)", inputs: [randomTensor([3, 13], seed: 140, scale: 2)]) { $0[0].gelu() }
