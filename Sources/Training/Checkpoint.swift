@@ -118,6 +118,38 @@ public enum Checkpointer {
         return final
     }
 
+    /// Retention: deletes complete checkpoints (`step_*` with a `state.json`) beyond the newest
+    /// `keep`, never the one `latest` names and never one at or after `protectFrom` (with a
+    /// coordinator: the newest checkpoint its ledger is known to hold — a coordinator-driven
+    /// restart resumes from there, so it must stay). Left-over `.tmp-step_*` directories of
+    /// interrupted saves older than the newest checkpoint go too. Returns the deleted directory
+    /// names, oldest first. Rank 0 only, after a save.
+    @discardableResult
+    public static func prune(output: String, keep: Int, protectFrom: Int?) -> [String] {
+        guard keep > 0 else { return [] }
+        let root = directory(output)
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: root.path) else { return [] }
+        func step(_ name: String, prefix: String) -> Int? {
+            name.hasPrefix(prefix) ? Int(name.dropFirst(prefix.count)) : nil
+        }
+        let complete = names.compactMap { n -> (Int, String)? in
+            guard let s = step(n, prefix: "step_"),
+                  fm.fileExists(atPath: root.appendingPathComponent(n).appendingPathComponent("state.json").path) else { return nil }
+            return (s, n)
+        }.sorted { $0.0 < $1.0 }
+        let latestName = latest(output)?.lastPathComponent
+        var doomed = complete.dropLast(keep).filter { c in c.1 != latestName && (protectFrom.map { c.0 < $0 } ?? true) }
+        if let newest = complete.last?.0 {
+            doomed += names.compactMap { n in step(n, prefix: ".tmp-step_").flatMap { $0 < newest ? ($0, n) : nil } }
+        }
+        var deleted: [String] = []
+        for (_, name) in doomed.sorted(by: { $0.0 < $1.0 }) where (try? fm.removeItem(at: root.appendingPathComponent(name))) != nil {
+            deleted.append(name)
+        }
+        return deleted
+    }
+
     /// The checkpoint `latest` points at, if any.
     public static func latest(_ output: String) -> URL? {
         let root = directory(output)

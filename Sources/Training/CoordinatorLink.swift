@@ -138,6 +138,9 @@ public final class CoordinatorLink {
             self.checkpointPosition = mine
             return LeaseAccount(leaseId: mine.leaseId, offset: mine.offset, consumed: self.ranges.takeConsumed())
         }
+        run.checkpointsProtectedFrom = { [weak self] in
+            self?.client.acknowledgedCheckpointStep.map { Int($0) }
+        }
         run.onCheckpoint = { [weak self] url, step in
             guard let self else { return }
             // The position stored in the checkpoint (nothing was read since it was taken).

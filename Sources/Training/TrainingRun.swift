@@ -9,6 +9,8 @@ public struct RunOptions: Sendable {
     public var maxSeconds: Double? = nil
     public var logEvery = 10
     public var checkpointEvery = 0
+    /// Keep only the newest N checkpoints (0: keep all); see ``Checkpointer/prune(output:keep:protectFrom:)``.
+    public var keepCheckpoints = 0
     public var divergenceCheckEvery = 50
     public var resume = false
     public init() {}
@@ -34,6 +36,11 @@ public final class TrainingRun {
     public var onCheckpoint: ((URL, Int) -> Void)?
     /// Called on every rank just before a checkpoint is written: the rank's lease account to store in it.
     public var checkpointLeases: (() -> LeaseAccount?)?
+    /// With `keepCheckpoints`, on rank 0: checkpoints at or after the returned step are never
+    /// deleted (the coordinator link returns the newest step the coordinator's ledger holds; nil
+    /// while it holds none, which protects every checkpoint). Without the hook only `latest` and
+    /// the newest `keepCheckpoints` are kept.
+    public var checkpointsProtectedFrom: (() -> Int?)?
     public private(set) var history: [StepMetrics] = []
     public private(set) var lastCheckpoint: URL?
     public private(set) var stoppedByCommand = false
@@ -144,6 +151,17 @@ public final class TrainingRun {
         lastCheckpoint = url
         onCheckpoint?(url, trainer.globalStep)
         if rank0 { print("checkpoint \(url.path)") }
+        if rank0 && options.keepCheckpoints > 0 {
+            let protectFrom: Int?
+            if let hook = checkpointsProtectedFrom {
+                guard let p = hook() else { return }  // the coordinator has acknowledged nothing yet
+                protectFrom = p
+            } else {
+                protectFrom = nil
+            }
+            let gone = Checkpointer.prune(output: options.outputDir, keep: options.keepCheckpoints, protectFrom: protectFrom)
+            if !gone.isEmpty { print("checkpoints: removed \(gone.joined(separator: ", ")) (--keep-checkpoints \(options.keepCheckpoints))") }
+        }
     }
 }
 

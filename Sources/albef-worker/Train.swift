@@ -30,6 +30,8 @@ struct Train: ParsableCommand {
     @Option(help: "Stop (with a checkpoint) after this many seconds.") var maxSeconds: Double?
     @Option(help: "Log every N steps (rank 0).") var logEvery: Int = 10
     @Option(help: "Checkpoint every N steps (0: only at the end).") var checkpointEvery: Int = 0
+    @Option(help: "Keep only the newest N checkpoints (0: keep all). With --coordinator, the newest checkpoint the coordinator's ledger holds is kept too.")
+    var keepCheckpoints: Int = 0
     @Option(help: "Check that ranks hold identical weights every N steps (0: never).") var divergenceCheckEvery: Int = 50
     @Flag(help: "Resume from the latest checkpoint in --output-dir.") var resume = false
     @Option(help: "Coordinator endpoint (tcp://host:port) for leases, status and commands; default: static sharding.") var coordinator: String?
@@ -44,7 +46,9 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be ≥ 1") }
-        if logEvery < 0 || checkpointEvery < 0 { throw ValidationError("--log-every / --checkpoint-every must be ≥ 0") }
+        if logEvery < 0 || checkpointEvery < 0 || keepCheckpoints < 0 {
+            throw ValidationError("--log-every / --checkpoint-every / --keep-checkpoints must be ≥ 0")
+        }
     }
 
     func run() throws {
@@ -88,6 +92,7 @@ struct Train: ParsableCommand {
         opts.maxSeconds = maxSeconds
         opts.logEvery = logEvery
         opts.checkpointEvery = checkpointEvery
+        opts.keepCheckpoints = keepCheckpoints
         opts.divergenceCheckEvery = divergenceCheckEvery
         opts.resume = resume
         let run = TrainingRun(trainer: trainer, source: source, options: opts)

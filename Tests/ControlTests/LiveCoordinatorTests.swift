@@ -351,6 +351,7 @@ extension LiveCoordinatorTests {
         XCTAssertTrue(Self.eventually { first.state.checkpoints.count == 1 }, "the commit was handled")
         usleep(300_000)
         XCTAssertEqual(client.pendingCheckpointCommits, 1, "not acknowledged: not durable")
+        XCTAssertNil(client.acknowledgedCheckpointStep, "nothing acknowledged: no checkpoint may be pruned yet")
         first.simulateCrash()
         XCTAssertTrue(Self.eventually { firstThread.isFinished })
         first.close()
@@ -362,11 +363,13 @@ extension LiveCoordinatorTests {
         XCTAssertEqual(second.state.checkpoints.map(\.step), [1])
         XCTAssertEqual(try store.load()?.checkpoints.map(\.step), [1], "and is durable")
         XCTAssertNil(client.lastError)
+        XCTAssertEqual(client.acknowledgedCheckpointStep, 1)
 
         // The final commit, then close at once: close waits for its acknowledgement.
         client.commitCheckpoint(step: 2, path: "/ck/2", positions: [DataPosition(rank: 0, leaseId: 0, offset: 0)])
         client.close()
         XCTAssertEqual(client.pendingCheckpointCommits, 0)
         XCTAssertEqual(second.state.checkpoints.map(\.step), [1, 2])
+        XCTAssertEqual(client.acknowledgedCheckpointStep, 2)
     }
 }

@@ -75,4 +75,44 @@ final class CheckpointResumeTests: XCTestCase {
         let tmp = try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints").filter { $0.hasPrefix(".tmp") }
         XCTAssertEqual(tmp, [])
     }
+
+    /// `--keep-checkpoints 2`: after a run with checkpoints at 2, 4, 6, 8 only 6 and 8 remain
+    /// (and a resume from them works); a coordinator's protected step keeps older ones.
+    func testKeepCheckpointsPrunesOldOnesAndResumeStillWorks() throws {
+        let config = TrainConfig.testMicro()
+        let comm = LocalWorld(size: 1).communicators()[0]
+        let dir = tempDir()
+        let data = SyntheticBatches(batchSize: 4, length: 6, imageRes: 32, vocabSize: 1200, seed: 1)
+        let t = try Trainer(config: config, comm: comm, seed: 1)
+        var o = RunOptions(); o.outputDir = dir; o.maxSteps = 8; o.logEvery = 0; o.checkpointEvery = 2; o.keepCheckpoints = 2
+        // A left-over of an interrupted save: removed once a newer checkpoint exists.
+        try FileManager.default.createDirectory(atPath: dir + "/checkpoints/.tmp-step_00000001", withIntermediateDirectories: true)
+        try TrainingRun(trainer: t, source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 10), options: o).run()
+        func listing() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints").sorted() }
+        XCTAssertEqual(try listing(), ["latest", "step_00000006", "step_00000008"])
+
+        let r = try Trainer(config: config, comm: comm, seed: 7)
+        var o2 = o; o2.maxSteps = 10; o2.resume = true
+        try TrainingRun(trainer: r, source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 10), options: o2).run()
+        XCTAssertEqual(r.globalStep, 10)
+        XCTAssertEqual(try listing(), ["latest", "step_00000008", "step_00000010"])
+
+        // Protected from step 8 (say, the newest the coordinator acknowledged): nothing at or after
+        // 8 goes even beyond keep = 1, and with nothing acknowledged (nil) nothing goes at all.
+        let p = try Trainer(config: config, comm: comm, seed: 7)
+        var o3 = o2; o3.maxSteps = 14; o3.keepCheckpoints = 1
+        var run = TrainingRun(trainer: p, source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 10), options: o3)
+        run.checkpointsProtectedFrom = { 8 }
+        try run.run()
+        XCTAssertEqual(try listing(), ["latest", "step_00000008", "step_00000010", "step_00000012", "step_00000014"])
+        let q = try Trainer(config: config, comm: comm, seed: 7)
+        var o4 = o3; o4.maxSteps = 16
+        run = TrainingRun(trainer: q, source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 10), options: o4)
+        run.checkpointsProtectedFrom = { nil }
+        try run.run()
+        XCTAssertEqual(try listing().count, 6)
+        XCTAssertEqual(Checkpointer.prune(output: dir, keep: 1, protectFrom: nil),
+                       ["step_00000008", "step_00000010", "step_00000012", "step_00000014"])
+        XCTAssertEqual(try listing(), ["latest", "step_00000016"])
+    }
 }

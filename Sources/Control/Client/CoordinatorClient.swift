@@ -236,6 +236,20 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// Checkpoint commits not yet acknowledged by the coordinator.
     public var pendingCheckpointCommits: Int { lock.withLock { commits.count } }
 
+    /// The newest checkpoint step the coordinator is known to have in its ledger: the latest
+    /// acknowledged commit, or the resume step it named at registration. A job restarted by the
+    /// coordinator resumes from this checkpoint or a newer one, so older ones may be deleted.
+    public var acknowledgedCheckpointStep: UInt64? {
+        lock.withLock {
+            let resume = _registration.map(\.resumeStep).flatMap { $0 > 0 ? $0 : nil }
+            switch (_acknowledgedCheckpointStep, resume) {
+            case let (a?, r?): return max(a, r)
+            case let (a, r): return a ?? r
+            }
+        }
+    }
+    private var _acknowledgedCheckpointStep: UInt64?
+
     /// Waits until every checkpoint commit was acknowledged (or refused); false on timeout.
     @discardableResult
     public func waitForCheckpointCommits(timeout: Double) -> Bool {
@@ -342,7 +356,7 @@ public final class CoordinatorClient: @unchecked Sendable {
             if replyTo != 0 && commitSeqs.contains(replyTo) {
                 // The answer to the commit on the wire: acknowledged (or a duplicate of a durable
                 // one), or refused (e.g. superseded by a later checkpoint); either way it is settled.
-                if case .error(let e) = body { _lastError = e }
+                if case .error(let e) = body { _lastError = e } else { _acknowledgedCheckpointStep = max(_acknowledgedCheckpointStep ?? 0, commits[0].step) }
                 commits.removeFirst()
                 commitSeqs = []
                 commitLastSent = -Double.infinity
