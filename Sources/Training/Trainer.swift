@@ -11,6 +11,7 @@ public enum TrainingError: Error, CustomStringConvertible {
     case nonFinite(step: Int, what: String)
     case checkpoint(String)
     case data(String)
+    case output(String)
 
     public var description: String {
         switch self {
@@ -21,6 +22,7 @@ public enum TrainingError: Error, CustomStringConvertible {
         case let .nonFinite(step, what): return "non-finite \(what) at step \(step); the run stops (resume from the last checkpoint with a lower lr)."
         case .checkpoint(let s): return "checkpoint: \(s)"
         case .data(let s): return "data: \(s)"
+        case .output(let s): return "output: \(s)"
         }
     }
 }
@@ -39,6 +41,8 @@ public struct StepMetrics: Codable, Sendable {
     public var step: Int, epoch: Int, iteration: Int
     public var lossITA: Double, lossITM: Double, lossMLM: Double, loss: Double
     public var lr: Double, alpha: Double
+    /// The ITC temperature this step used (after ALBEF's clamp to [0.001, 0.5]).
+    public var temp: Double = 0
     public var forwardSeconds: Double, backwardSeconds: Double, commWaitSeconds: Double, optimizerSeconds: Double, stepSeconds: Double
 }
 
@@ -115,6 +119,7 @@ public final class Trainer {
         model.online!.zeroGradients()
         let out = model.forwardStep(batch, alpha: alpha, rng: &rng, injection: injection, allGather: allGather)
         let t1 = monotonicSeconds()
+        let temp = Double(model.temp.item)
         guard out.total.item.isFinite else { throw TrainingError.nonFinite(step: globalStep, what: "loss \(out.total.item)") }
         let fused = model.online!.gradientLayout == .deferred
         if fused { optimizer.beginStep() }  // buckets are applied as backward finishes them
@@ -133,7 +138,7 @@ public final class Trainer {
         let w = Double(comm.size)
         globalStep += 1
         return StepMetrics(step: globalStep, epoch: epoch, iteration: iteration, lossITA: sums[0] / w, lossITM: sums[1] / w,
-                           lossMLM: sums[2] / w, loss: (sums[0] + sums[1] + sums[2]) / w, lr: lr, alpha: Double(alpha),
+                           lossMLM: sums[2] / w, loss: (sums[0] + sums[1] + sums[2]) / w, lr: lr, alpha: Double(alpha), temp: temp,
                            forwardSeconds: t1 - t0, backwardSeconds: t2 - t1, commWaitSeconds: t3 - t2,
                            optimizerSeconds: t4 - t3 + inBackward, stepSeconds: monotonicSeconds() - t0)
     }

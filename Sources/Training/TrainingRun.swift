@@ -13,6 +13,8 @@ public struct RunOptions: Sendable {
     public var keepCheckpoints = 0
     public var divergenceCheckEvery = 50
     public var resume = false
+    /// Also write the logged scalars as TensorBoard events under `outputDir/tensorboard`.
+    public var tensorBoard = true
     public init() {}
 }
 
@@ -71,6 +73,8 @@ public final class TrainingRun {
         try FileManager.default.createDirectory(atPath: options.outputDir, withIntermediateDirectories: true)
         let metricsURL = URL(fileURLWithPath: options.outputDir).appendingPathComponent("metrics.jsonl")
         let metrics: FileHandle? = rank0 ? try openAppend(metricsURL) : nil
+        // TensorBoard: a new event file per run (a resumed run adds one; TensorBoard merges them).
+        let board: TensorBoardWriter? = rank0 && options.tensorBoard ? try TensorBoardWriter(directory: options.outputDir + "/tensorboard") : nil
         let start = monotonicSeconds()
         let startStep = trainer.globalStep
         var windowStart = start, windowSamples = 0
@@ -101,7 +105,7 @@ public final class TrainingRun {
                     print(String(format: "epoch %d step %d | loss_ita %.4f | loss_itm %.4f | loss_mlm %.4f | lr %.2e | %.1f samples/s | ETA %@",
                                  epoch, step, m.lossITA, m.lossITM, m.lossMLM, m.lr, sps, formatDuration(eta)))
                     var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "loss_ita": m.lossITA, "loss_itm": m.lossITM,
-                                              "loss_mlm": m.lossMLM, "loss": m.loss, "lr": m.lr, "alpha": m.alpha, "samples_per_s": sps,
+                                              "loss_mlm": m.lossMLM, "loss": m.loss, "lr": m.lr, "alpha": m.alpha, "temp": m.temp, "samples_per_s": sps,
                                               "step_s": m.stepSeconds, "forward_s": m.forwardSeconds, "backward_s": m.backwardSeconds,
                                               "comm_wait_s": m.commWaitSeconds, "optimizer_s": m.optimizerSeconds, "elapsed_s": now - start]
                     let bad = source.badSampleCounts
@@ -109,6 +113,11 @@ public final class TrainingRun {
                     if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) {
                         metrics?.write(d + Data("\n".utf8))
                     }
+                    board?.add(scalars: [("loss/total", m.loss), ("loss/ita", m.lossITA), ("loss/itm", m.lossITM), ("loss/mlm", m.lossMLM),
+                                         ("lr", m.lr), ("alpha", m.alpha), ("temp", m.temp), ("throughput/samples_per_s", sps),
+                                         ("time/step_s", m.stepSeconds), ("time/forward_s", m.forwardSeconds),
+                                         ("time/backward_s", m.backwardSeconds), ("time/comm_wait_s", m.commWaitSeconds),
+                                         ("time/optimizer_s", m.optimizerSeconds)], step: step)
                     windowStart = now
                     windowSamples = 0
                 }

@@ -32,6 +32,8 @@ struct Train: ParsableCommand {
     @Option(help: "Checkpoint every N steps (0: only at the end).") var checkpointEvery: Int = 0
     @Option(help: "Keep only the newest N checkpoints (0: keep all). With --coordinator, the newest checkpoint the coordinator's ledger holds is kept too.")
     var keepCheckpoints: Int = 0
+    @Flag(inversion: .prefixedNo, help: "Also write the logged scalars as TensorBoard events under OUTPUT-DIR/tensorboard.")
+    var tensorboard = true
     @Option(help: "Check that ranks hold identical weights every N steps (0: never).") var divergenceCheckEvery: Int = 50
     @Flag(help: "Resume from the latest checkpoint in --output-dir.") var resume = false
     @Option(help: "Coordinator endpoint (tcp://host:port) for leases, status and commands; default: static sharding.") var coordinator: String?
@@ -93,6 +95,7 @@ struct Train: ParsableCommand {
         opts.logEvery = logEvery
         opts.checkpointEvery = checkpointEvery
         opts.keepCheckpoints = keepCheckpoints
+        opts.tensorBoard = tensorboard
         opts.divergenceCheckEvery = divergenceCheckEvery
         opts.resume = resume
         let run = TrainingRun(trainer: trainer, source: source, options: opts)
