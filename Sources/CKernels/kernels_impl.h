@@ -173,54 +173,7 @@ CK_TARGET static void CK_NAME(layernorm_backward)(float *dinp, float *dw, float 
     const long cW = cols & ~(long)(VW - 1);
     if (dw) for (long c = 0; c < cols; c++) dw[c] = 0;
     if (db) for (long c = 0; c < cols; c++) db[c] = 0;
-    long r = lo;
-    // Groups of 4 rows: each row's sums first, then one pass that writes the 4 rows' dx and adds
-    // their dw/db contributions together (a quarter of the dw/db loads and stores; the sum of
-    // the 4 is formed in a fixed order, so the result does not depend on the thread split).
-    if (dinp) for (; r + 4 <= hi; r += 4) {
-        const float *x[4], *dy[4];
-        float *dx[4], m[4], rs[4], sg[4], sgx[4];
-        VF mv[4], rv[4], sgv[4], sgxv[4];
-        long c;
-        for (int k = 0; k < 4; k++) {
-            x[k] = inp + (r + k) * cols; dy[k] = dout + (r + k) * cols; dx[k] = dinp + (r + k) * cols;
-            m[k] = mean[r + k]; rs[k] = rstd[r + k];
-            mv[k] = splat(m[k]); rv[k] = splat(rs[k]);
-            VF ag = splat(0), agx = splat(0);
-            for (c = 0; c < cW; c += VW) {
-                VF g = ld(dy[k] + c) * ld(w + c);
-                ag += g;
-                agx += g * ((ld(x[k] + c) - mv[k]) * rv[k]);
-            }
-            sg[k] = hsum(ag); sgx[k] = hsum(agx);
-            for (; c < cols; c++) { float g = dy[k][c] * w[c]; sg[k] += g; sgx[k] += g * ((x[k][c] - m[k]) * rs[k]); }
-            sg[k] /= (float)cols;
-            sgx[k] /= (float)cols;
-            sgv[k] = splat(sg[k]); sgxv[k] = splat(sgx[k]);
-        }
-        for (c = 0; c < cW; c += VW) {
-            const VF wv = ld(w + c);
-            VF g[4], xh[4];
-            for (int k = 0; k < 4; k++) {
-                g[k] = ld(dy[k] + c);
-                xh[k] = (ld(x[k] + c) - mv[k]) * rv[k];
-                st(dx[k] + c, ld(dx[k] + c) + rv[k] * (g[k] * wv - sgv[k] - xh[k] * sgxv[k]));
-            }
-            if (dw) st(dw + c, ld(dw + c) + ((g[0] * xh[0] + g[1] * xh[1]) + (g[2] * xh[2] + g[3] * xh[3])));
-            if (db) st(db + c, ld(db + c) + ((g[0] + g[1]) + (g[2] + g[3])));
-        }
-        for (; c < cols; c++) {
-            float g[4], xh[4];
-            for (int k = 0; k < 4; k++) {
-                g[k] = dy[k][c];
-                xh[k] = (x[k][c] - m[k]) * rs[k];
-                dx[k][c] += rs[k] * (g[k] * w[c] - sg[k] - xh[k] * sgx[k]);
-            }
-            if (dw) dw[c] += (g[0] * xh[0] + g[1] * xh[1]) + (g[2] * xh[2] + g[3] * xh[3]);
-            if (db) db[c] += (g[0] + g[1]) + (g[2] + g[3]);
-        }
-    }
-    for (; r < hi; r++) {
+    for (long r = lo; r < hi; r++) {
         const float *x = inp + r * cols, *dy = dout + r * cols;
         const float m = mean[r], rs = rstd[r];
         const VF mv = splat(m), rv = splat(rs);
