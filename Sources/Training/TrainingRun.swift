@@ -46,6 +46,12 @@ public final class TrainingRun {
     public private(set) var history: [StepMetrics] = []
     public private(set) var lastCheckpoint: URL?
     public private(set) var stoppedByCommand = false
+    /// Polled on every rank at each step boundary: a signal number when this process was asked to
+    /// stop (SIGUSR1 from a scheduler's time-limit warning, SIGTERM, SIGINT), else 0. If any rank
+    /// was, every rank checkpoints at this boundary and the run ends (`stoppedBySignal`).
+    public var stopSignal: (() -> Int32)?
+    /// The signal that ended the run early (after its checkpoint), or 0.
+    public private(set) var stoppedBySignal: Int32 = 0
 
     public init(trainer: Trainer, source: BatchSource, options: RunOptions) {
         self.trainer = trainer
@@ -129,6 +135,7 @@ public final class TrainingRun {
                     cmd = StepCommand.none.rawValue
                     while true {
                         usleep(200_000)
+                        if (stopSignal?() ?? 0) != 0 { break }  // agreed on below
                         let c = commandSource?() ?? .none
                         if c == .resume { print("resumed at step \(step)"); break }
                         if c == .stop { cmd = StepCommand.stop.rawValue; break }
@@ -137,7 +144,17 @@ public final class TrainingRun {
                 }
                 if let ms = options.maxSeconds, rank0, monotonicSeconds() - start >= ms { cmd = StepCommand.stop.rawValue }
                 if let mx = options.maxSteps, step >= mx { cmd = StepCommand.stop.rawValue }
-                withUnsafeMutableBytes(of: &cmd) { comm.broadcast(bytes: $0.baseAddress!, count: 1, root: 0) }
+                // One allreduce agrees on rank 0's command and on whether any rank was signalled
+                // (sums: [rank 0's command, ranks signalled, rank 0's signal number]).
+                let signal = stopSignal?() ?? 0
+                var agreed: [Float] = [rank0 ? Float(cmd) : 0, signal != 0 ? 1 : 0, rank0 ? Float(signal) : 0]
+                agreed.withUnsafeMutableBufferPointer { comm.allReduceSum($0.baseAddress!, count: 3) }
+                cmd = UInt8(agreed[0])
+                if agreed[1] > 0 {
+                    // Rank 0 names its own signal; -1 when only other ranks received one.
+                    stoppedBySignal = agreed[2] > 0 ? Int32(agreed[2]) : (signal != 0 ? signal : -1)
+                    cmd = StepCommand.stop.rawValue
+                }
                 let command = StepCommand(rawValue: cmd) ?? .none
                 let periodic = options.checkpointEvery > 0 && step % options.checkpointEvery == 0
                 if periodic || command == .checkpoint || command == .stop {

@@ -6,6 +6,26 @@ import Foundation
 import Tensor
 import Training
 
+/// The first stop signal `train` received (SIGUSR1, SIGTERM, SIGINT), or 0; polled at step boundaries.
+nonisolated(unsafe) var trainStopSignal: Int32 = 0
+
+/// Exit status of a run that a signal stopped after writing its checkpoint (EX_TEMPFAIL: not
+/// finished, run again with --resume).
+let exitStoppedBySignal: Int32 = 75
+
+/// Graceful stop on a signal: the first SIGUSR1 / SIGTERM / SIGINT asks for a checkpoint and a
+/// clean exit at the next step boundary; the handler then returns to the default action, so a
+/// second signal ends the process at once. (mpirun forwards SIGUSR1 to every rank but kills the
+/// job soon after a SIGTERM; srun forwards both; Slurm's `--signal=USR1@T` warns before the limit.)
+func installStopSignalHandlers() {
+    for s in [SIGUSR1, SIGTERM, SIGINT] {
+        signal(s) { received in
+            if trainStopSignal == 0 { trainStopSignal = received }
+            signal(received, SIG_DFL)
+        }
+    }
+}
+
 /// Options shared by the commands that build a model from a config.
 struct ModelOptions: ParsableArguments {
     @Option(help: "ALBEF YAML config (Pretrain.yaml keys).") var config: String = "configs/tiny.yaml"
@@ -100,13 +120,20 @@ struct Train: ParsableCommand {
         opts.resume = resume
         let run = TrainingRun(trainer: trainer, source: source, options: opts)
         if let link, let ls = source as? LoaderSource { link.attach(to: run, source: ls) }
+        installStopSignalHandlers()
+        run.stopSignal = { trainStopSignal }
         do { try run.run() } catch {
             print("rank \(comm.rank): error: \(error)")
             link?.close(commitTimeout: 5)
             world.abort(2)
         }
         link?.close()
-        if run.stoppedByCommand, comm.rank == 0 { print("stopped by command at step \(trainer.globalStep)") }
+        if run.stoppedBySignal != 0 {
+            if comm.rank == 0 {
+                let name = run.stoppedBySignal > 0 ? String(cString: strsignal(run.stoppedBySignal)) + " (\(run.stoppedBySignal))" : "a signal on another rank"
+                print("stopped by \(name) at step \(trainer.globalStep) after its checkpoint; continue with --resume (exit status \(exitStoppedBySignal))")
+            }
+        } else if run.stoppedByCommand, comm.rank == 0 { print("stopped by command at step \(trainer.globalStep)") }
         if comm.rank == 0 {
             let h = run.history
             if let f = h.first, let l = h.last {
@@ -116,6 +143,8 @@ struct Train: ParsableCommand {
             if let c = run.lastCheckpoint { print("last checkpoint: \(c.path)") }
         }
         comm.barrier()
+        fflush(stdout)
+        if run.stoppedBySignal != 0 { throw ExitCode(exitStoppedBySignal) }
     }
 }
 

@@ -170,4 +170,93 @@ final class SlurmTests: XCTestCase {
         XCTAssertTrue(log.contains("albef-data synth --out \(d.path)/nowhere"), log)
         XCTAssertFalse(FileManager.default.fileExists(atPath: d.path + "/run-none"))
     }
+
+    /// `sbatch --wait` in the background; returns the process and the job log path.
+    func submitInBackground(_ name: String, _ args: [String], env: [String: String]) throws -> (Process, String) {
+        let d = try workDir()
+        let log = d.path + "/\(name).out"
+        var e = ProcessInfo.processInfo.environment.filter { k, _ in !["SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMIX_"].contains { k.hasPrefix($0) } }
+        for (k, v) in ["SLURM_CONF": d.path + "/cluster/slurm.conf", "ROOT": Self.root.path,
+                       "BIN": productsDirectory().appendingPathComponent("albef-worker").path,
+                       "CONFIG": Self.root.path + "/configs/tiny.yaml", "CORPUS": d.path + "/corpus/index.json", "CPU_BIND": ""] { e[k] = v }
+        for (k, v) in env { e[k] = v }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.which("sbatch") ?? "/usr/bin/sbatch")
+        p.arguments = ["--wait", "--job-name=\(name)", "--output=\(log)"] + args + [Self.root.path + "/cluster/slurm/pretrain.sbatch"]
+        p.environment = e
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return (p, log)
+    }
+
+    /// Waits (up to `timeout` s) until `file` contains `needle`.
+    func waitFor(_ needle: String, in file: String, timeout: Double = 120) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let t = try? String(contentsOfFile: file, encoding: .utf8), t.contains(needle) { return true }
+            usleep(200_000)
+        }
+        return false
+    }
+
+    /// The job id of the job named `name` (squeue), or nil.
+    func jobId(_ name: String) throws -> String? {
+        let d = try workDir()
+        let (_, out) = try Self.run(Self.which("squeue") ?? "squeue", ["-h", "-o", "%i", "-n", name], env: ["SLURM_CONF": d.path + "/cluster/slurm.conf"])
+        return out.split(separator: "\n").first.map { String($0).trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    func metricSteps(_ out: String) throws -> [Int] {
+        try String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8).split(separator: "\n").compactMap {
+            ((try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any])?["step"] as? Int
+        }
+    }
+
+    /// The time-limit warning (`--signal=B:USR1@180`, here sent at once with `scancel --batch
+    /// --signal=USR1`): the script forwards SIGUSR1, the ranks checkpoint at the next step and exit
+    /// with 75, and the job requeues itself and resumes from that checkpoint to the end — every step
+    /// once, none lost. Then with REQUEUE=0 the job just stops with 75 at its checkpoint.
+    func testTimeLimitSignalCheckpointsAndRequeues() throws {
+        let d = try workDir()
+        let out = d.path + "/run-signal"
+        let conf = ["SLURM_CONF": d.path + "/cluster/slurm.conf"]
+        let (job, log) = try submitInBackground("albef-signal", ["--nodes=1", "--ntasks-per-node=2"],
+                                                env: ["OUT": out, "EXTRA": "--max-steps 14 --log-every 1", "CHECKPOINT_EVERY": "100"])
+        defer { if job.isRunning { job.terminate() } }
+        XCTAssertTrue(waitFor("epoch 0 step 3 |", in: log), (try? String(contentsOfFile: log, encoding: .utf8)) ?? "no log")
+        let id = try XCTUnwrap(try jobId("albef-signal"))
+        let (s0, o0) = try Self.run(Self.which("scancel") ?? "scancel", ["--batch", "--signal=USR1", id], env: conf)
+        XCTAssertEqual(s0, 0, o0)
+        XCTAssertTrue(waitFor("requeued job \(id)", in: log), (try? String(contentsOfFile: log, encoding: .utf8)) ?? "no log")
+        XCTAssertTrue(waitFor("training exited with status 0", in: log, timeout: 180), (try? String(contentsOfFile: log, encoding: .utf8)) ?? "no log")
+        job.waitUntilExit()
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        XCTAssertTrue(text.contains("pretrain.sbatch: received SIGUSR1"), text)
+        XCTAssertTrue(text.contains("stopped by User defined signal 1 (10) at step "), text)
+        XCTAssertTrue(text.contains("training exited with status 75"), text)
+        // The stop step: its checkpoint was written, and the requeued run resumed from it.
+        let stop = try XCTUnwrap(text.components(separatedBy: "stopped by User defined signal 1 (10) at step ").dropFirst().first
+            .flatMap { Int($0.prefix { $0.isNumber }) })
+        XCTAssertTrue(stop >= 3 && stop < 14, "stopped at \(stop)")
+        XCTAssertTrue(text.contains(String(format: "resumed from %@/checkpoints/step_%08d: step %d", out, stop, stop)), text)
+        XCTAssertEqual(try metricSteps(out), Array(1...14), "every step once across the two runs")
+        XCTAssertEqual(latest(out), "step_00000014")
+
+        // REQUEUE=0: stops with 75 at its checkpoint and stays stopped.
+        let out2 = d.path + "/run-signal-norequeue"
+        let (job2, log2) = try submitInBackground("albef-signal2", ["--nodes=1", "--ntasks-per-node=2"],
+                                                  env: ["OUT": out2, "REQUEUE": "0", "EXTRA": "--max-steps 200 --log-every 1"])
+        defer { if job2.isRunning { job2.terminate() } }
+        XCTAssertTrue(waitFor("epoch 0 step 2 |", in: log2), (try? String(contentsOfFile: log2, encoding: .utf8)) ?? "no log")
+        let id2 = try XCTUnwrap(try jobId("albef-signal2"))
+        XCTAssertEqual(try Self.run(Self.which("scancel") ?? "scancel", ["--batch", "--signal=USR1", id2], env: conf).0, 0)
+        job2.waitUntilExit()
+        let text2 = try String(contentsOfFile: log2, encoding: .utf8)
+        XCTAssertEqual(job2.terminationStatus, 75, text2)
+        XCTAssertTrue(text2.contains("training exited with status 75") && !text2.contains("requeued job"), text2)
+        let steps = try metricSteps(out2)
+        XCTAssertEqual(latest(out2), String(format: "step_%08d", steps.last ?? -1), "the checkpoint is at the last step trained")
+    }
 }
