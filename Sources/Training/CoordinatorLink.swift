@@ -90,7 +90,6 @@ public final class CoordinatorLink {
     public let ranges: LeaseRangeSource
     let comm: Communicator
     weak var source: LoaderSource?
-    var samples: UInt64 = 0
     /// This rank's position as stored in the checkpoint being written.
     var checkpointPosition: DataPosition?
 
@@ -107,7 +106,9 @@ public final class CoordinatorLink {
         let globalBatch = UInt64(run.trainer.config.batchSize * comm.size)
         run.onStep = { [weak self] m in
             guard let self else { return }
-            self.samples += globalBatch
+            // Samples trained by the job, not by this process: a resumed run counts from its
+            // checkpoint's step (exact unless the world size changed along the way).
+            let samples = UInt64(m.step) * globalBatch
             // Finish the leases the loader has moved past (keeps the rank's prefetch window open).
             if let c = self.source?.loaderPosition?.cursor { _ = self.ranges.position(cursor: c) }
             self.client.sendHeartbeat(step: UInt64(m.step), stepSeconds: m.stepSeconds,
@@ -116,7 +117,7 @@ public final class CoordinatorLink {
                                                 PhaseTime(name: "comm_wait", seconds: m.commWaitSeconds),
                                                 PhaseTime(name: "optimizer", seconds: m.optimizerSeconds)])
             if self.comm.rank == 0 {
-                self.client.reportProgress(ProgressReport(step: UInt64(m.step), samples: self.samples,
+                self.client.reportProgress(ProgressReport(step: UInt64(m.step), samples: samples,
                                                           losses: Losses(ita: m.lossITA, itm: m.lossITM, mlm: m.lossMLM, total: m.loss),
                                                           samplesPerSecond: Double(globalBatch) / max(m.stepSeconds, 1e-9),
                                                           epoch: UInt32(m.epoch)))
