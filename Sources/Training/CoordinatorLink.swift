@@ -100,6 +100,25 @@ public final class CoordinatorLink {
         ranges = LeaseRangeSource(client: client)
     }
 
+    /// The step of the checkpoint the job resumes from: the last one the coordinator committed (0:
+    /// none). Collective: rank 0 waits up to `timeout` seconds for its registration reply and
+    /// broadcasts the step, so every rank resumes from the same checkpoint.
+    ///
+    /// A relaunched job must resume from this checkpoint, not merely the latest one on disk: a
+    /// checkpoint written just before the ranks died may never have been committed (its commit
+    /// was lost with them), and the coordinator restarts the job from its last committed one,
+    /// re-issuing every sample read after it. Resuming from the newer one would train those
+    /// samples twice and leave the steps between the two checkpoints out of its ledger.
+    public func agreedResumeStep(timeout: Double) throws -> Int {
+        var step: Int64 = -1
+        if comm.rank == 0, let reply = client.waitForRegistration(timeout: timeout) { step = Int64(clamping: reply.resumeStep) }
+        withUnsafeMutableBytes(of: &step) { comm.broadcast(bytes: $0.baseAddress!, count: $0.count, root: 0) }
+        guard step >= 0 else {
+            throw TrainingError.data("no registration reply from the coordinator \(client.endpoint) within \(Int(timeout)) s: is `albef-coord serve` running and reachable (job id \(client.jobId))?")
+        }
+        return Int(step)
+    }
+
     /// Installs the hooks on `run` (whose source reads `ranges`).
     public func attach(to run: TrainingRun, source: LoaderSource) {
         self.source = source
