@@ -90,7 +90,6 @@ public final class CoordinatorLink {
     public let ranges: LeaseRangeSource
     let comm: Communicator
     weak var source: LoaderSource?
-    var samples: UInt64 = 0
     /// This rank's position as stored in the checkpoint being written.
     var checkpointPosition: DataPosition?
 
@@ -101,13 +100,34 @@ public final class CoordinatorLink {
         ranges = LeaseRangeSource(client: client)
     }
 
+    /// The step of the checkpoint the job resumes from: the last one the coordinator committed (0:
+    /// none). Collective: rank 0 waits up to `timeout` seconds for its registration reply and
+    /// broadcasts the step, so every rank resumes from the same checkpoint.
+    ///
+    /// A relaunched job must resume from this checkpoint, not merely the latest one on disk: a
+    /// checkpoint written just before the ranks died may never have been committed (its commit
+    /// was lost with them), and the coordinator restarts the job from its last committed one,
+    /// re-issuing every sample read after it. Resuming from the newer one would train those
+    /// samples twice and leave the steps between the two checkpoints out of its ledger.
+    public func agreedResumeStep(timeout: Double) throws -> Int {
+        var step: Int64 = -1
+        if comm.rank == 0, let reply = client.waitForRegistration(timeout: timeout) { step = Int64(clamping: reply.resumeStep) }
+        withUnsafeMutableBytes(of: &step) { comm.broadcast(bytes: $0.baseAddress!, count: $0.count, root: 0) }
+        guard step >= 0 else {
+            throw TrainingError.data("no registration reply from the coordinator \(client.endpoint) within \(Int(timeout)) s: is `albef-coord serve` running and reachable (job id \(client.jobId))?")
+        }
+        return Int(step)
+    }
+
     /// Installs the hooks on `run` (whose source reads `ranges`).
     public func attach(to run: TrainingRun, source: LoaderSource) {
         self.source = source
         let globalBatch = UInt64(run.trainer.config.batchSize * comm.size)
         run.onStep = { [weak self] m in
             guard let self else { return }
-            self.samples += globalBatch
+            // Samples trained by the job, not by this process: a resumed run counts from its
+            // checkpoint's step (exact unless the world size changed along the way).
+            let samples = UInt64(m.step) * globalBatch
             // Finish the leases the loader has moved past (keeps the rank's prefetch window open).
             if let c = self.source?.loaderPosition?.cursor { _ = self.ranges.position(cursor: c) }
             self.client.sendHeartbeat(step: UInt64(m.step), stepSeconds: m.stepSeconds,
@@ -116,7 +136,7 @@ public final class CoordinatorLink {
                                                 PhaseTime(name: "comm_wait", seconds: m.commWaitSeconds),
                                                 PhaseTime(name: "optimizer", seconds: m.optimizerSeconds)])
             if self.comm.rank == 0 {
-                self.client.reportProgress(ProgressReport(step: UInt64(m.step), samples: self.samples,
+                self.client.reportProgress(ProgressReport(step: UInt64(m.step), samples: samples,
                                                           losses: Losses(ita: m.lossITA, itm: m.lossITM, mlm: m.lossMLM, total: m.loss),
                                                           samplesPerSecond: Double(globalBatch) / max(m.stepSeconds, 1e-9),
                                                           epoch: UInt32(m.epoch)))

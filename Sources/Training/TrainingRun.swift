@@ -15,11 +15,14 @@ public struct RunOptions: Sendable {
     public var resume = false
     /// Also write the logged scalars as TensorBoard events under `outputDir/tensorboard`.
     public var tensorBoard = true
+    /// With `resume`: the step of the checkpoint to resume from (with a coordinator, the last one
+    /// it committed); nil: the latest checkpoint.
+    public var resumeStep: Int? = nil
     public init() {}
 }
 
 /// Control hooks between steps (the coordinator plugs in here): return a command for this
-/// step boundary. Only rank 0's answer counts; it is broadcast so every rank acts at the same step.
+/// step boundary. Only rank 0's answer counts; it is agreed in one allreduce so every rank acts at the same step.
 public enum StepCommand: UInt8, Sendable {
     case none = 0, stop = 1, checkpoint = 2, pause = 3, resume = 4
 }
@@ -65,7 +68,7 @@ public final class TrainingRun {
     public func run() throws {
         let comm = trainer.comm
         var epoch = 0, iteration = 0
-        if options.resume, let dir = Checkpointer.latest(options.outputDir) {
+        if options.resume, let dir = try resumeDirectory() {
             let st = try Checkpointer.load(dir, into: trainer)
             epoch = st.epoch
             iteration = st.iteration
@@ -166,6 +169,21 @@ public final class TrainingRun {
             iteration = 0
         }
         try? metrics?.close()
+    }
+
+    /// The checkpoint `--resume` continues from: the one of `options.resumeStep` when set (it must
+    /// exist; a newer one on disk is passed over, with a note), else the latest one, if any.
+    func resumeDirectory() throws -> URL? {
+        let latest = Checkpointer.latest(options.outputDir)
+        guard let step = options.resumeStep else { return latest }
+        let dir = Checkpointer.directory(options.outputDir).appendingPathComponent(String(format: "step_%08d", step))
+        guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("state.json").path) else {
+            throw TrainingError.checkpoint("the job resumes from its committed checkpoint at step \(step), but \(dir.path) does not exist (latest here: \(latest?.lastPathComponent ?? "none")); resume with the --output-dir that wrote it")
+        }
+        if rank0, let latest, latest.standardizedFileURL != dir.standardizedFileURL {
+            print("resume: passing over \(latest.path), which the coordinator never committed; resuming from its last committed checkpoint \(dir.path)")
+        }
+        return dir
     }
 
     func checkpoint(epoch: Int, iteration: Int) throws {

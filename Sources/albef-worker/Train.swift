@@ -118,6 +118,17 @@ struct Train: ParsableCommand {
         opts.tensorBoard = tensorboard
         opts.divergenceCheckEvery = divergenceCheckEvery
         opts.resume = resume
+        if let link {
+            // The coordinator decides where the job resumes (see CoordinatorLink.agreedResumeStep).
+            let committed = try link.agreedResumeStep(timeout: link.ranges.patience)
+            if resume && committed > 0 {
+                opts.resumeStep = committed
+            } else if comm.rank == 0 && resume && Checkpointer.latest(outputDir) != nil {
+                print("resume: warning: the coordinator has no committed checkpoint for job \(jobId); resuming from \(Checkpointer.latest(outputDir)!.path), which its ledger does not account for")
+            } else if comm.rank == 0 && !resume && committed > 0 {
+                print("warning: job \(jobId) is at committed checkpoint step \(committed) on the coordinator; without --resume this run starts from step 0 and does not train again the samples committed before it")
+            }
+        }
         let run = TrainingRun(trainer: trainer, source: source, options: opts)
         if let link, let ls = source as? LoaderSource { link.attach(to: run, source: ls) }
         installStopSignalHandlers()

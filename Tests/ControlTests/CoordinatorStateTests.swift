@@ -240,9 +240,11 @@ final class CoordinatorStateTests: XCTestCase {
         // Both continue identically: the restored plan is the same plan.
         let a = h.leases(0)!.leases, b = restarted.leases(0)!.leases
         XCTAssertEqual(a, b)
-        // A rank re-registering after the restart keeps its leases.
+        // A rank re-registering after the restart (same process, same session) keeps its leases:
+        // not a relaunch.
         _ = restarted.register(1)
         XCTAssertEqual(restarted.state.outstandingLeases(of: 1), before1)
+        XCTAssertEqual(restarted.state.attempt, 1)
     }
 
     func testRejectsBadMessagesWithoutChangingState() {
@@ -338,6 +340,7 @@ extension CoordinatorStateTests {
         XCTAssertTrue(warnings.first?.contains("checkpoint step 8") == true, "\(warnings)")
         h3.seqs = [:]
         for r in 0..<3 as Range<Int32> { XCTAssertEqual(h3.register(r, pid: 700)?.resumeStep, 8) }
+        XCTAssertEqual(h3.state.attempt, 2, "the new processes registering are the attempt the world-size change started")
         let rest = drain(&h3, ranks: [0, 1, 2])
         assertExactCover(h3.state.ledger + rest.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 1)
     }
@@ -391,5 +394,211 @@ extension CoordinatorStateTests {
         XCTAssertEqual(Harness.error(h.send(0, .checkpointCommitted(commit)))?.code, .outOfOrder)
         XCTAssertEqual(h.state.ledger, ledger10)
         XCTAssertEqual(h.state.checkpoints.map(\.step), [5, 10])
+    }
+}
+
+extension Harness {
+    /// Registers `rank` as the process `pid` whose client has session `session` (a relaunched
+    /// rank is a new process: new pid, new session, its envelope `seq` restarting at 1).
+    mutating func register(_ rank: Int32, pid: UInt32, session: UInt64, seq: UInt64? = nil) -> RegistrationReply? {
+        let out = send(rank, .registration(Registration(worldSize: state.config.worldSize, host: "h", pid: pid, buildVersion: "t", session: session)),
+                       seq: seq)
+        if case .registrationReply(let r)? = out.first?.envelope.body { return r }
+        return nil
+    }
+}
+
+extension CoordinatorStateTests {
+    /// The ledger invariant: for every epoch, the committed ranges, the live leases beyond their
+    /// committed prefix (up to what a returned lease used; the rest of it is in the re-issue
+    /// queue), the re-issue queue and the not-yet-planned remainder partition the epoch's samples.
+    func assertLedgerPartition(_ state: CoordinatorState, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        var pieces = state.ledger
+        for record in state.leases.values {
+            let l = record.lease
+            let used = record.returnedConsumed ?? l.count
+            pieces.append(SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + record.committedOffset, end: l.start + used))
+        }
+        // Draining a copy of the planner yields the re-issue queue, then the unplanned remainder.
+        var rest = state.planner
+        while let r = rest.next() { pieces.append(r) }
+        let epochs = state.config.epochs
+        XCTAssertEqual(pieces.reduce(0) { $0 + $1.count }, sizes.reduce(0, +) * UInt64(epochs), "\(what): overlap or loss", file: file, line: line)
+        var expected: [SampleRange] = []
+        for e in 0..<epochs {
+            for (s, n) in sizes.enumerated() where n > 0 { expected.append(SampleRange(epoch: e, shard: UInt32(s), start: 0, end: n)) }
+        }
+        XCTAssertEqual(SampleRange.merged(pieces), expected, "\(what): coverage", file: file, line: line)
+    }
+
+    /// First attempt of a 2-rank job (processes with sessions 0xA0, 0xA1, reading their leases in
+    /// grant order): checkpoints 5 and 10 are committed mid-lease; after checkpoint 10 both ranks
+    /// return and take more leases (one return partial) and read into them, work that dies with
+    /// the processes. Returns the ledger of checkpoint 10 and the lease samples read after it.
+    func firstAttemptKilledAfterCheckpoint10(_ h: inout Harness) throws -> (ledger: [SampleRange], lostReads: [SampleRange]) {
+        func r(_ l: Lease, _ a: UInt64, _ b: UInt64) -> SampleRange { SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + a, end: l.start + b) }
+        var lastTaken: [Int32: UInt64] = [:]
+        /// The rank's next lease in grant order (what its loader takes next).
+        func take(_ rank: Int32) throws -> Lease {
+            let g = try XCTUnwrap(h.leases(rank, want: 2, takenThrough: lastTaken[rank, default: 0]))
+            let l = try XCTUnwrap(g.leases.first { $0.id > lastTaken[rank, default: 0] })
+            lastTaken[rank] = l.id
+            return l
+        }
+        func commit(_ step: UInt64, _ positions: [DataPosition]) throws {
+            let out = h.send(0, .checkpointCommitted(CheckpointCommitted(step: step, path: "/ck/\(step)", positions: positions)))
+            guard case .ack? = out.first?.envelope.body else { throw XCTSkip("checkpoint \(step) refused: \(String(describing: out.first?.envelope.body))") }
+        }
+        XCTAssertEqual(h.register(0, pid: 100, session: 0xA0)?.resumeStep, 0)
+        XCTAssertEqual(h.register(1, pid: 101, session: 0xA1)?.resumeStep, 0)
+        XCTAssertEqual(h.state.jobState, .running)
+        // Checkpoint 5: rank 0 finished a0 and is 3 into a1; rank 1 is 7 into b0.
+        let a0 = try take(0), b0 = try take(1)
+        h.send(0, .leaseReturn(LeaseReturn(leaseId: a0.id, consumed: a0.count)))
+        let a1 = try take(0)
+        try commit(5, [DataPosition(rank: 0, leaseId: a1.id, offset: 3), DataPosition(rank: 1, leaseId: b0.id, offset: 7)])
+        // Checkpoint 10: rank 0 finished a1, is 2 into a2; rank 1 finished b0 and b1, is 5 into b2.
+        h.send(0, .leaseReturn(LeaseReturn(leaseId: a1.id, consumed: a1.count)))
+        let a2 = try take(0)
+        h.send(1, .leaseReturn(LeaseReturn(leaseId: b0.id, consumed: b0.count)))
+        let b1 = try take(1)
+        h.send(1, .leaseReturn(LeaseReturn(leaseId: b1.id, consumed: b1.count)))
+        let b2 = try take(1)
+        try commit(10, [DataPosition(rank: 0, leaseId: a2.id, offset: 2), DataPosition(rank: 1, leaseId: b2.id, offset: 5)])
+        XCTAssertEqual(h.state.checkpoints.map(\.step), [5, 10])
+        let ledger10 = h.state.ledger
+        XCTAssertEqual(h.state.checkpoints.last?.committedSamples, a0.count + a1.count + 2 + b0.count + b1.count + 5)
+        assertLedgerPartition(h.state, "at checkpoint 10")
+
+        // After checkpoint 10, never committed: rank 0 finishes a2 (returned) and reads 6 of a3;
+        // rank 1 reads b2 up to 8 (still holding it).
+        h.send(0, .leaseReturn(LeaseReturn(leaseId: a2.id, consumed: a2.count)))
+        let a3 = try take(0)
+        h.send(0, .heartbeat(Heartbeat(step: 13)))
+        h.send(1, .heartbeat(Heartbeat(step: 13)))
+        XCTAssertEqual([a2, b2].map(\.count), [10, 10], "full leases (the reads above fit)")
+        XCTAssertGreaterThanOrEqual(a3.count, 6)
+        // The two cases under test: a lease returned after the last checkpoint (its use since then
+        // is not committed), and a lease still held with a committed prefix.
+        XCTAssertEqual(h.state.leases[a2.id].map { [$0.committedOffset, $0.returnedConsumed ?? 0] }, [2, a2.count])
+        XCTAssertEqual(h.state.leases[b2.id].map { [$0.committedOffset] }, [5])
+        XCTAssertEqual(h.state.leases[b2.id]?.isOutstanding, true)
+        assertLedgerPartition(h.state, "when the ranks die")
+        return (ledger10, [r(a2, 2, a2.count), r(a3, 0, 6), r(b2, 5, 8)])
+    }
+
+    /// The relaunched job (new processes, new sessions; rank `first` registers first) resumes
+    /// from checkpoint 10, exactly once, and then reads what is left: checkpoint 10's ledger plus
+    /// everything the second attempt reads is every sample exactly once, including the samples the
+    /// dead ranks read after checkpoint 10.
+    func relaunchResumesFromCheckpoint10(_ h: inout Harness, first: Int32, ledger10: [SampleRange], lostReads: [SampleRange]) throws {
+        func ranges(_ leases: [Lease]) -> [SampleRange] { leases.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) } }
+        func covers(_ set: [SampleRange], _ r: SampleRange) -> Bool {
+            SampleRange.merged(set).contains { $0.epoch == r.epoch && $0.shard == r.shard && $0.start <= r.start && r.end <= $0.end }
+        }
+        let attempt = h.state.attempt
+        h.seqs = [:]  // new processes: their envelopes count from 1 again
+        let second: Int32 = 1 - first
+        let reply = try XCTUnwrap(h.register(first, pid: 200 + UInt32(first), session: 0xB0 + UInt64(first)))
+        XCTAssertEqual(reply.resumeStep, 10, "the relaunched rank \(first) resumes from the last committed checkpoint")
+        XCTAssertEqual(reply.resumeCheckpoint, "/ck/10")
+        XCTAssertEqual(h.state.attempt, attempt + 1, "the relaunch starts a new attempt")
+        XCTAssertEqual(h.state.checkpoints.map(\.step), [5, 10])
+        XCTAssertEqual(h.state.ledger, ledger10, "the ledger is checkpoint 10's")
+        XCTAssertTrue(h.state.leases.isEmpty, "every lease of the dead processes is revoked: \(h.state.leases.values.map(\.lease.id).sorted())")
+        XCTAssertEqual(h.state.ranks.keys.sorted(), [first], "the dead processes are no longer ranks of the job")
+        XCTAssertEqual(h.state.jobState, .waiting)
+        XCTAssertEqual(h.state.status(now: h.now).step, 10)
+        let requeued = h.state.planner.requeued
+        for lost in lostReads { XCTAssertTrue(covers(requeued, lost), "\(lost), read by a dead rank after checkpoint 10, is to be re-issued: \(requeued)") }
+        assertLedgerPartition(h.state, "after the relaunch rolled back")
+
+        // The rank's registration resent (same session, same or later seq) changes nothing.
+        let version = h.state.durableVersion
+        XCTAssertEqual(h.register(first, pid: 200 + UInt32(first), session: 0xB0 + UInt64(first), seq: 1)?.resumeStep, 10)
+        XCTAssertEqual(h.state.durableVersion, version, "a duplicate registration is answered without change")
+        XCTAssertEqual(h.register(first, pid: 200 + UInt32(first), session: 0xB0 + UInt64(first))?.resumeStep, 10)
+        XCTAssertEqual(h.state.attempt, attempt + 1, "a resent registration is not another restart")
+
+        // The first relaunched rank already gets leases: the revoked samples, first.
+        let early = try XCTUnwrap(h.leases(first, want: 2)?.leases)
+        XCTAssertEqual(ranges(early), Array(requeued.prefix(2)), "re-issued before anything new")
+        // The other rank registering later is part of the same restart: no second rollback (which
+        // would revoke the leases just granted).
+        let reply2 = try XCTUnwrap(h.register(second, pid: 200 + UInt32(second), session: 0xB0 + UInt64(second)))
+        XCTAssertEqual(reply2.resumeStep, 10)
+        XCTAssertEqual(h.state.attempt, attempt + 1, "one rollback per restart, however the ranks register")
+        XCTAssertEqual(h.state.outstandingLeases(of: first), early)
+        XCTAssertEqual(h.state.jobState, .running)
+        assertLedgerPartition(h.state, "both relaunched ranks registered")
+
+        // The second attempt reads everything left.
+        for l in early { h.send(first, .leaseReturn(LeaseReturn(leaseId: l.id, consumed: l.count))) }
+        let read = ranges(early) + ranges(drain(&h, ranks: [0, 1], k: 2))
+        assertExactCover(ledger10 + read, epochs: 1)
+        let overlap = SampleRange.merged(ledger10).reduce(0) { $0 + $1.count } + SampleRange.merged(read).reduce(0) { $0 + $1.count }
+            - SampleRange.merged(ledger10 + read).reduce(0) { $0 + $1.count }
+        XCTAssertEqual(overlap, 0, "samples committed by checkpoint 10 read again by the second attempt")
+        for lost in lostReads { XCTAssertTrue(covers(read, lost), "\(lost), read by a dead rank after checkpoint 10, is read again") }
+        XCTAssertTrue(h.state.planner.isExhausted)
+        assertLedgerPartition(h.state, "second attempt drained")
+    }
+
+    /// Every rank of the job is killed (e.g. SIGKILL of mpirun) after checkpoint 10 while the
+    /// coordinator keeps running, and the job is relaunched with `--resume` before the heartbeat
+    /// timeout noticed: the new processes must not inherit the dead ones' leases; the job starts
+    /// over from checkpoint 10 (exactly once), re-issuing everything read after it.
+    func testRanksRelaunchedBeforeHeartbeatTimeoutResumeFromLastCheckpoint() throws {
+        for first: Int32 in [0, 1] {
+            var h = Harness(config: config(world: 2, leaseSize: 10, epochs: 1, k: 2, timeout: 10), index: Fixtures.index(sizes))
+            let (ledger10, lost) = try firstAttemptKilledAfterCheckpoint10(&h)
+            h.now += 3
+            XCTAssertTrue(h.state.tick(now: h.now).isEmpty)
+            XCTAssertEqual(h.state.jobState, .running, "within the timeout the coordinator still believes the ranks alive")
+            try relaunchResumesFromCheckpoint10(&h, first: first, ledger10: ledger10, lostReads: lost)
+        }
+    }
+
+    /// The same, relaunched after the heartbeat timeout declared the ranks lost (the job failed
+    /// at checkpoint 10).
+    func testRanksRelaunchedAfterHeartbeatTimeoutResumeFromLastCheckpoint() throws {
+        for first: Int32 in [0, 1] {
+            var h = Harness(config: config(world: 2, leaseSize: 10, epochs: 1, k: 2, timeout: 10), index: Fixtures.index(sizes))
+            let (ledger10, lost) = try firstAttemptKilledAfterCheckpoint10(&h)
+            h.now += 11
+            _ = h.state.tick(now: h.now)
+            XCTAssertEqual(h.state.jobState, .failed)
+            XCTAssertEqual(h.state.ranks.values.map(\.health), [.lost, .lost])
+            XCTAssertTrue(h.state.failureReason.contains("checkpoint step 10"), h.state.failureReason)
+            try relaunchResumesFromCheckpoint10(&h, first: first, ledger10: ledger10, lostReads: lost)
+        }
+    }
+}
+
+extension CoordinatorStateTests {
+    /// The relaunch itself dies before every rank registered (rank 0's new process took leases)
+    /// and is relaunched again: a second restart from the same checkpoint, revoking the leases of
+    /// the aborted attempt too.
+    func testRelaunchDyingBeforeAllRanksRegisteredRestartsAgain() throws {
+        var h = Harness(config: config(world: 2, leaseSize: 10, epochs: 1, k: 2, timeout: 10), index: Fixtures.index(sizes))
+        let (ledger10, _) = try firstAttemptKilledAfterCheckpoint10(&h)
+        h.seqs = [:]
+        XCTAssertEqual(h.register(0, pid: 200, session: 0xB0)?.resumeStep, 10)
+        XCTAssertEqual(h.state.attempt, 2)
+        let aborted = try XCTUnwrap(h.leases(0, want: 2)?.leases)
+        XCTAssertEqual(aborted.count, 2)
+        h.send(0, .leaseReturn(LeaseReturn(leaseId: aborted[0].id, consumed: 4)))
+        assertLedgerPartition(h.state, "aborted relaunch")
+        h.seqs = [:]
+        XCTAssertEqual(h.register(0, pid: 300, session: 0xC0)?.resumeStep, 10)
+        XCTAssertEqual(h.state.attempt, 3, "a second relaunch is a second restart")
+        XCTAssertTrue(h.state.leases.isEmpty)
+        XCTAssertEqual(h.state.ledger, ledger10)
+        assertLedgerPartition(h.state, "second relaunch")
+        XCTAssertEqual(h.register(1, pid: 301, session: 0xC1)?.resumeStep, 10)
+        XCTAssertEqual(h.state.attempt, 3)
+        XCTAssertEqual(h.state.jobState, .running)
+        let read = drain(&h, ranks: [0, 1], k: 2).map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }
+        assertExactCover(ledger10 + read, epochs: 1)
     }
 }

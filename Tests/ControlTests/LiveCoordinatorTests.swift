@@ -187,7 +187,9 @@ extension LiveCoordinatorTests {
 
 extension LiveCoordinatorTests {
     /// A second client for the same rank in the same process (new session) is accepted, and its
-    /// restarted sequence numbers are not mistaken for replays.
+    /// restarted sequence numbers are not mistaken for replays. A new session is a new rank process
+    /// resuming from the last committed checkpoint (here: the start), so the job starts over from
+    /// it: the first session's lease is revoked and its samples re-issued to the new one.
     func testNewClientSessionInSameProcessIsAccepted() throws {
         let config = CoordinatorConfig(jobId: "sess", worldSize: 1, leaseSize: 10, maxOutstanding: 2)
         let (server, thread) = try Self.start(config, Fixtures.index([100]))
@@ -201,7 +203,11 @@ extension LiveCoordinatorTests {
         let second = try CoordinatorClient(endpoint: server.endpoint, rank: 0, worldSize: 1, jobId: "sess", prefetch: 2)
         defer { second.close() }
         second.register()
-        XCTAssertEqual(second.waitForLease(timeout: 5)?.id, lease.id, "the new session receives the rank's outstanding leases")
+        let again = try XCTUnwrap(second.waitForLease(timeout: 5))
+        XCTAssertGreaterThan(again.id, lease.id, "a new lease")
+        XCTAssertEqual([again.shard, UInt32(again.start), UInt32(again.end)], [lease.shard, UInt32(lease.start), UInt32(lease.end)],
+                       "the new session receives the first session's uncommitted samples")
+        XCTAssertEqual(server.state.attempt, 2, "a new attempt from the start")
         second.sendHeartbeat(step: 6)
         XCTAssertTrue(Self.eventually { server.state.ranks[0]?.step == 6 }, "heartbeats of the new session are not dropped as replays")
         XCTAssertNil(second.lastError)

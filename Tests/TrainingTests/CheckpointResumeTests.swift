@@ -57,6 +57,32 @@ final class CheckpointResumeTests: XCTestCase {
         XCTAssertTrue(report.isClean, report.summary)
     }
 
+    /// `resumeStep` (with a coordinator: its last committed checkpoint) picks that checkpoint over
+    /// a newer `latest` (one whose commit never reached the coordinator); a missing one is an error
+    /// naming it, not a silent fresh start.
+    func testResumeFromAGivenStepPassesOverNewerCheckpoints() throws {
+        let config = TrainConfig.testMicro()
+        let comm = LocalWorld(size: 1).communicators()[0]
+        let data = SyntheticBatches(batchSize: 4, length: 6, imageRes: 32, vocabSize: 1200, seed: 2)
+        let dir = tempDir()
+        var o = RunOptions(); o.outputDir = dir; o.maxSteps = 6; o.logEvery = 0; o.checkpointEvery = 2
+        try TrainingRun(trainer: try Trainer(config: config, comm: comm, seed: 1), source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 10), options: o).run()
+        XCTAssertEqual(Checkpointer.latest(dir)?.lastPathComponent, "step_00000006")
+
+        var o2 = o; o2.resume = true; o2.resumeStep = 4
+        let t = try Trainer(config: config, comm: comm, seed: 1)
+        let run = TrainingRun(trainer: t, source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 10), options: o2)
+        try run.run()
+        XCTAssertEqual(run.history.map(\.step), [5, 6], "resumed from step 4, not from the latest (6)")
+        XCTAssertEqual(t.globalStep, 6)
+
+        var o3 = o2; o3.resumeStep = 3
+        XCTAssertThrowsError(try TrainingRun(trainer: try Trainer(config: config, comm: comm, seed: 1),
+                                             source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 10), options: o3).run()) {
+            XCTAssertTrue("\($0)".contains("step_00000003") && "\($0)".contains("step 3"), "\($0)")
+        }
+    }
+
     func testMetricsAndLatestPointer() throws {
         let config = TrainConfig.testMicro()
         let comm = LocalWorld(size: 1).communicators()[0]

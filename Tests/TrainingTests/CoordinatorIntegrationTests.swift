@@ -59,8 +59,8 @@ final class CoordinatorIntegrationTests: XCTestCase {
     }
 
     /// `mpirun -n 2 albef-worker train` against the coordinator; returns the process and its log.
-    func startTraining(dir: URL, cfg: URL, endpoint: String, extra: [String]) throws -> (Process, URL) {
-        let log = dir.appendingPathComponent("train.log")
+    func startTraining(dir: URL, cfg: URL, endpoint: String, extra: [String], log name: String = "train.log") throws -> (Process, URL) {
+        let log = dir.appendingPathComponent(name)
         let p = try launch(URL(fileURLWithPath: "/usr/bin/mpirun"),
                            ["--allow-run-as-root", "--oversubscribe", "-n", "2", productsDirectory().appendingPathComponent("albef-worker").path,
                             "train", "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
@@ -166,16 +166,28 @@ final class CoordinatorIntegrationTests: XCTestCase {
         }
     }
 
-    /// The exact-accounting checks of the restart test (see there), on the run's files.
-    func assertExactAccounting(dir: URL, steps: Int, every: Int, ranks: Int, batch: Int,
-                               beforeKill: CoordinatorState, final: CoordinatorState, context: String) throws {
-        // 1. metrics.jsonl: steps 1...steps, each once, in order (no gap, no repeat across the restart).
+    /// The steps logged in `run/metrics.jsonl`, in order.
+    func loggedSteps(_ dir: URL) throws -> [Int] {
         let lines = try String(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
-        let logged = try lines.map { line -> Int in
+        return try lines.map { line -> Int in
             let o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
             return try XCTUnwrap(o?["step"] as? Int)
         }
-        XCTAssertEqual(logged, Array(1...steps), "metrics steps")
+    }
+
+    /// The exact-accounting checks of the restart test (see there), on the run's files. With
+    /// `relaunch` (the ranks were killed after step `killedAt` and relaunched from checkpoint
+    /// `resumedFrom`), the dead attempt's steps after the checkpoint are in the metrics once more and
+    /// the relaunched processes' loaders count from the checkpoint; the checkpoints and the ledger
+    /// are the surviving lineage's, as without a relaunch.
+    func assertExactAccounting(dir: URL, steps: Int, every: Int, ranks: Int, batch: Int,
+                               beforeKill: CoordinatorState?, final: CoordinatorState, context: String,
+                               relaunch: (killedAt: Int, resumedFrom: Int)? = nil) throws {
+        // 1. metrics.jsonl: steps 1...steps, each once, in order (no gap, no repeat across the
+        //    restart); after a relaunch, the steps run after the checkpoint by the dead ranks, then
+        //    every step after the checkpoint once.
+        let expectedSteps = relaunch.map { Array(1...$0.killedAt) + Array(($0.resumedFrom + 1)...steps) } ?? Array(1...steps)
+        XCTAssertEqual(try loggedSteps(dir), expectedSteps, "metrics steps")
 
         // 2. The ranks' checkpoints: where each rank's loader stood and which lease samples it read.
         let ckDir = dir.appendingPathComponent("run/checkpoints")
@@ -188,7 +200,10 @@ final class CoordinatorIntegrationTests: XCTestCase {
             XCTAssertEqual(st.ranks.map(\.rank), Array(0..<ranks))
             for r in st.ranks {
                 let pos = try JSONSerialization.jsonObject(with: Data((r.dataPosition ?? "{}").utf8)) as? [String: Any]
-                XCTAssertEqual(pos?["cursor"] as? Int, st.step * batch, "rank \(r.rank) at step \(st.step) read exactly step × batch samples")
+                // The loader's cursor counts the samples this process read (a relaunched one starts at 0).
+                let processStart = relaunch.map { st.step > $0.resumedFrom ? $0.resumedFrom : 0 } ?? 0
+                XCTAssertEqual(pos?["cursor"] as? Int, (st.step - processStart) * batch,
+                               "rank \(r.rank) at step \(st.step) read exactly (step - \(processStart)) × batch samples")
                 let account = try XCTUnwrap(r.leases, "checkpoint \(name) rank \(r.rank) has no lease account")
                 XCTAssertEqual(account.consumed.reduce(0) { $0 + $1.end - $1.start }, UInt64(every * batch),
                                "rank \(r.rank) read \(every)×\(batch) lease samples between checkpoints (step \(st.step))")
@@ -248,6 +263,7 @@ final class CoordinatorIntegrationTests: XCTestCase {
 
         // 6. Leases granted before the kill were honoured: read by the rank they were granted to,
         //    from where the snapshot said, to their end, or still held by that rank.
+        guard let beforeKill else { return }
         XCTAssertFalse(beforeKill.leases.isEmpty, "the kill found no granted lease")
         var readAfterKill = 0
         let killCheckpoint = beforeKill.checkpoints.last?.step ?? 0
@@ -270,5 +286,166 @@ final class CoordinatorIntegrationTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(readAfterKill, 0, "no lease granted before the kill was read after it")
+    }
+}
+
+extension CoordinatorIntegrationTests {
+    /// `pid` and every process below it, from /proc (parents before children).
+    func processTree(_ pid: pid_t) -> [pid_t] {
+        var parent: [pid_t: pid_t] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let p = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            // "pid (comm) state ppid ...": the command name may contain spaces, so split after ')'.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, let pp = pid_t(fields[1]) { parent[p] = pp }
+        }
+        var tree = [pid], i = 0
+        while i < tree.count {
+            tree += parent.filter { $0.value == tree[i] }.map(\.key).sorted()
+            i += 1
+        }
+        return tree
+    }
+
+    /// SIGKILLs the mpirun job `train` and its ranks at once (as a node loss or `kill -9` of the
+    /// job would), waits until they are gone, and returns the rank process ids.
+    func killJob(_ train: Process) -> [pid_t] {
+        let tree = processTree(train.processIdentifier)
+        for p in tree { kill(p, SIGKILL) }
+        train.waitUntilExit()
+        let deadline = Date().addingTimeInterval(10)
+        func alive(_ p: pid_t) -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].hasPrefix(" Z")
+        }
+        while tree.contains(where: alive) && Date() < deadline { usleep(10_000) }
+        XCTAssertFalse(tree.contains(where: alive), "processes of the killed job survive: \(tree.filter(alive))")
+        return Array(tree.dropFirst())
+    }
+
+    /// `albef-coord status --json` as a dictionary (empty when unreachable).
+    func status(_ endpoint: String) throws -> [String: Any] {
+        let (s, out) = try runCommand(productsDirectory().appendingPathComponent("albef-coord").path, ["status", "--json", "--endpoint", endpoint])
+        guard s == 0, let d = out.data(using: .utf8), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { return [:] }
+        return o
+    }
+
+    /// Every rank of a running job is killed (SIGKILL of mpirun and its ranks) a few steps after a
+    /// checkpoint was committed, while the coordinator keeps running; the job is relaunched with
+    /// `--resume` against the same coordinator, before its heartbeat timeout noticed (or, with
+    /// `afterTimeout`, once it declared the ranks lost and failed the job). Then, exactly: every
+    /// step after the checkpoint ran once more and none is missing; every checkpoint on disk is in
+    /// the coordinator's registry with its positions; the samples the surviving lineage read are
+    /// the ledger, with no sample twice, and with the live leases and the re-issue queue exactly
+    /// the planned prefix of the epoch; and no lease of the dead processes was read after the
+    /// relaunch: what they had read (or held) since the checkpoint was revoked and re-issued.
+    ///
+    /// With `uncommittedCheckpoint`, the ranks are taken to have died between writing their next
+    /// checkpoint and committing it: that checkpoint is on disk (and `latest`), unknown to the
+    /// coordinator; the relaunch must pass over it and resume from the committed one.
+    func runRanksKilledAndRelaunched(afterTimeout: Bool, uncommittedCheckpoint: Bool = false) throws {
+        let (dir, cfg) = try makeCorpusAndConfig(samples: 600)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let coord = try startCoordinator(dir: dir, endpoint: endpoint, log: "coord.log",
+                                         extra: ["--lease-size", "8", "--heartbeat-timeout", afterTimeout ? "5" : "60"])
+        defer { if coord.isRunning { coord.terminate() } }
+        let steps = 40, every = 5, ranks = 2, batch = 4
+        let flags = ["--max-steps", String(steps), "--checkpoint-every", String(every)]
+        let (train, trainLog) = try startTraining(dir: dir, cfg: cfg, endpoint: endpoint, extra: flags)
+        defer { if train.isRunning { _ = killJob(train) } }
+        let log = { (try? String(contentsOf: trainLog, encoding: .utf8)) ?? "" }
+        // Kill the ranks a step after checkpoint 15 (a few more run while the kill is on its way).
+        let deadline = Date().addingTimeInterval(180)
+        while Date() < deadline && train.isRunning && !log().contains("epoch 0 step 16 |") { usleep(5_000) }
+        XCTAssertTrue(log().contains("epoch 0 step 16 |"), log())
+        let rankPids = killJob(train)
+        XCTAssertEqual(rankPids.count, ranks, "mpirun's rank processes: \(rankPids)")
+        XCTAssertEqual(coord.isRunning, true, "the coordinator keeps running")
+        let killedAt = try XCTUnwrap(try loggedSteps(dir).last)
+        // What the coordinator holds when the ranks are gone (its snapshot is durable before replies).
+        usleep(300_000)
+        let stateURL = dir.appendingPathComponent("coord/state.json")
+        let beforeRelaunch = try JSONDecoder().decode(CoordinatorState.self, from: Data(contentsOf: stateURL))
+        let resumedFrom = Int(try XCTUnwrap(beforeRelaunch.checkpoints.last?.step, "no checkpoint committed before the kill"))
+        XCTAssertGreaterThanOrEqual(resumedFrom, 15)
+        XCTAssertGreaterThan(killedAt, resumedFrom, "the ranks ran steps after the last committed checkpoint")
+        XCTAssertEqual(beforeRelaunch.ranks.values.map(\.health), [.alive, .alive])
+        XCTAssertTrue(beforeRelaunch.leases.values.contains { ($0.returnedConsumed ?? 0) > $0.committedOffset },
+                      "the dead ranks returned leases they read after the checkpoint (the case under test): \(beforeRelaunch.leases.values)")
+        if afterTimeout {
+            let failDeadline = Date().addingTimeInterval(30)
+            while Date() < failDeadline, try status(endpoint)["job_state"] as? String != "failed" { usleep(200_000) }
+            XCTAssertEqual(try status(endpoint)["job_state"] as? String, "failed", "the heartbeat timeout did not fail the job")
+        } else {
+            XCTAssertEqual(try status(endpoint)["job_state"] as? String, "running", "the relaunch comes before the heartbeat timeout")
+        }
+
+        if uncommittedCheckpoint {
+            // Checkpoint C+5 as the dead ranks would have left it (its state says step C+5; the
+            // tensors are C's, which does not matter here): complete on disk, never committed.
+            let ck = dir.appendingPathComponent("run/checkpoints")
+            let name = String(format: "step_%08d", resumedFrom + every)
+            try? FileManager.default.removeItem(at: ck.appendingPathComponent(name))
+            try FileManager.default.copyItem(at: ck.appendingPathComponent(String(format: "step_%08d", resumedFrom)), to: ck.appendingPathComponent(name))
+            let stateFile = ck.appendingPathComponent(name + "/state.json")
+            var st = try JSONDecoder().decode(CheckpointState.self, from: Data(contentsOf: stateFile))
+            st.step = resumedFrom + every
+            try JSONEncoder().encode(st).write(to: stateFile)
+            try Data((name + "\n").utf8).write(to: ck.appendingPathComponent("latest"))
+            XCTAssertEqual(Checkpointer.latest(dir.path + "/run")?.lastPathComponent, name)
+        }
+
+        // (Without the fabricated one, the dead ranks may rarely have written C+5 themselves.)
+        let passOver = Checkpointer.latest(dir.path + "/run")?.lastPathComponent != String(format: "step_%08d", resumedFrom)
+
+        // Relaunch with --resume against the same coordinator.
+        let (again, againLog) = try startTraining(dir: dir, cfg: cfg, endpoint: endpoint, extra: flags + ["--resume"], log: "train2.log")
+        defer { if again.isRunning { _ = killJob(again) } }
+        let log2 = { (try? String(contentsOf: againLog, encoding: .utf8)) ?? "" }
+        let end = Date().addingTimeInterval(240)
+        while again.isRunning && Date() < end { usleep(100_000) }
+        XCTAssertFalse(again.isRunning, "the relaunched job did not finish\n\(log2())")
+        XCTAssertEqual(again.terminationStatus, 0, log2())
+        let text = log() + "\n--- relaunch ---\n" + log2()
+        XCTAssertTrue(log2().contains(String(format: "resumed from %@/run/checkpoints/step_%08d: step %d", dir.path, resumedFrom, resumedFrom)), text)
+        XCTAssertFalse(log2().contains("did not acknowledge"), text)
+        XCTAssertEqual(log2().contains("resume: passing over"), passOver, text)
+        let final = try JSONDecoder().decode(CoordinatorState.self, from: Data(contentsOf: stateURL))
+        XCTAssertEqual(final.attempt, beforeRelaunch.attempt + 1, "the relaunch restarted the job once")
+        try assertExactAccounting(dir: dir, steps: steps, every: every, ranks: ranks, batch: batch, beforeKill: nil, final: final,
+                                  context: text, relaunch: (killedAt, resumedFrom))
+        // No lease of the dead processes was read after the relaunch, or is still live: all that
+        // they had not committed was revoked and re-issued under new lease ids.
+        let deadLeases = beforeRelaunch.nextLeaseId
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir.path + "/run/checkpoints").filter({ $0.hasPrefix("step_") }) {
+            let st = try JSONDecoder().decode(CheckpointState.self, from: Data(contentsOf: dir.appendingPathComponent("run/checkpoints/\(name)/state.json")))
+            guard st.step > resumedFrom else { continue }
+            for r in st.ranks {
+                for u in r.leases?.consumed ?? [] {
+                    XCTAssertGreaterThanOrEqual(u.leaseId, deadLeases, "checkpoint \(st.step): rank \(r.rank) read lease \(u.leaseId) of the dead attempt")
+                }
+            }
+        }
+        XCTAssertTrue(final.leases.keys.allSatisfy { $0 >= deadLeases }, "leases of the dead attempt still live: \(final.leases.keys.sorted())")
+        // The coordinator serves the relaunched job: both ranks (new processes), the last checkpoint.
+        let st = try status(endpoint)
+        XCTAssertEqual((st["ranks"] as? [[String: Any]])?.count, 2, "\(st)")
+        XCTAssertEqual(Set(final.ranks.values.map(\.pid)).intersection(rankPids.map { UInt32($0) }), [], "the dead processes are not ranks")
+        XCTAssertEqual((st["last_checkpoint"] as? [String: Any])?["step"] as? Int, steps, "\(st)")
+        XCTAssertEqual(st["samples"] as? Int, steps * ranks * batch, "samples trained, as rank 0 reports them")
+    }
+
+    func testRanksKilledAndRelaunchedWithResumeBeforeHeartbeatTimeout() throws {
+        try runRanksKilledAndRelaunched(afterTimeout: false)
+    }
+
+    func testRanksKilledAndRelaunchedWithResumeAfterHeartbeatTimeout() throws {
+        try runRanksKilledAndRelaunched(afterTimeout: true)
+    }
+
+    func testRanksKilledBeforeCommittingTheirCheckpointResumeFromTheCommittedOne() throws {
+        try runRanksKilledAndRelaunched(afterTimeout: false, uncommittedCheckpoint: true)
     }
 }

@@ -159,6 +159,16 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// The coordinator's answer to ``register()`` (nil until it arrives): resume step and checkpoint.
     public var registration: RegistrationReply? { lock.withLock { _registration } }
 
+    /// Waits up to `timeout` seconds for the coordinator's answer to ``register()`` (nil on timeout).
+    public func waitForRegistration(timeout: Double) -> RegistrationReply? {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            if let r = registration { return r }
+            usleep(1000)
+        } while Date() < deadline
+        return registration
+    }
+
     /// The job state last reported by the coordinator.
     public var jobState: JobState { lock.withLock { _jobState } }
 

@@ -6,7 +6,8 @@ import Foundation
 ///
 /// It owns the epoch plan (``LeasePlanner``), the leases per rank (up to K outstanding, identified by
 /// increasing ids, regranted idempotently), heartbeats (a silent rank fails the job at its last
-/// committed checkpoint), the checkpoint registry and the ledger of committed sample ranges (exact
+/// committed checkpoint; a rank relaunched as a new process restarts it there, see
+/// `isRelaunch`), the checkpoint registry and the ledger of committed sample ranges (exact
 /// accounting: on rollback, everything leased after the checkpoint is re-issued; nothing is lost
 /// and nothing duplicated), commands for rank 0, bad-sample reports and aggregated metrics.
 ///
@@ -234,7 +235,7 @@ public struct CoordinatorState: Codable, Sendable {
         if config.worldSize != 0 && r.worldSize != config.worldSize {
             return reject(peer, env, .badRequest, "world size \(r.worldSize) != the job's \(config.worldSize); start the coordinator with --world-size \(r.worldSize) or a new --job-id")
         }
-        if jobState == .failed { rollback() }
+        if jobState == .failed || isRelaunch(env.rank, r) { rollback() }
         if var existing = ranks[env.rank], existing.session == r.session, existing.pid == r.pid, existing.host == r.host,
            env.seq <= existing.lastSeq {
             // A duplicate (resent after a reconnect): answer the same, change nothing but the route.
@@ -254,6 +255,27 @@ public struct CoordinatorState: Codable, Sendable {
         }
         durableVersion &+= 1
         return [reply(peer, env, .registrationReply(registrationReply()))]
+    }
+
+    /// True when registration `r` for `rank` comes from a new process while the coordinator
+    /// believes the rank's previous process alive in a job still in progress: the job's ranks were
+    /// killed and relaunched (e.g. SIGKILL of mpirun, a lost node) before the heartbeat timeout
+    /// noticed. The new processes resume from the last committed checkpoint, so the job must too:
+    /// the dead processes' leases hold samples they returned or read since that checkpoint, which
+    /// the resumed model never trained on; a new process inheriting them would silently skip the
+    /// returned ones (they would count as trained at its next checkpoint) and re-read the committed
+    /// prefix of the ones still held.
+    ///
+    /// A new process is a new client session (or pid or host); the same session registering again
+    /// (a resend, or after a coordinator restart lost the registration) is the same process. The
+    /// first registration of a relaunch rolls back, which forgets every rank, so the relaunched
+    /// ranks registering after it are not relaunches again: one rollback per restart. (After the
+    /// timeout, the failed job rolls back on the first registration anyway.) Commands of the dead
+    /// attempt (a pause, a pending stop) go with it. Stopped and finished jobs are left alone:
+    /// nothing runs in them (and their coordinator exits).
+    private func isRelaunch(_ rank: Int32, _ r: Registration) -> Bool {
+        guard [.waiting, .running, .paused, .stopping].contains(jobState), let existing = ranks[rank], existing.health == .alive else { return false }
+        return existing.session != r.session || existing.pid != r.pid || existing.host != r.host
     }
 
     private func registrationReply() -> RegistrationReply {
