@@ -64,4 +64,41 @@ final class MPIRunTests: XCTestCase {
         XCTAssertTrue(o2.contains("epoch 0 step 3 |"), o2)
         XCTAssertEqual(try String(contentsOfFile: dir + "/checkpoints/latest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), "step_00000003")
     }
+
+    /// SIGUSR1 to `mpirun` (it forwards the signal to every rank): the ranks agree to stop at the
+    /// next step boundary, write a checkpoint at that step, and exit with 75; nothing trained is lost.
+    func testSIGUSR1ToMPIRunCheckpointsAndExits75() throws {
+        let exe = productsDirectory().appendingPathComponent("albef-worker").path
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mpisignal-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let log = dir + "/train.log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "2", exe, "train", "--config", root.path + "/configs/tiny.yaml",
+                       "--synthetic", "1000", "--batch-size", "4", "--output-dir", dir + "/run", "--log-every", "1", "--max-steps", "500"]
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in mpiEnvironment { env[k] = v }
+        p.environment = env
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardError = p.standardOutput
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        let text = { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+        let deadline = Date().addingTimeInterval(120)
+        while !text().contains("epoch 0 step 3 |") && p.isRunning && Date() < deadline { usleep(100_000) }
+        XCTAssertTrue(text().contains("epoch 0 step 3 |"), text())
+        kill(p.processIdentifier, SIGUSR1)
+        p.waitUntilExit()
+        let out = text()
+        XCTAssertEqual(p.terminationStatus, 75, out)
+        let marker = "stopped by User defined signal 1 (10) at step "
+        let stop = try XCTUnwrap(out.components(separatedBy: marker).dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) }, out)
+        XCTAssertTrue(out.contains("epoch 0 step \(stop) |") && !out.contains("epoch 0 step \(stop + 1) |"), out)
+        XCTAssertEqual(try String(contentsOfFile: dir + "/run/checkpoints/latest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+                       String(format: "step_%08d", stop), "the checkpoint is at the step the signal stopped")
+    }
 }
