@@ -169,6 +169,41 @@ final class CoordinatorStateTests: XCTestCase {
         assertExactCover(h2.state.ledger + rest.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 1)
     }
 
+    /// With one detailed checkpoint, the older ones fold into one record (no positions, merged
+    /// ranges): the ledger and the registration reply are unchanged, the fold survives a snapshot,
+    /// and a rollback to the start gives the folded samples back too (every sample once).
+    func testOldCheckpointsFoldAndTheLedgerStaysExact() throws {
+        var h = Harness(config: config(world: 1, leaseSize: 50, epochs: 1, k: 1), index: Fixtures.index(sizes))
+        h.state.detailedCheckpoints = 1
+        _ = h.register(0)
+        var ledgers: [[SampleRange]] = []
+        for step in [10, 20, 30] as [UInt64] {
+            let l = h.leases(0, want: 1)!.leases[0]
+            h.send(0, .leaseReturn(LeaseReturn(leaseId: l.id, consumed: l.count)))
+            guard case .ack? = h.send(0, .checkpointCommitted(CheckpointCommitted(step: step, path: "/ck/\(step)", positions: [
+                DataPosition(rank: 0, leaseId: l.id, offset: l.count)]))).first?.envelope.body else { return XCTFail("commit \(step) acked") }
+            ledgers.append(h.state.ledger)
+        }
+        XCTAssertEqual(h.state.checkpoints.map(\.step), [30])
+        XCTAssertEqual(h.state.folded?.count, 2)
+        XCTAssertEqual(h.state.folded?.throughStep, 20)
+        XCTAssertEqual(SampleRange.merged((h.state.folded?.ranges ?? []) + h.state.checkpoints.flatMap(\.ranges)), ledgers[2])
+        XCTAssertEqual(h.state.checkpoints.last?.committedSamples, ledgers[2].reduce(0) { $0 + $1.count })
+        let restored = try JSONDecoder().decode(CoordinatorState.self, from: JSONEncoder().encode(h.state))
+        XCTAssertEqual(restored.folded, h.state.folded)
+        XCTAssertEqual(restored.ledger, h.state.ledger)
+
+        h.state.rollback()  // to the last (detailed) checkpoint: nothing changes in the ledger
+        XCTAssertEqual(h.state.ledger, ledgers[2])
+        XCTAssertEqual(h.register(0, pid: 600)?.resumeStep, 30)
+        h.state.rollback(toStep: 0)  // back to the start: the folded history returns to the plan
+        XCTAssertNil(h.state.folded)
+        XCTAssertEqual(h.state.ledger, [])
+        XCTAssertEqual(h.register(0, pid: 700)?.resumeStep, 0)
+        let all = drain(&h, ranks: [0])
+        assertExactCover(all.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 1)
+    }
+
     func testHeartbeatTimeoutMarksRankLostAndFailsJobAtLastCheckpoint() {
         var h = Harness(config: config(world: 2, timeout: 10), index: Fixtures.index(sizes))
         _ = h.register(0)

@@ -24,11 +24,12 @@ final class LedgerPropertyTests: XCTestCase {
         }
     }
 
-    func run(seed: UInt64, world: Int32, sizes: [UInt64], epochs: UInt32) throws {
+    func run(seed: UInt64, world: Int32, sizes: [UInt64], epochs: UInt32, detailedCheckpoints: Int? = nil) throws {
         var rng = FuzzRNG(state: seed)
         let config = CoordinatorConfig(jobId: "prop", worldSize: UInt32(world), seed: seed, leaseSize: 16, epochs: epochs,
                                        maxOutstanding: 3, heartbeatTimeout: 1e9)
         var h = Harness(config: config, index: Fixtures.index(sizes))
+        h.state.detailedCheckpoints = detailedCheckpoints
         var ranks = (0..<world).map { RankModel(pid: UInt32(100 + $0)) }
         var committedTrained: [SampleRange] = []
         var step: UInt64 = 0
@@ -126,13 +127,25 @@ final class LedgerPropertyTests: XCTestCase {
         XCTAssertEqual(committedTrained.reduce(0) { $0 + $1.count }, total, "seed \(seed): trained samples (duplicates or losses)")
         XCTAssertEqual(SampleRange.merged(committedTrained), full, "seed \(seed): coverage of what was trained")
         XCTAssertEqual(h.state.ledger, full, "seed \(seed): the coordinator's ledger")
-        XCTAssertEqual(h.state.checkpoints.flatMap(\.ranges).reduce(0) { $0 + $1.count }, total, "seed \(seed): checkpoints never overlap")
+        XCTAssertEqual(((h.state.folded?.ranges ?? []) + h.state.checkpoints.flatMap(\.ranges)).reduce(0) { $0 + $1.count }, total,
+                       "seed \(seed): checkpoints never overlap")
+        XCTAssertLessThanOrEqual(h.state.checkpoints.count, h.state.detailedCheckpointLimit)
+        if Int(step) > h.state.detailedCheckpointLimit { XCTAssertNotNil(h.state.folded, "seed \(seed): \(step) commits, some folded") }
+        XCTAssertEqual((h.state.folded?.count ?? 0) + h.state.checkpoints.count, Int(step), "seed \(seed): every commit is kept or folded")
         XCTAssertEqual(h.state.jobState, .done, "seed \(seed)")
     }
 
     func testRandomisedRunsAccountForEverySampleExactlyOnce() throws {
         for seed: UInt64 in 1...12 {
             try run(seed: seed, world: Int32(1 + seed % 4), sizes: [90, 0, 33, 120, 7], epochs: 2)
+        }
+    }
+
+    /// The same with only the 2 newest checkpoints kept in detail (older ones folded into one
+    /// record): rollbacks, restarts from snapshots and the final ledger are still exact.
+    func testFoldingOldCheckpointsKeepsAccountingExact() throws {
+        for seed: UInt64 in 21...32 {
+            try run(seed: seed, world: Int32(1 + seed % 4), sizes: [90, 0, 33, 120, 7], epochs: 2, detailedCheckpoints: 2)
         }
     }
 }

@@ -57,6 +57,16 @@ public struct CoordinatorState: Codable, Sendable {
         public var committedSamples: UInt64
     }
 
+    /// The committed checkpoints older than the detailed ones, folded into one record: their
+    /// number, the newest step among them and the union of their ranges. Their positions and
+    /// per-checkpoint ranges are gone, so the job cannot roll back to them (only to a detailed one
+    /// or to the start); that keeps snapshots from growing with the job's length.
+    public struct FoldedCheckpoints: Codable, Hashable, Sendable {
+        public var count: Int
+        public var throughStep: UInt64
+        public var ranges: [SampleRange]
+    }
+
     /// Latest global metrics (from rank 0's progress reports).
     public struct Metrics: Codable, Hashable, Sendable {
         public var step: UInt64 = 0
@@ -80,8 +90,15 @@ public struct CoordinatorState: Codable, Sendable {
     public private(set) var nextCommandId: UInt64 = 1
     /// Commands not yet acknowledged by rank 0.
     public private(set) var pendingCommands: [Command] = []
+    /// The newest committed checkpoints, with positions and ranges (at most
+    /// `detailedCheckpointLimit`; older ones are in `folded`).
     public private(set) var checkpoints: [CheckpointRecord] = []
-    /// Committed sample ranges (merged), i.e. the union of `checkpoints[*].ranges`.
+    public private(set) var folded: FoldedCheckpoints?
+    /// How many committed checkpoints keep their positions and ranges (nil: 32). A rollback can
+    /// go back that far; workers keep fewer on disk anyway (`--keep-checkpoints`).
+    public var detailedCheckpoints: Int?
+    public var detailedCheckpointLimit: Int { max(1, detailedCheckpoints ?? 32) }
+    /// Committed sample ranges (merged), i.e. the union of `folded.ranges` and `checkpoints[*].ranges`.
     public private(set) var ledger: [SampleRange] = []
     public let badSamplesIndexed: UInt64
     public private(set) var badSamplesReported: Set<String> = []
@@ -206,6 +223,11 @@ public struct CoordinatorState: Codable, Sendable {
         let keep: Int
         if let step, let i = checkpoints.lastIndex(where: { $0.step == step }) { keep = i + 1 } else if step == 0 { keep = 0 } else { keep = checkpoints.count }
         var giveBack: [SampleRange] = checkpoints[keep...].flatMap(\.ranges)
+        if step == 0, let f = folded {
+            // Back to the start: the folded history goes back to the plan too.
+            giveBack += f.ranges
+            folded = nil
+        }
         for record in leases.values {
             let used = record.returnedConsumed ?? record.lease.count
             if used > record.committedOffset {
@@ -214,7 +236,7 @@ public struct CoordinatorState: Codable, Sendable {
             }
         }
         checkpoints.removeSubrange(keep...)
-        ledger = SampleRange.merged(checkpoints.flatMap(\.ranges))
+        ledger = SampleRange.merged((folded?.ranges ?? []) + checkpoints.flatMap(\.ranges))
         planner.requeue(giveBack)
         leases = [:]
         ranks = [:]
@@ -222,7 +244,7 @@ public struct CoordinatorState: Codable, Sendable {
         jobState = .waiting
         failureReason = ""
         attempt += 1
-        metrics.step = checkpoints.last?.step ?? 0
+        metrics.step = checkpoints.last?.step ?? folded?.throughStep ?? 0
         durableVersion &+= 1
     }
 
@@ -424,6 +446,12 @@ public struct CoordinatorState: Codable, Sendable {
         checkpoints.append(CheckpointRecord(step: c.step, path: c.path, positions: c.positions.sorted { $0.rank < $1.rank },
                                             ranges: committed, committedSamples: total))
         ledger = SampleRange.merged(ledger + committed)
+        if checkpoints.count > detailedCheckpointLimit {
+            let old = checkpoints.prefix(checkpoints.count - detailedCheckpointLimit)
+            folded = FoldedCheckpoints(count: (folded?.count ?? 0) + old.count, throughStep: old.last!.step,
+                                       ranges: SampleRange.merged((folded?.ranges ?? []) + old.flatMap(\.ranges)))
+            checkpoints.removeFirst(old.count)
+        }
         if planner.isExhausted && leases.isEmpty && [.running, .paused, .waiting].contains(jobState) { jobState = .done }
         durableVersion &+= 1
         return [reply(peer, env, .ack(Ack()))]
