@@ -21,6 +21,29 @@ final class PretrainStepTests: XCTestCase {
         XCTAssertGreaterThan(report.comparisons.count, 40)
     }
 
+    /// A fixture whose config names its preset otherwise and omits the ViT's shape keys still
+    /// passes: the shapes come from the weights (what an unseen fixture may look like).
+    func testSelfCheckReadsTheViTShapeFromTheWeights() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fixture-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: microFixture.appendingPathComponent("fixture.json"))) as! [String: Any]
+        var cfg = json["config"] as! [String: Any]
+        var preset = cfg.removeValue(forKey: "tiny") as! [String: Any]
+        for k in ["patch_size", "vit_embed", "vit_depth", "vit_mlp_ratio", "image_res", "queue_size", "embed_dim"] { preset[k] = nil }
+        cfg["hidden_preset"] = preset
+        var albef = cfg["albef_config"] as? [String: Any] ?? [:]
+        albef["vision_width"] = nil
+        cfg["albef_config"] = albef
+        json["config"] = cfg
+        try JSONSerialization.data(withJSONObject: json).write(to: dir.appendingPathComponent("fixture.json"))
+        try FileManager.default.copyItem(at: microFixture.appendingPathComponent("fixture.safetensors"), to: dir.appendingPathComponent("fixture.safetensors"))
+        let report = SelfCheckReport(echo: false)
+        try PretrainStepSelfCheck.run(directory: dir, report: report)
+        for f in report.failures { XCTFail(f.line) }
+        XCTAssertTrue(report.passed, report.verdict)
+    }
+
     /// The model built from a fixture's config has exactly the fixture's state_dict keys and shapes.
     func testStateDictKeysAndShapesMatchFixtures() throws {
         var dirs = [microFixture]

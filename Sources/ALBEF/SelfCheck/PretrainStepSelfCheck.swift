@@ -12,7 +12,13 @@ public enum PretrainStepSelfCheck {
     /// Builds the model config from `fixture.json` (`config.tiny`/`config.<preset>` + `bert_config`).
     public static func modelConfig(_ json: [String: Any]) throws -> (ALBEFModelConfig, batch: Int, length: Int, alpha: Float) {
         guard let cfg = json["config"] as? [String: Any] else { throw SelfCheckError.invalid("fixture.json: no 'config'") }
-        let preset = (cfg["tiny"] as? [String: Any]) ?? cfg.values.compactMap { $0 as? [String: Any] }.first { $0["vit_embed"] != nil } ?? [:]
+        // The model preset: `config.tiny`, else whichever entry holds ViT/BERT shape keys.
+        let presetKeys = ["vit_heads", "vit_embed", "vit_depth", "patch_size", "image_res", "bert_hidden"]
+        let candidates = cfg.filter { !["albef_config", "bert_config", "optimizer", "special_token_ids"].contains($0.key) }
+            .sorted { $0.key < $1.key }.compactMap { $0.value as? [String: Any] }
+        let preset = (cfg["tiny"] as? [String: Any])
+            ?? candidates.max { a, b in presetKeys.filter { a[$0] != nil }.count < presetKeys.filter { b[$0] != nil }.count }
+            .flatMap { p in presetKeys.contains { p[$0] != nil } ? p : nil } ?? [:]
         guard let bertJSON = cfg["bert_config"] else { throw SelfCheckError.invalid("fixture.json: no 'config.bert_config'") }
         let bert = try JSONDecoder().decode(BertConfig.self, from: JSONSerialization.data(withJSONObject: bertJSON))
         var c = ALBEFModelConfig()
@@ -51,6 +57,24 @@ public enum PretrainStepSelfCheck {
         }
         config.imageRes = imgShape[2]
         if let q = file.entries["image_queue"]?.shape, q.count == 2 { config.embedDim = q[0]; config.queueSize = q[1] }
+        // The ViT's shape from its weights too (a fixture's config may name its preset otherwise or
+        // omit keys): patch size and width from the patch embedding, depth from the blocks, the MLP
+        // ratio from the first block (heads only exist in the config).
+        if let pe = file.entries["visual_encoder.patch_embed.proj.weight"]?.shape, pe.count == 4 {
+            config.visionWidth = pe[0]
+            config.patchSize = pe[2]
+        }
+        let blocks = Set(file.entries.keys.compactMap { k -> Int? in
+            guard k.hasPrefix("visual_encoder.blocks.") else { return nil }
+            return Int(k.dropFirst("visual_encoder.blocks.".count).prefix { $0.isNumber })
+        })
+        if !blocks.isEmpty { config.vitDepth = blocks.count }
+        if let fc1 = file.entries["visual_encoder.blocks.0.mlp.fc1.weight"]?.shape, fc1.count == 2, config.visionWidth > 0 {
+            config.vitMlpRatio = Float(fc1[0]) / Float(config.visionWidth)
+        }
+        guard config.vitHeads > 0, config.visionWidth % config.vitHeads == 0 else {
+            throw SelfCheckError.invalid("fixture.json: ViT width \(config.visionWidth) is not divisible by vit_heads \(config.vitHeads); give the heads as config.<preset>.vit_heads")
+        }
         let b = idsShape[0], l = idsShape[1]
         report.note("albef-pretrain-step: B=\(b) L=\(l) image=\(config.imageRes) vit=\(config.visionWidth)x\(config.vitDepth) bert=\(config.bert.hiddenSize)x\(config.bert.numHiddenLayers) fusion@\(config.bert.fusionLayer) V=\(config.bert.vocabSize) E=\(config.embedDim) Q=\(config.queueSize) alpha=\(alpha)")
 
