@@ -34,6 +34,10 @@ void ck_layernorm_backward(float *dinp, float *dw_part, float *db_part, const fl
                            const float *inp, const float *weight, const float *mean, const float *rstd,
                            long lo, long hi, long cols);
 
+/// out[c] += Σ_b parts[b·cols + c] for c in [lo, hi), the blocks b = 0..<blocks added in order
+/// (the layer-norm weight-gradient partials; the order does not depend on the thread split).
+void ck_add_block_sums(float *out, const float *parts, long blocks, long cols, long lo, long hi);
+
 /// Row softmax for rows [lo, hi) of [rows, cols] (out may alias inp).
 void ck_softmax_forward(float *out, const float *inp, long lo, long hi, long cols);
 /// dx += y ⊙ (dy − Σ dy·y) for rows [lo, hi).

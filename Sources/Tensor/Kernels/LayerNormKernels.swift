@@ -18,14 +18,15 @@ public func layerNormForward(out: UnsafeMutablePointer<Float>, mean: UnsafeMutab
 }
 
 /// Rows per block of the layer-norm weight-gradient partial sums (fixed, so the summation order
-/// does not depend on the thread count).
-let layerNormBlockRows = 32
+/// does not depend on the thread count). 128 rather than 32: a quarter of the partials to zero,
+/// write and add (the weight gradients cost 0.1–0.2 ms instead of 0.3 ms at 4096×768).
+let layerNormBlockRows = 128
 
 /// Layer normalisation backward, accumulating into `dinp`, `dweight`, `dbias`.
 ///
 /// With x̂ = (x − μ)·r and g = dy·w: dx = r·(g − mean(g) − x̂·mean(g·x̂)); dw += Σ dy·x̂; db += Σ dy.
-/// One pass over the rows: each block of 32 rows computes its dx and its partial Σ dy·x̂, Σ dy
-/// while the rows are in cache; the partials are then added in block order.
+/// One pass over the rows: each block of `layerNormBlockRows` rows computes its dx and its partial
+/// Σ dy·x̂, Σ dy while the rows are in cache; the partials are then added in block order.
 public func layerNormBackward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
                               dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                               inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
@@ -43,17 +44,10 @@ public func layerNormBackward(dinp: UnsafeMutablePointer<Float>?, dweight: Unsaf
         }
     }
     guard wantParams else { return }
-    Threading.parallelFor(cols, grain: 64) { range in
-        for blk in 0..<blocks {
-            if let dweight {
-                let p = pw! + blk * cols
-                for c in range { dweight[c] += p[c] }
-            }
-            if let dbias {
-                let p = pb! + blk * cols
-                for c in range { dbias[c] += p[c] }
-            }
-        }
+    // dw += Σ_blocks partial, in block order (vectorised in C; columns split across threads).
+    Threading.parallelFor(cols, grain: 256) { range in
+        if let dweight { ck_add_block_sums(dweight, pw!, blocks, cols, range.lowerBound, range.upperBound) }
+        if let dbias { ck_add_block_sums(dbias, pb!, blocks, cols, range.lowerBound, range.upperBound) }
     }
     withExtendedLifetime(partials) {}
 }
