@@ -114,6 +114,36 @@ final class CoordinatorIntegrationTests: XCTestCase {
         }
     }
 
+    /// SIGUSR1 to `mpirun` with a coordinator: the ranks checkpoint at the next step, the commit is
+    /// acknowledged before they exit (status 75), and the coordinator's registry holds that step.
+    func testSignalStopCommitsTheCheckpointToTheCoordinator() throws {
+        let bin = productsDirectory()
+        let (dir, cfg) = try makeCorpusAndConfig(samples: 400)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let coord = try startCoordinator(dir: dir, endpoint: endpoint, log: "coord.log", extra: ["--lease-size", "16"])
+        defer { if coord.isRunning { coord.terminate() } }
+        let (train, trainLog) = try startTraining(dir: dir, cfg: cfg, endpoint: endpoint, extra: ["--max-steps", "100000"])
+        defer { if train.isRunning { train.terminate() } }
+        let log = { (try? String(contentsOf: trainLog, encoding: .utf8)) ?? "" }
+        let deadline = Date().addingTimeInterval(120)
+        while !log().contains("epoch 0 step 3 |") && train.isRunning && Date() < deadline { usleep(100_000) }
+        XCTAssertTrue(log().contains("epoch 0 step 3 |"), log())
+        kill(train.processIdentifier, SIGUSR1)
+        let stopDeadline = Date().addingTimeInterval(120)
+        while train.isRunning && Date() < stopDeadline { usleep(100_000) }
+        XCTAssertFalse(train.isRunning, log())
+        XCTAssertEqual(train.terminationStatus, 75, log())
+        let text = log()
+        guard let r = text.range(of: "stopped by User defined signal 1 (10) at step ") else { return XCTFail("no stop line\n\(text)") }
+        let step = Int(text[r.upperBound...].prefix { $0.isNumber }) ?? -1
+        XCTAssertGreaterThanOrEqual(step, 3)
+        XCTAssertFalse(text.contains("did not acknowledge"), text)
+        let (_, after) = try runCommand(bin.appendingPathComponent("albef-coord").path, ["status", "--json", "--endpoint", endpoint])
+        let o = after.data(using: .utf8).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        XCTAssertEqual((o?["last_checkpoint"] as? [String: Any])?["step"] as? Int, step, after)
+    }
+
     /// Killing the coordinator (SIGKILL) mid-run, just as rank 0 commits a checkpoint, and
     /// restarting it on the same state directory: the ranks keep training on prefetched leases,
     /// reconnect and finish. Then, exactly: every step ran once; every checkpoint the ranks wrote
