@@ -173,72 +173,47 @@ CK_TARGET static void CK_NAME(layernorm_backward)(float *dinp, float *dw, float 
     const long cW = cols & ~(long)(VW - 1);
     if (dw) for (long c = 0; c < cols; c++) dw[c] = 0;
     if (db) for (long c = 0; c < cols; c++) db[c] = 0;
-    if (dinp) {
-        // Software-pipelined: the loop that writes row r's dx also sums row r+1 (Σg, Σg·x̂), so the
-        // next row's loads from memory overlap this row's arithmetic. Each row's sums are formed
-        // exactly as in a separate pass (same lanes, same order), so the results are identical.
-        float sg = 0, sgx = 0;
-        if (lo < hi) {
-            const float *x = inp + lo * cols, *dy = dout + lo * cols;
-            const VF mv = splat(mean[lo]), rv = splat(rstd[lo]);
-            VF ag = splat(0), agx = splat(0);
-            long c;
-            for (c = 0; c < cW; c += VW) {
-                VF g = ld(dy + c) * ld(w + c);
-                ag += g;
-                agx += g * ((ld(x + c) - mv) * rv);
-            }
-            sg = hsum(ag); sgx = hsum(agx);
-            for (; c < cols; c++) { float g = dy[c] * w[c]; sg += g; sgx += g * ((x[c] - mean[lo]) * rstd[lo]); }
-        }
-        for (long r = lo; r < hi; r++) {
-            const float *x = inp + r * cols, *dy = dout + r * cols;
-            float *dx = dinp + r * cols;
-            const float m = mean[r], rs = rstd[r];
-            const VF mv = splat(m), rv = splat(rs);
-            const float mg = sg / (float)cols, mgx = sgx / (float)cols;
-            const VF sgv = splat(mg), sgxv = splat(mgx);
-            const int next = r + 1 < hi;
-            const float *x1 = next ? x + cols : x, *dy1 = next ? dy + cols : dy;
-            const VF mv1 = splat(next ? mean[r + 1] : 0), rv1 = splat(next ? rstd[r + 1] : 0);
-            VF ag = splat(0), agx = splat(0);
-            long c;
-            for (c = 0; c < cW; c += VW) {
-                const VF wv = ld(w + c);
-                VF g = ld(dy + c);
-                VF xh = (ld(x + c) - mv) * rv;
-                st(dx + c, ld(dx + c) + rv * (g * wv - sgv - xh * sgxv));
-                if (dw) st(dw + c, ld(dw + c) + g * xh);
-                if (db) st(db + c, ld(db + c) + g);
-                VF g1 = ld(dy1 + c) * wv;  // row r+1 (row r again on the last row, unused)
-                ag += g1;
-                agx += g1 * ((ld(x1 + c) - mv1) * rv1);
-            }
-            float nsg = hsum(ag), nsgx = hsum(agx);
-            for (; c < cols; c++) {
-                float xh = (x[c] - m) * rs;
-                dx[c] += rs * (dy[c] * w[c] - mg - xh * mgx);
-                if (dw) dw[c] += dy[c] * xh;
-                if (db) db[c] += dy[c];
-                if (next) { float g1 = dy1[c] * w[c]; nsg += g1; nsgx += g1 * ((x1[c] - mean[r + 1]) * rstd[r + 1]); }
-            }
-            sg = nsg; sgx = nsgx;
-        }
-        return;
-    }
     for (long r = lo; r < hi; r++) {
         const float *x = inp + r * cols, *dy = dout + r * cols;
         const float m = mean[r], rs = rstd[r];
         const VF mv = splat(m), rv = splat(rs);
         long c;
-        for (c = 0; c < cW; c += VW) {
-            VF g = ld(dy + c);
-            if (dw) st(dw + c, ld(dw + c) + g * ((ld(x + c) - mv) * rv));
-            if (db) st(db + c, ld(db + c) + g);
-        }
-        for (; c < cols; c++) {
-            if (dw) dw[c] += dy[c] * ((x[c] - m) * rs);
-            if (db) db[c] += dy[c];
+        if (dinp) {
+            float *dx = dinp + r * cols;
+            VF ag = splat(0), agx = splat(0);
+            for (c = 0; c < cW; c += VW) {
+                VF g = ld(dy + c) * ld(w + c);
+                ag += g;
+                agx += g * ((ld(x + c) - mv) * rv);
+            }
+            float sg = hsum(ag), sgx = hsum(agx);
+            for (; c < cols; c++) { float g = dy[c] * w[c]; sg += g; sgx += g * ((x[c] - m) * rs); }
+            sg /= (float)cols;
+            sgx /= (float)cols;
+            const VF sgv = splat(sg), sgxv = splat(sgx);
+            for (c = 0; c < cW; c += VW) {
+                VF g = ld(dy + c);
+                VF xh = (ld(x + c) - mv) * rv;
+                st(dx + c, ld(dx + c) + rv * (g * ld(w + c) - sgv - xh * sgxv));
+                if (dw) st(dw + c, ld(dw + c) + g * xh);
+                if (db) st(db + c, ld(db + c) + g);
+            }
+            for (; c < cols; c++) {
+                float xh = (x[c] - m) * rs;
+                dx[c] += rs * (dy[c] * w[c] - sg - xh * sgx);
+                if (dw) dw[c] += dy[c] * xh;
+                if (db) db[c] += dy[c];
+            }
+        } else {
+            for (c = 0; c < cW; c += VW) {
+                VF g = ld(dy + c);
+                if (dw) st(dw + c, ld(dw + c) + g * ((ld(x + c) - mv) * rv));
+                if (db) st(db + c, ld(db + c) + g);
+            }
+            for (; c < cols; c++) {
+                if (dw) dw[c] += dy[c] * ((x[c] - m) * rs);
+                if (db) db[c] += dy[c];
+            }
         }
     }
 }
