@@ -113,20 +113,21 @@ public final class TrainingRun {
                     if let ms = options.maxSeconds { eta = min(eta, max(0, ms - (now - start))) }
                     print(String(format: "epoch %d step %d | loss_ita %.4f | loss_itm %.4f | loss_mlm %.4f | lr %.2e | %.1f samples/s | ETA %@",
                                  epoch, step, m.lossITA, m.lossITM, m.lossMLM, m.lr, sps, formatDuration(eta)))
-                    var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "loss_ita": m.lossITA, "loss_itm": m.lossITM,
-                                              "loss_mlm": m.lossMLM, "loss": m.loss, "lr": m.lr, "alpha": m.alpha, "temp": m.temp, "samples_per_s": sps,
-                                              "step_s": m.stepSeconds, "forward_s": m.forwardSeconds, "backward_s": m.backwardSeconds,
-                                              "comm_wait_s": m.commWaitSeconds, "optimizer_s": m.optimizerSeconds, "elapsed_s": now - start]
+                    // Every logged scalar once: its metrics.jsonl key, its TensorBoard tag, its value.
+                    let scalars: [(key: String, tag: String, value: Double)] = [
+                        ("loss", "loss/total", m.loss), ("loss_ita", "loss/ita", m.lossITA), ("loss_itm", "loss/itm", m.lossITM),
+                        ("loss_mlm", "loss/mlm", m.lossMLM), ("lr", "lr", m.lr), ("alpha", "alpha", m.alpha), ("temp", "temp", m.temp),
+                        ("samples_per_s", "throughput/samples_per_s", sps), ("step_s", "time/step_s", m.stepSeconds),
+                        ("forward_s", "time/forward_s", m.forwardSeconds), ("backward_s", "time/backward_s", m.backwardSeconds),
+                        ("comm_wait_s", "time/comm_wait_s", m.commWaitSeconds), ("optimizer_s", "time/optimizer_s", m.optimizerSeconds)]
+                    var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "elapsed_s": now - start]
+                    for s in scalars { obj[s.key] = s.value }
                     let bad = source.badSampleCounts
                     if !bad.isEmpty { obj["bad_samples"] = bad }
                     if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) {
                         metrics?.write(d + Data("\n".utf8))
                     }
-                    board?.add(scalars: [("loss/total", m.loss), ("loss/ita", m.lossITA), ("loss/itm", m.lossITM), ("loss/mlm", m.lossMLM),
-                                         ("lr", m.lr), ("alpha", m.alpha), ("temp", m.temp), ("throughput/samples_per_s", sps),
-                                         ("time/step_s", m.stepSeconds), ("time/forward_s", m.forwardSeconds),
-                                         ("time/backward_s", m.backwardSeconds), ("time/comm_wait_s", m.commWaitSeconds),
-                                         ("time/optimizer_s", m.optimizerSeconds)], step: step)
+                    board?.add(scalars: scalars.map { ($0.tag, $0.value) }, step: step)
                     windowStart = now
                     windowSamples = 0
                 }
@@ -196,13 +197,9 @@ public final class TrainingRun {
         onCheckpoint?(url, trainer.globalStep)
         if rank0 { print("checkpoint \(url.path)") }
         if rank0 && options.keepCheckpoints > 0 {
-            let protectFrom: Int?
-            if let hook = checkpointsProtectedFrom {
-                guard let p = hook() else { return }  // the coordinator has acknowledged nothing yet
-                protectFrom = p
-            } else {
-                protectFrom = nil
-            }
+            // With a coordinator, nothing at or after the newest step its ledger holds is deleted
+            // (nothing at all before it has acknowledged one: protect from step 0).
+            let protectFrom = checkpointsProtectedFrom.map { $0() ?? 0 }
             let gone = Checkpointer.prune(output: options.outputDir, keep: options.keepCheckpoints, protectFrom: protectFrom)
             if !gone.isEmpty { print("checkpoints: removed \(gone.joined(separator: ", ")) (--keep-checkpoints \(options.keepCheckpoints))") }
         }

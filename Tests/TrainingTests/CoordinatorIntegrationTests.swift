@@ -126,17 +126,14 @@ final class CoordinatorIntegrationTests: XCTestCase {
         let (train, trainLog) = try startTraining(dir: dir, cfg: cfg, endpoint: endpoint, extra: ["--max-steps", "100000"])
         defer { if train.isRunning { train.terminate() } }
         let log = { (try? String(contentsOf: trainLog, encoding: .utf8)) ?? "" }
-        let deadline = Date().addingTimeInterval(120)
-        while !log().contains("epoch 0 step 3 |") && train.isRunning && Date() < deadline { usleep(100_000) }
-        XCTAssertTrue(log().contains("epoch 0 step 3 |"), log())
+        XCTAssertTrue(waitForText("epoch 0 step 3 |", log, while: train), log())
         kill(train.processIdentifier, SIGUSR1)
         let stopDeadline = Date().addingTimeInterval(120)
         while train.isRunning && Date() < stopDeadline { usleep(100_000) }
         XCTAssertFalse(train.isRunning, log())
         XCTAssertEqual(train.terminationStatus, 75, log())
         let text = log()
-        guard let r = text.range(of: "stopped by User defined signal 1 (10) at step ") else { return XCTFail("no stop line\n\(text)") }
-        let step = Int(text[r.upperBound...].prefix { $0.isNumber }) ?? -1
+        guard let step = signalStopStep(in: text) else { return XCTFail("no stop line\n\(text)") }
         XCTAssertGreaterThanOrEqual(step, 3)
         XCTAssertFalse(text.contains("did not acknowledge"), text)
         let (_, after) = try runCommand(bin.appendingPathComponent("albef-coord").path, ["status", "--json", "--endpoint", endpoint])

@@ -29,6 +29,22 @@ func runCommand(_ exe: String, _ args: [String], timeout: TimeInterval = 300, en
     return (timedOut ? -1 : p.terminationStatus, timedOut ? text + "\n(timed out after \(Int(timeout)) s)" : text)
 }
 
+/// Polls `text()` until it contains `needle` (true), `timeout` seconds pass or `process` has
+/// exited (false).
+func waitForText(_ needle: String, _ text: () -> String, while process: Process? = nil, timeout: Double = 120) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !text().contains(needle) {
+        if Date() >= deadline || process?.isRunning == false { return text().contains(needle) }
+        usleep(100_000)
+    }
+    return true
+}
+
+/// The step `albef-worker train` names in its line for a SIGUSR1 stop, if the log has one.
+func signalStopStep(in log: String) -> Int? {
+    log.components(separatedBy: "stopped by User defined signal 1 (10) at step ").dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) }
+}
+
 let mpiEnvironment = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
                       "OMPI_MCA_rmaps_base_oversubscribe": "1", "OPENBLAS_NUM_THREADS": "1"]
 
@@ -88,15 +104,12 @@ final class MPIRunTests: XCTestCase {
         try p.run()
         defer { if p.isRunning { p.terminate() } }
         let text = { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-        let deadline = Date().addingTimeInterval(120)
-        while !text().contains("epoch 0 step 3 |") && p.isRunning && Date() < deadline { usleep(100_000) }
-        XCTAssertTrue(text().contains("epoch 0 step 3 |"), text())
+        XCTAssertTrue(waitForText("epoch 0 step 3 |", text, while: p), text())
         kill(p.processIdentifier, SIGUSR1)
         p.waitUntilExit()
         let out = text()
         XCTAssertEqual(p.terminationStatus, 75, out)
-        let marker = "stopped by User defined signal 1 (10) at step "
-        let stop = try XCTUnwrap(out.components(separatedBy: marker).dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) }, out)
+        let stop = try XCTUnwrap(signalStopStep(in: out), out)
         XCTAssertTrue(out.contains("epoch 0 step \(stop) |") && !out.contains("epoch 0 step \(stop + 1) |"), out)
         XCTAssertEqual(try String(contentsOfFile: dir + "/run/checkpoints/latest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
                        String(format: "step_%08d", stop), "the checkpoint is at the step the signal stopped")

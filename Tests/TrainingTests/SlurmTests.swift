@@ -193,12 +193,7 @@ final class SlurmTests: XCTestCase {
 
     /// Waits (up to `timeout` s) until `file` contains `needle`.
     func waitFor(_ needle: String, in file: String, timeout: Double = 120) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if let t = try? String(contentsOfFile: file, encoding: .utf8), t.contains(needle) { return true }
-            usleep(200_000)
-        }
-        return false
+        waitForText(needle, { (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }, timeout: timeout)
     }
 
     /// The job id of the job named `name` (squeue), or nil.
@@ -237,8 +232,7 @@ final class SlurmTests: XCTestCase {
         XCTAssertTrue(text.contains("stopped by User defined signal 1 (10) at step "), text)
         XCTAssertTrue(text.contains("training exited with status 75"), text)
         // The stop step: its checkpoint was written, and the requeued run resumed from it.
-        let stop = try XCTUnwrap(text.components(separatedBy: "stopped by User defined signal 1 (10) at step ").dropFirst().first
-            .flatMap { Int($0.prefix { $0.isNumber }) })
+        let stop = try XCTUnwrap(signalStopStep(in: text))
         XCTAssertTrue(stop >= 3 && stop < 14, "stopped at \(stop)")
         XCTAssertTrue(text.contains(String(format: "resumed from %@/checkpoints/step_%08d: step %d", out, stop, stop)), text)
         XCTAssertEqual(try metricSteps(out), Array(1...14), "every step once across the two runs")

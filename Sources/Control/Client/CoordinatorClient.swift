@@ -161,12 +161,19 @@ public final class CoordinatorClient: @unchecked Sendable {
 
     /// Waits up to `timeout` seconds for the coordinator's answer to ``register()`` (nil on timeout).
     public func waitForRegistration(timeout: Double) -> RegistrationReply? {
-        let deadline = Date().addingTimeInterval(timeout)
-        repeat {
-            if let r = registration { return r }
-            usleep(1000)
-        } while Date() < deadline
+        _ = waitUntil(timeout: timeout) { registration != nil }
         return registration
+    }
+
+    /// Polls `done` every millisecond until it holds (true) or `timeout` seconds pass or the
+    /// background thread has ended (false).
+    private func waitUntil(timeout: Double, _ done: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !done() {
+            if Date() >= deadline || thread?.isFinished != false { return false }
+            usleep(1000)
+        }
+        return true
     }
 
     /// The job state last reported by the coordinator.
@@ -263,12 +270,7 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// Waits until every checkpoint commit was acknowledged (or refused); false on timeout.
     @discardableResult
     public func waitForCheckpointCommits(timeout: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while pendingCheckpointCommits > 0 {
-            if Date() >= deadline || thread?.isFinished != false { return false }
-            usleep(2000)
-        }
-        return true
+        waitUntil(timeout: timeout) { pendingCheckpointCommits == 0 }
     }
 
     /// A sample that failed at training time (counted and shown by `albef-coord status`).

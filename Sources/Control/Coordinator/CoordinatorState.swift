@@ -258,8 +258,7 @@ public struct CoordinatorState: Codable, Sendable {
             return reject(peer, env, .badRequest, "world size \(r.worldSize) != the job's \(config.worldSize); start the coordinator with --world-size \(r.worldSize) or a new --job-id")
         }
         if jobState == .failed || isRelaunch(env.rank, r) { rollback() }
-        if var existing = ranks[env.rank], existing.session == r.session, existing.pid == r.pid, existing.host == r.host,
-           env.seq <= existing.lastSeq {
+        if var existing = ranks[env.rank], Self.sameProcess(existing, r), env.seq <= existing.lastSeq {
             // A duplicate (resent after a reconnect): answer the same, change nothing but the route.
             existing.peer = peer
             ranks[env.rank] = existing
@@ -297,7 +296,12 @@ public struct CoordinatorState: Codable, Sendable {
     /// nothing runs in them (and their coordinator exits).
     private func isRelaunch(_ rank: Int32, _ r: Registration) -> Bool {
         guard [.waiting, .running, .paused, .stopping].contains(jobState), let existing = ranks[rank], existing.health == .alive else { return false }
-        return existing.session != r.session || existing.pid != r.pid || existing.host != r.host
+        return !Self.sameProcess(existing, r)
+    }
+
+    /// A registration from the process the rank record describes (same client session, pid, host).
+    private static func sameProcess(_ existing: RankRecord, _ r: Registration) -> Bool {
+        existing.session == r.session && existing.pid == r.pid && existing.host == r.host
     }
 
     private func registrationReply() -> RegistrationReply {
