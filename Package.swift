@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "NN", targets: ["NN"]),
         .library(name: "ALBEF", targets: ["ALBEF"]),
+        .library(name: "Corpus", targets: ["Corpus"]),
         .library(name: "DataPipeline", targets: ["DataPipeline"]),
         .library(name: "Distributed", targets: ["Distributed"]),
         .library(name: "Control", targets: ["Control"]),
@@ -42,9 +43,11 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: swiftSettings),
         .target(name: "NN", dependencies: ["Tensor"], swiftSettings: swiftSettings),
         .target(name: "ALBEF", dependencies: ["NN", "Tensor", "DataPipeline"], swiftSettings: swiftSettings),
-        .target(name: "DataPipeline", dependencies: ["Tensor", "CImage"], swiftSettings: swiftSettings),
+        // The corpus index and the sample range: one definition for the data and control planes.
+        .target(name: "Corpus", swiftSettings: swiftSettings),
+        .target(name: "DataPipeline", dependencies: ["Corpus", "Tensor", "CImage"], swiftSettings: swiftSettings),
         .target(name: "Distributed", dependencies: ["CMPI", "Tensor"], swiftSettings: swiftSettings),
-        .target(name: "Control", dependencies: ["CZMQ", "CControlProto"], swiftSettings: swiftSettings),
+        .target(name: "Control", dependencies: ["Corpus", "CZMQ", "CControlProto"], swiftSettings: swiftSettings),
         .target(name: "Training", dependencies: ["ALBEF", "NN", "Tensor", "Distributed", "DataPipeline", "Control", "Yams"],
                 swiftSettings: swiftSettings),
 

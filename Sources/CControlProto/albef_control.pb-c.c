@@ -863,6 +863,51 @@ void   albef__control__v1__status_reply__free_unpacked
   assert(message->base.descriptor == &albef__control__v1__status_reply__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   albef__control__v1__bad_sample_count__init
+                     (Albef__Control__V1__BadSampleCount         *message)
+{
+  static const Albef__Control__V1__BadSampleCount init_value = ALBEF__CONTROL__V1__BAD_SAMPLE_COUNT__INIT;
+  *message = init_value;
+}
+size_t albef__control__v1__bad_sample_count__get_packed_size
+                     (const Albef__Control__V1__BadSampleCount *message)
+{
+  assert(message->base.descriptor == &albef__control__v1__bad_sample_count__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t albef__control__v1__bad_sample_count__pack
+                     (const Albef__Control__V1__BadSampleCount *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &albef__control__v1__bad_sample_count__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t albef__control__v1__bad_sample_count__pack_to_buffer
+                     (const Albef__Control__V1__BadSampleCount *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &albef__control__v1__bad_sample_count__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Albef__Control__V1__BadSampleCount *
+       albef__control__v1__bad_sample_count__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Albef__Control__V1__BadSampleCount *)
+     protobuf_c_message_unpack (&albef__control__v1__bad_sample_count__descriptor,
+                                allocator, len, data);
+}
+void   albef__control__v1__bad_sample_count__free_unpacked
+                     (Albef__Control__V1__BadSampleCount *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &albef__control__v1__bad_sample_count__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   albef__control__v1__error__init
                      (Albef__Control__V1__Error         *message)
 {
@@ -1297,7 +1342,7 @@ const ProtobufCMessageDescriptor albef__control__v1__envelope__descriptor =
   (ProtobufCMessageInit) albef__control__v1__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor albef__control__v1__registration__field_descriptors[5] =
+static const ProtobufCFieldDescriptor albef__control__v1__registration__field_descriptors[6] =
 {
   {
     "world_size",
@@ -1359,9 +1404,22 @@ static const ProtobufCFieldDescriptor albef__control__v1__registration__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "corpus_fingerprint",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__Registration, corpus_fingerprint),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned albef__control__v1__registration__field_indices_by_name[] = {
   3,   /* field[3] = build_version */
+  5,   /* field[5] = corpus_fingerprint */
   1,   /* field[1] = host */
   2,   /* field[2] = pid */
   4,   /* field[4] = session */
@@ -1370,7 +1428,7 @@ static const unsigned albef__control__v1__registration__field_indices_by_name[] 
 static const ProtobufCIntRange albef__control__v1__registration__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor albef__control__v1__registration__descriptor =
 {
@@ -1380,14 +1438,14 @@ const ProtobufCMessageDescriptor albef__control__v1__registration__descriptor =
   "Albef__Control__V1__Registration",
   "albef.control.v1",
   sizeof(Albef__Control__V1__Registration),
-  5,
+  6,
   albef__control__v1__registration__field_descriptors,
   albef__control__v1__registration__field_indices_by_name,
   1,  albef__control__v1__registration__number_ranges,
   (ProtobufCMessageInit) albef__control__v1__registration__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor albef__control__v1__registration_reply__field_descriptors[6] =
+static const ProtobufCFieldDescriptor albef__control__v1__registration_reply__field_descriptors[7] =
 {
   {
     "job_state",
@@ -1461,9 +1519,22 @@ static const ProtobufCFieldDescriptor albef__control__v1__registration_reply__fi
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "epochs",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__RegistrationReply, epochs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned albef__control__v1__registration_reply__field_indices_by_name[] = {
   3,   /* field[3] = epoch */
+  6,   /* field[6] = epochs */
   0,   /* field[0] = job_state */
   5,   /* field[5] = lease_size */
   4,   /* field[4] = max_outstanding */
@@ -1473,7 +1544,7 @@ static const unsigned albef__control__v1__registration_reply__field_indices_by_n
 static const ProtobufCIntRange albef__control__v1__registration_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor albef__control__v1__registration_reply__descriptor =
 {
@@ -1483,7 +1554,7 @@ const ProtobufCMessageDescriptor albef__control__v1__registration_reply__descrip
   "Albef__Control__V1__RegistrationReply",
   "albef.control.v1",
   sizeof(Albef__Control__V1__RegistrationReply),
-  6,
+  7,
   albef__control__v1__registration_reply__field_descriptors,
   albef__control__v1__registration_reply__field_indices_by_name,
   1,  albef__control__v1__registration_reply__number_ranges,
@@ -2182,7 +2253,7 @@ const ProtobufCMessageDescriptor albef__control__v1__data_position__descriptor =
   (ProtobufCMessageInit) albef__control__v1__data_position__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor albef__control__v1__checkpoint_committed__field_descriptors[3] =
+static const ProtobufCFieldDescriptor albef__control__v1__checkpoint_committed__field_descriptors[4] =
 {
   {
     "step",
@@ -2220,8 +2291,21 @@ static const ProtobufCFieldDescriptor albef__control__v1__checkpoint_committed__
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "epochs_done",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__CheckpointCommitted, epochs_done),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned albef__control__v1__checkpoint_committed__field_indices_by_name[] = {
+  3,   /* field[3] = epochs_done */
   1,   /* field[1] = path */
   2,   /* field[2] = positions */
   0,   /* field[0] = step */
@@ -2229,7 +2313,7 @@ static const unsigned albef__control__v1__checkpoint_committed__field_indices_by
 static const ProtobufCIntRange albef__control__v1__checkpoint_committed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor albef__control__v1__checkpoint_committed__descriptor =
 {
@@ -2239,7 +2323,7 @@ const ProtobufCMessageDescriptor albef__control__v1__checkpoint_committed__descr
   "Albef__Control__V1__CheckpointCommitted",
   "albef.control.v1",
   sizeof(Albef__Control__V1__CheckpointCommitted),
-  3,
+  4,
   albef__control__v1__checkpoint_committed__field_descriptors,
   albef__control__v1__checkpoint_committed__field_indices_by_name,
   1,  albef__control__v1__checkpoint_committed__number_ranges,
@@ -2534,7 +2618,7 @@ const ProtobufCMessageDescriptor albef__control__v1__checkpoint_info__descriptor
   (ProtobufCMessageInit) albef__control__v1__checkpoint_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor albef__control__v1__status_reply__field_descriptors[19] =
+static const ProtobufCFieldDescriptor albef__control__v1__status_reply__field_descriptors[22] =
 {
   {
     "job_id",
@@ -2764,13 +2848,52 @@ static const ProtobufCFieldDescriptor albef__control__v1__status_reply__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "bad_by_kind",
+    20,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Albef__Control__V1__StatusReply, n_bad_by_kind),
+    offsetof(Albef__Control__V1__StatusReply, bad_by_kind),
+    &albef__control__v1__bad_sample_count__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dropped_samples",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__StatusReply, dropped_samples),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "epochs_done",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__StatusReply, epochs_done),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned albef__control__v1__status_reply__field_indices_by_name[] = {
+  19,   /* field[19] = bad_by_kind */
   12,   /* field[12] = bad_samples_indexed */
   13,   /* field[13] = bad_samples_reported */
   14,   /* field[14] = dropped_messages */
+  20,   /* field[20] = dropped_samples */
   2,   /* field[2] = epoch */
   3,   /* field[3] = epochs */
+  21,   /* field[21] = epochs_done */
   9,   /* field[9] = eta_seconds */
   15,   /* field[15] = failure_reason */
   17,   /* field[17] = granted_samples */
@@ -2789,7 +2912,7 @@ static const unsigned albef__control__v1__status_reply__field_indices_by_name[] 
 static const ProtobufCIntRange albef__control__v1__status_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 19 }
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor albef__control__v1__status_reply__descriptor =
 {
@@ -2799,11 +2922,62 @@ const ProtobufCMessageDescriptor albef__control__v1__status_reply__descriptor =
   "Albef__Control__V1__StatusReply",
   "albef.control.v1",
   sizeof(Albef__Control__V1__StatusReply),
-  19,
+  22,
   albef__control__v1__status_reply__field_descriptors,
   albef__control__v1__status_reply__field_indices_by_name,
   1,  albef__control__v1__status_reply__number_ranges,
   (ProtobufCMessageInit) albef__control__v1__status_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor albef__control__v1__bad_sample_count__field_descriptors[2] =
+{
+  {
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__BadSampleCount, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "count",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__BadSampleCount, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned albef__control__v1__bad_sample_count__field_indices_by_name[] = {
+  1,   /* field[1] = count */
+  0,   /* field[0] = kind */
+};
+static const ProtobufCIntRange albef__control__v1__bad_sample_count__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor albef__control__v1__bad_sample_count__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "albef.control.v1.BadSampleCount",
+  "BadSampleCount",
+  "Albef__Control__V1__BadSampleCount",
+  "albef.control.v1",
+  sizeof(Albef__Control__V1__BadSampleCount),
+  2,
+  albef__control__v1__bad_sample_count__field_descriptors,
+  albef__control__v1__bad_sample_count__field_indices_by_name,
+  1,  albef__control__v1__bad_sample_count__number_ranges,
+  (ProtobufCMessageInit) albef__control__v1__bad_sample_count__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor albef__control__v1__error__field_descriptors[2] =

@@ -1,3 +1,4 @@
+@_exported import Corpus
 /// DataPipeline: ALBEF's data path on CPU.
 ///
 /// - Text: `PreCaption.apply` (ALBEF `pre_caption`), `BertTokenizer` (basic + WordPiece,
@@ -14,7 +15,7 @@
 ///
 /// Typical trainer use:
 /// ```swift
-/// let index = try CorpusIndex.load(URL(fileURLWithPath: "data/synth/index.json"))
+/// let index = try CorpusIndex.load(from: URL(fileURLWithPath: "data/synth/index.json"))
 /// let tokenizer = try BertTokenizer(vocabularyURL: vocabURL)
 /// var cfg = DataLoader.Configuration(batchSize: 16, imageSize: 64)
 /// cfg.seed = 42

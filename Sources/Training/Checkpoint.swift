@@ -1,3 +1,4 @@
+import Corpus
 import ALBEF
 import Distributed
 import Foundation
@@ -40,6 +41,8 @@ public struct LeaseAccount: Codable, Equatable, Sendable {
         public var shard: UInt32
         public var start: UInt64
         public var end: UInt64
+        /// The samples as the shared range type.
+        public var range: SampleRange { SampleRange(epoch: Int(epoch), shard: Int(shard), start: Int(start), end: Int(end)) }
         public init(leaseId: UInt64, epoch: UInt32, shard: UInt32, start: UInt64, end: UInt64) {
             self.leaseId = leaseId
             self.epoch = epoch
@@ -156,6 +159,15 @@ public enum Checkpointer {
         guard let s = try? String(contentsOf: root.appendingPathComponent("latest"), encoding: .utf8) else { return nil }
         let dir = root.appendingPathComponent(s.trimmingCharacters(in: .whitespacesAndNewlines))
         return FileManager.default.fileExists(atPath: dir.appendingPathComponent("state.json").path) ? dir : nil
+    }
+
+    /// The checkpoint's `state.json` (step, epoch, world size, per-rank positions), without loading tensors.
+    public static func readState(_ dir: URL) throws -> CheckpointState {
+        let path = dir.appendingPathComponent("state.json").path
+        guard let d = FileManager.default.contents(atPath: path) else { throw TrainingError.checkpoint("\(path): cannot read it") }
+        do { return try JSONDecoder().decode(CheckpointState.self, from: d) } catch {
+            throw TrainingError.checkpoint("\(path): not a checkpoint state (\(error))")
+        }
     }
 
     /// Loads a checkpoint into `trainer` (every rank reads the shared files). Returns the state;

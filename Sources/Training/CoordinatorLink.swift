@@ -3,13 +3,17 @@ import DataPipeline
 import Distributed
 import Foundation
 
-/// Hands the data loader the leases a `CoordinatorClient` receives, in grant order, and knows
-/// from the loader's position exactly how much of each lease was trained on (and keeps a record
-/// of it, ``takeConsumed()``, stored in checkpoints).
-public final class LeaseRangeSource: SampleRangeSource, @unchecked Sendable {
+/// The lease account of one rank across epochs: each epoch's loader reads the leases of that
+/// epoch only (``source(epoch:)``), in grant order; from the loader's position it knows exactly
+/// how much of each lease was trained on (and keeps a record of it, ``takeConsumed()``, stored
+/// in checkpoints). Leases of an epoch the ranks ended before reading them are left unreturned:
+/// the epoch-end checkpoint's commit drops them in the coordinator's ledger.
+public final class LeaseRangeSource: @unchecked Sendable {
     let client: CoordinatorClient
     let lock = NSLock()
-    /// Leases handed to the loader and not yet read to their end, in order.
+    /// The epoch whose loader is reading (leases of other epochs are not handed out).
+    var epoch = -1
+    /// Leases handed to the current epoch's loader and not yet read to their end, in order.
     var handed: [Lease] = []
     /// Loader cursor at the start of `handed[0]`.
     var consumedBase = 0
@@ -24,21 +28,50 @@ public final class LeaseRangeSource: SampleRangeSource, @unchecked Sendable {
 
     public init(client: CoordinatorClient) { self.client = client }
 
-    /// Blocks until the next lease arrives (nil once the coordinator has no more data).
-    public func nextRange() throws -> DataPipeline.SampleRange? {
-        let deadline = Date().addingTimeInterval(patience)
-        while Date() < deadline {
-            if let l = client.waitForLease(timeout: 0.5) {
-                lock.withLock { handed.append(l) }
-                return DataPipeline.SampleRange(shard: Int(l.shard), start: Int(l.start), end: Int(l.end))
-            }
-            if client.isExhausted { return nil }
+    /// The range source of `epoch`'s loader (the previous epoch's stops handing out leases).
+    public func source(epoch: Int) -> SampleRangeSource {
+        lock.withLock {
+            self.epoch = epoch
+            handed = []
+            consumedBase = 0
+            recorded = 0
         }
-        throw TrainingError.data("no lease from the coordinator \(client.endpoint) for \(Int(patience)) s: is `albef-coord serve` running and reachable?")
+        return EpochLeases(owner: self, epoch: epoch)
     }
 
-    /// This rank's data position given the loader's `cursor` (samples of the lease sequence
-    /// consumed, in grant order); leases entirely behind it are reported complete.
+    /// The leases of one epoch, for its loader: blocks until the next one arrives; nil once the
+    /// epoch has no more for this rank.
+    final class EpochLeases: SampleRangeSource, @unchecked Sendable {
+        let owner: LeaseRangeSource
+        let epoch: Int
+        init(owner: LeaseRangeSource, epoch: Int) {
+            self.owner = owner
+            self.epoch = epoch
+        }
+        func nextRange() throws -> SampleRange? {
+            let deadline = Date().addingTimeInterval(owner.patience)
+            while Date() < deadline {
+                guard owner.lock.withLock({ owner.epoch == epoch }) else { return nil }
+                switch owner.client.takeLease(epoch: UInt32(epoch)) {
+                case .lease(let l):
+                    let current = owner.lock.withLock { () -> Bool in
+                        guard owner.epoch == epoch else { return false }
+                        owner.handed.append(l)
+                        return true
+                    }
+                    return current ? l.range() : nil
+                case .epochEnded:
+                    return nil
+                case .waiting:
+                    usleep(2000)
+                }
+            }
+            throw TrainingError.data("no lease from the coordinator \(owner.client.endpoint) for \(Int(owner.patience)) s: is `albef-coord serve` running and reachable?")
+        }
+    }
+
+    /// This rank's data position given the current epoch loader's `cursor` (samples of its lease
+    /// sequence consumed, in grant order); leases entirely behind it are reported complete.
     public func position(cursor: Int) -> DataPosition {
         lock.withLock {
             while let l = handed.first {
@@ -93,9 +126,10 @@ public final class CoordinatorLink {
     /// This rank's position as stored in the checkpoint being written.
     var checkpointPosition: DataPosition?
 
-    public init(endpoint: String, auth: ClientAuth, jobId: String, comm: Communicator) throws {
+    public init(endpoint: String, auth: ClientAuth, jobId: String, comm: Communicator, corpusFingerprint: String = "") throws {
         self.comm = comm
-        client = try CoordinatorClient(endpoint: endpoint, auth: auth, rank: Int32(comm.rank), worldSize: UInt32(comm.size), jobId: jobId)
+        client = try CoordinatorClient(endpoint: endpoint, auth: auth, rank: Int32(comm.rank), worldSize: UInt32(comm.size), jobId: jobId,
+                                       corpusFingerprint: corpusFingerprint)
         client.register()
         ranges = LeaseRangeSource(client: client)
     }
@@ -110,13 +144,36 @@ public final class CoordinatorLink {
     /// re-issuing every sample read after it. Resuming from the newer one would train those
     /// samples twice and leave the steps between the two checkpoints out of its ledger.
     public func agreedResumeStep(timeout: Double) throws -> Int {
-        var step: Int64 = -1
-        if comm.rank == 0, let reply = client.waitForRegistration(timeout: timeout) { step = Int64(clamping: reply.resumeStep) }
-        withUnsafeMutableBytes(of: &step) { comm.broadcast(bytes: $0.baseAddress!, count: $0.count, root: 0) }
-        guard step >= 0 else {
+        try agreedRegistration(timeout: timeout).resumeStep
+    }
+
+    /// What the coordinator answered every rank's registration, agreed: the step of the
+    /// checkpoint to resume from (see ``agreedResumeStep(timeout:)``) and the epochs it plans.
+    /// Collective. Throws when any rank was refused (its message: another corpus index, world
+    /// size or job) or rank 0 had no answer within `timeout` seconds.
+    public func agreedRegistration(timeout: Double) throws -> (resumeStep: Int, epochs: Int) {
+        // Every rank waits for its own answer (a refusal is per rank: e.g. its corpus index).
+        let reply = client.waitForRegistration(timeout: timeout)
+        let refusal = client.registrationRefusal
+        var values: [Int64] = [comm.rank == 0 ? Int64(clamping: reply?.resumeStep ?? 0) : 0,
+                               comm.rank == 0 ? Int64(reply?.epochs ?? 0) : 0,
+                               refusal != nil ? 1 : 0, reply == nil && refusal == nil ? 1 : 0]
+        var f = values.map { Float($0) }
+        // Steps beyond 2^24 lose nothing here: rank 0's step is broadcast exactly below.
+        f.withUnsafeMutableBufferPointer { comm.allReduceSum($0.baseAddress!, count: 4) }
+        withUnsafeMutableBytes(of: &values[0]) { comm.broadcast(bytes: $0.baseAddress!, count: $0.count, root: 0) }
+        if let refusal { throw TrainingError.data("the coordinator \(client.endpoint) refused rank \(comm.rank): \(refusal.message)") }
+        if f[2] > 0 { throw TrainingError.data("the coordinator \(client.endpoint) refused \(Int(f[2])) other rank(s) (see their errors)") }
+        guard f[3] == 0 else {
             throw TrainingError.data("no registration reply from the coordinator \(client.endpoint) within \(Int(timeout)) s: is `albef-coord serve` running and reachable (job id \(client.jobId))?")
         }
-        return Int(step)
+        return (Int(values[0]), Int(f[1]))
+    }
+
+    /// Reports a sample the loader skipped (fire-and-forget; the coordinator counts it by kind
+    /// and lists it in `quarantine.jsonl` in its state directory).
+    public var badSampleReporter: @Sendable (BadSample, Int) -> Void {
+        { [client] bad, shard in client.reportBadSample(shard: UInt32(shard), key: bad.key, kind: bad.kind.rawValue) }
     }
 
     /// Installs the hooks on `run` (whose source reads `ranges`).
@@ -161,7 +218,7 @@ public final class CoordinatorLink {
         run.checkpointsProtectedFrom = { [weak self] in
             self?.client.acknowledgedCheckpointStep.map { Int($0) }
         }
-        run.onCheckpoint = { [weak self] url, step in
+        run.onCheckpoint = { [weak self, unowned run] url, step in
             guard let self else { return }
             // The position stored in the checkpoint (nothing was read since it was taken).
             let mine = self.checkpointPosition ?? self.ranges.position(cursor: self.source?.loaderPosition?.cursor ?? 0)
@@ -169,7 +226,7 @@ public final class CoordinatorLink {
             let ids = self.comm.allGather(mine.leaseId), offs = self.comm.allGather(mine.offset)
             if self.comm.rank == 0 {
                 let all = (0..<self.comm.size).map { DataPosition(rank: Int32($0), leaseId: ids[$0], offset: offs[$0]) }
-                self.client.commitCheckpoint(step: UInt64(step), path: url.path, positions: all)
+                self.client.commitCheckpoint(step: UInt64(step), path: url.path, positions: all, epochsDone: UInt32(run.epochsDone))
             }
         }
     }

@@ -63,114 +63,155 @@ public final class TrainingRun {
     }
 
     var rank0: Bool { trainer.comm.rank == 0 }
+    /// Epochs finished (stored in checkpoints and committed to the coordinator).
+    public private(set) var epochsDone = 0
+    /// True once the last epoch ended (the job is finished; its final checkpoint is written).
+    public private(set) var finished = false
+    /// Step of the newest checkpoint written or resumed from (nil: none).
+    var checkpointedStep: Int?
+
+    /// What the ranks agreed at a step boundary (see ``agree(hasBatch:)``).
+    public struct Boundary: Equatable, Sendable {
+        /// Rank 0's command for this boundary.
+        public var command: StepCommand
+        /// The signal that stops the run (rank 0's own, -1 when only other ranks got one), or 0.
+        public var signal: Int32
+        /// Some rank has no next batch: the epoch's data ended for everyone.
+        public var endOfData: Bool
+
+        /// The decision from the per-step allreduce's sums [rank 0's command, ranks signalled,
+        /// rank 0's signal number, ranks without a next batch] and this rank's own signal.
+        public static func decide(_ sums: [Float], localSignal: Int32) -> Boundary {
+            var command = StepCommand(rawValue: UInt8(max(0, min(255, sums[0])))) ?? .none
+            var signal: Int32 = 0
+            if sums[1] > 0 {
+                signal = sums[2] > 0 ? Int32(sums[2]) : (localSignal != 0 ? localSignal : -1)
+                command = .stop
+            }
+            return Boundary(command: command, signal: signal, endOfData: sums[3] > 0)
+        }
+    }
 
     /// Runs until `maxSteps`, `maxSeconds`, the configured epochs, or a stop command.
+    ///
+    /// Each turn of the loop is one boundary then one step: the next batch is read first, then
+    /// one allreduce agrees on rank 0's command, the signals and whether every rank has a batch
+    /// (``agree(hasBatch:)``). When one has none the epoch ends for all at this boundary, with a
+    /// checkpoint (ALBEF saves one per epoch); after the last epoch that is the final checkpoint.
+    /// A stop (command, signal, `--max-steps`, `--max-seconds`) checkpoints and leaves. So no rank
+    /// ever waits in a collective another rank will not enter.
     public func run() throws {
-        let comm = trainer.comm
-        var epoch = 0, iteration = 0
-        if options.resume, let dir = try resumeDirectory() {
-            let st = try Checkpointer.load(dir, into: trainer)
-            epoch = st.epoch
-            iteration = st.iteration
-            if st.worldSize == trainer.comm.size, let mine = st.ranks.first(where: { $0.rank == trainer.comm.rank }) {
-                try source.restore(position: mine.dataPosition)
-            }
-            if rank0 { print("resumed from \(dir.path): step \(st.step), epoch \(epoch), iteration \(iteration)") }
-        } else if options.resume, rank0 {
-            print("resume: no checkpoint under \(Checkpointer.directory(options.outputDir).path); starting fresh")
-        }
-        try FileManager.default.createDirectory(atPath: options.outputDir, withIntermediateDirectories: true)
-        let metricsURL = URL(fileURLWithPath: options.outputDir).appendingPathComponent("metrics.jsonl")
-        let metrics: FileHandle? = rank0 ? try openAppend(metricsURL) : nil
-        // TensorBoard: a new event file per run (a resumed run adds one; TensorBoard merges them).
-        let board: TensorBoardWriter? = rank0 && options.tensorBoard ? try TensorBoardWriter(directory: options.outputDir + "/tensorboard") : nil
-        let start = monotonicSeconds()
-        let startStep = trainer.globalStep
-        var windowStart = start, windowSamples = 0
-        let globalBatch = trainer.config.batchSize * comm.size
-        let totalSteps = options.maxSteps ?? (trainer.config.epochs * source.iterationsPerEpoch)
+        var (epoch, iteration) = try resumeIfAsked()
+        let log = try RunLog(run: self)
+        defer { log.close() }
+        let epochs = trainer.config.epochs
         if let mx = options.maxSteps, trainer.globalStep >= mx {
             // A resumed (e.g. requeued) run that already reached --max-steps trains nothing more.
             if rank0 { print("already at step \(trainer.globalStep) (--max-steps \(mx)): nothing to train") }
-            try? metrics?.close()
             return
         }
-        outer: while epoch < trainer.config.epochs {
+        if epoch >= epochs {
+            finished = true
+            if rank0 { print("already finished: \(epochsDone) of \(epochs) epochs done at step \(trainer.globalStep)") }
+            return
+        }
+        outer: while epoch < epochs {
             try source.start(epoch: epoch, iteration: iteration)
-            while let batch = try source.next() {
-                let m = try trainer.step(batch, epoch: epoch, iteration: iteration, iterationsPerEpoch: source.iterationsPerEpoch)
-                iteration += 1
-                history.append(m)
-                onStep?(m)
-                windowSamples += globalBatch
-                let step = trainer.globalStep
-                if options.divergenceCheckEvery > 0, step % options.divergenceCheckEvery == 0 { try trainer.checkDivergence() }
-                if rank0, options.logEvery > 0, step % options.logEvery == 0 || step == startStep + 1 {
-                    let now = monotonicSeconds()
-                    let sps = Double(windowSamples) / max(now - windowStart, 1e-9)
-                    let done = step - startStep
-                    var eta = Double(totalSteps - step) * (now - start) / Double(max(done, 1))
-                    if let ms = options.maxSeconds { eta = min(eta, max(0, ms - (now - start))) }
-                    print(String(format: "epoch %d step %d | loss_ita %.4f | loss_itm %.4f | loss_mlm %.4f | lr %.2e | %.1f samples/s | ETA %@",
-                                 epoch, step, m.lossITA, m.lossITM, m.lossMLM, m.lr, sps, formatDuration(eta)))
-                    // Every logged scalar once: its metrics.jsonl key, its TensorBoard tag, its value.
-                    let scalars: [(key: String, tag: String, value: Double)] = [
-                        ("loss", "loss/total", m.loss), ("loss_ita", "loss/ita", m.lossITA), ("loss_itm", "loss/itm", m.lossITM),
-                        ("loss_mlm", "loss/mlm", m.lossMLM), ("lr", "lr", m.lr), ("alpha", "alpha", m.alpha), ("temp", "temp", m.temp),
-                        ("samples_per_s", "throughput/samples_per_s", sps), ("step_s", "time/step_s", m.stepSeconds),
-                        ("forward_s", "time/forward_s", m.forwardSeconds), ("backward_s", "time/backward_s", m.backwardSeconds),
-                        ("comm_wait_s", "time/comm_wait_s", m.commWaitSeconds), ("optimizer_s", "time/optimizer_s", m.optimizerSeconds)]
-                    var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "elapsed_s": now - start]
-                    for s in scalars { obj[s.key] = s.value }
-                    let bad = source.badSampleCounts
-                    if !bad.isEmpty { obj["bad_samples"] = bad }
-                    if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) {
-                        metrics?.write(d + Data("\n".utf8))
-                    }
-                    board?.add(scalars: scalars.map { ($0.tag, $0.value) }, step: step)
-                    windowStart = now
-                    windowSamples = 0
+            while true {
+                let batch = try source.next()
+                let b = try agree(hasBatch: batch != nil)
+                if b.endOfData {
+                    // The epoch's end, agreed: its checkpoint stores the start of the next epoch.
+                    epochsDone = epoch + 1
+                    finished = epochsDone >= epochs
+                    try checkpoint(epoch: epoch + 1, iteration: 0)
+                    if b.command == .stop && !finished { noteStop(b); break outer }
+                    break
                 }
-                // Step-boundary commands from rank 0, agreed by every rank.
-                var cmd: UInt8 = rank0 ? (commandSource?() ?? .none).rawValue : 0
-                if cmd == StepCommand.pause.rawValue {
-                    // Paused: rank 0 waits for resume (or stop); the other ranks wait in the broadcast.
-                    print("paused at step \(step); waiting for resume")
-                    cmd = StepCommand.none.rawValue
-                    while true {
-                        usleep(200_000)
-                        if (stopSignal?() ?? 0) != 0 { break }  // agreed on below
-                        let c = commandSource?() ?? .none
-                        if c == .resume { print("resumed at step \(step)"); break }
-                        if c == .stop { cmd = StepCommand.stop.rawValue; break }
-                        if c == .checkpoint { cmd = StepCommand.checkpoint.rawValue; break }
-                    }
+                let stepsDone = options.maxSteps.map { trainer.globalStep >= $0 } ?? false
+                if b.command == .stop || stepsDone {
+                    if checkpointedStep != trainer.globalStep { try checkpoint(epoch: epoch, iteration: iteration) }
+                    noteStop(b)
+                    break outer
                 }
-                if let ms = options.maxSeconds, rank0, monotonicSeconds() - start >= ms { cmd = StepCommand.stop.rawValue }
-                if let mx = options.maxSteps, step >= mx { cmd = StepCommand.stop.rawValue }
-                // One allreduce agrees on rank 0's command and on whether any rank was signalled
-                // (sums: [rank 0's command, ranks signalled, rank 0's signal number]).
-                let signal = stopSignal?() ?? 0
-                var agreed: [Float] = [rank0 ? Float(cmd) : 0, signal != 0 ? 1 : 0, rank0 ? Float(signal) : 0]
-                agreed.withUnsafeMutableBufferPointer { comm.allReduceSum($0.baseAddress!, count: 3) }
-                cmd = UInt8(agreed[0])
-                if agreed[1] > 0 {
-                    // Rank 0 names its own signal; -1 when only other ranks received one.
-                    stoppedBySignal = agreed[2] > 0 ? Int32(agreed[2]) : (signal != 0 ? signal : -1)
-                    cmd = StepCommand.stop.rawValue
-                }
-                let command = StepCommand(rawValue: cmd) ?? .none
-                let periodic = options.checkpointEvery > 0 && step % options.checkpointEvery == 0
-                if periodic || command == .checkpoint || command == .stop {
+                let periodic = options.checkpointEvery > 0 && trainer.globalStep > 0 && trainer.globalStep % options.checkpointEvery == 0
+                if (periodic || b.command == .checkpoint) && checkpointedStep != trainer.globalStep {
                     try checkpoint(epoch: epoch, iteration: iteration)
                 }
-                if command == .stop { stoppedByCommand = options.maxSteps.map { step < $0 } ?? true; break outer }
+                guard let batch else { throw TrainingError.data("rank \(trainer.comm.rank): no batch after the ranks agreed every rank had one") }
+                let m = try trainStep(batch, epoch: epoch, iteration: iteration)
+                iteration += 1
+                log.record(m, epoch: epoch, iteration: iteration)
             }
             epoch += 1
             iteration = 0
         }
-        try? metrics?.close()
     }
+
+    /// Loads the checkpoint `--resume` names (if any) and returns the (epoch, iteration) to start at.
+    func resumeIfAsked() throws -> (Int, Int) {
+        guard options.resume else { return (0, 0) }
+        guard let dir = try resumeDirectory() else {
+            if rank0 { print("resume: no checkpoint under \(Checkpointer.directory(options.outputDir).path); starting fresh") }
+            return (0, 0)
+        }
+        let st = try Checkpointer.readState(dir)
+        if st.worldSize != trainer.comm.size && !source.reshardsOnResume {
+            throw TrainingError.checkpoint("\(dir.path) was written by \(st.worldSize) rank(s) and this run has \(trainer.comm.size): static sharding cannot resume on another world size without training samples twice; resume with \(st.worldSize) ranks, or run with a coordinator (--coordinator)")
+        }
+        _ = try Checkpointer.load(dir, into: trainer)
+        if st.worldSize == trainer.comm.size, let mine = st.ranks.first(where: { $0.rank == trainer.comm.rank }) {
+            try source.restore(position: mine.dataPosition)
+        }
+        epochsDone = st.epoch
+        checkpointedStep = st.step
+        if rank0 { print("resumed from \(dir.path): step \(st.step), epoch \(st.epoch), iteration \(st.iteration)") }
+        return (st.epoch, st.iteration)
+    }
+
+    /// The boundary collective: one allreduce of [rank 0's command, signalled, rank 0's signal,
+    /// has no next batch]. Rank 0 polls its command source here (and waits here while paused).
+    func agree(hasBatch: Bool) throws -> Boundary {
+        var cmd: UInt8 = rank0 ? (commandSource?() ?? .none).rawValue : 0
+        if cmd == StepCommand.pause.rawValue {
+            // Paused: rank 0 waits for resume (or stop); the other ranks wait in the allreduce.
+            print("paused at step \(trainer.globalStep); waiting for resume")
+            cmd = StepCommand.none.rawValue
+            while true {
+                usleep(200_000)
+                if (stopSignal?() ?? 0) != 0 { break }  // agreed on below
+                let c = commandSource?() ?? .none
+                if c == .resume { print("resumed at step \(trainer.globalStep)"); break }
+                if c == .stop { cmd = StepCommand.stop.rawValue; break }
+                if c == .checkpoint { cmd = StepCommand.checkpoint.rawValue; break }
+            }
+        }
+        if let ms = options.maxSeconds, rank0, monotonicSeconds() - started >= ms { cmd = StepCommand.stop.rawValue }
+        let signal = stopSignal?() ?? 0
+        var sums: [Float] = [rank0 ? Float(cmd) : 0, signal != 0 ? 1 : 0, rank0 ? Float(signal) : 0, hasBatch ? 0 : 1]
+        sums.withUnsafeMutableBufferPointer { trainer.comm.allReduceSum($0.baseAddress!, count: 4) }
+        return Boundary.decide(sums, localSignal: signal)
+    }
+
+    /// One ALBEF step on `batch`, then the per-step bookkeeping (history, hooks, divergence check).
+    func trainStep(_ batch: PretrainBatch, epoch: Int, iteration: Int) throws -> StepMetrics {
+        let m = try trainer.step(batch, epoch: epoch, iteration: iteration, iterationsPerEpoch: source.iterationsPerEpoch)
+        source.markTrained()
+        history.append(m)
+        onStep?(m)
+        let step = trainer.globalStep
+        if options.divergenceCheckEvery > 0, step % options.divergenceCheckEvery == 0 { try trainer.checkDivergence() }
+        return m
+    }
+
+    /// Records why the run stops (command or signal) at a boundary that stops it.
+    func noteStop(_ b: Boundary) {
+        if b.signal != 0 { stoppedBySignal = b.signal }
+        if b.command == .stop && b.signal == 0 { stoppedByCommand = options.maxSteps.map { trainer.globalStep < $0 } ?? true }
+    }
+
+    /// When the run started (monotonic seconds), for `--max-seconds`.
+    let started = monotonicSeconds()
 
     /// The checkpoint `--resume` continues from: the one of `options.resumeStep` when set (it must
     /// exist; a newer one on disk is passed over, with a note), else the latest one, if any.
@@ -187,12 +228,12 @@ public final class TrainingRun {
         return dir
     }
 
+    /// Writes a checkpoint of the state after the last trained step; (epoch, iteration) is where
+    /// a resumed run continues (an epoch-end checkpoint stores the next epoch's start).
     func checkpoint(epoch: Int, iteration: Int) throws {
-        // A finished epoch is stored as the start of the next one.
-        let done = iteration >= source.iterationsPerEpoch
-        let url = try Checkpointer.save(trainer: trainer, output: options.outputDir, epoch: done ? epoch + 1 : epoch,
-                                        iteration: done ? 0 : iteration, dataPosition: source.position(),
-                                        leases: checkpointLeases?())
+        let url = try Checkpointer.save(trainer: trainer, output: options.outputDir, epoch: epoch, iteration: iteration,
+                                        dataPosition: source.position(), leases: checkpointLeases?())
+        checkpointedStep = trainer.globalStep
         lastCheckpoint = url
         onCheckpoint?(url, trainer.globalStep)
         if rank0 { print("checkpoint \(url.path)") }

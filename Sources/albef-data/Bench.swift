@@ -18,7 +18,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         if let vocab = loaderVocab { return try runLoader(vocab) }
-        let index = corpus.hasSuffix("index.json") ? try CorpusIndex.load(URL(fileURLWithPath: corpus)) : try CorpusIndex.build(spec: corpus)
+        let index = corpus.hasSuffix("index.json") ? try CorpusIndex.load(from: URL(fileURLWithPath: corpus)) : try CorpusIndex.build(spec: corpus)
         let reader = CorpusReader(index: index)
         var images: [[UInt8]] = []
         outer: for s in index.shards.indices {
@@ -45,7 +45,7 @@ struct Bench: ParsableCommand {
     }
 
     func runLoader(_ vocab: String) throws {
-        let index = corpus.hasSuffix("index.json") ? try CorpusIndex.load(URL(fileURLWithPath: corpus)) : try CorpusIndex.build(spec: corpus)
+        let index = corpus.hasSuffix("index.json") ? try CorpusIndex.load(from: URL(fileURLWithPath: corpus)) : try CorpusIndex.build(spec: corpus)
         let tok = try BertTokenizer(vocabularyURL: URL(fileURLWithPath: vocab))
         var cfg = DataLoader.Configuration(batchSize: batchSize, imageSize: imageSize)
         cfg.workers = workers

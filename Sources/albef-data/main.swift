@@ -67,7 +67,7 @@ struct Inspect: ParsableCommand {
     @Option(name: .customLong("image-size")) var imageSize = 64
 
     func run() throws {
-        let index = corpus.hasSuffix("index.json") ? try CorpusIndex.load(URL(fileURLWithPath: corpus)) : try CorpusIndex.build(spec: corpus)
+        let index = corpus.hasSuffix("index.json") ? try CorpusIndex.load(from: URL(fileURLWithPath: corpus)) : try CorpusIndex.build(spec: corpus)
         var cfg = DataLoader.Configuration(batchSize: batchSize, imageSize: imageSize)
         cfg.workers = 1
         let loader = try DataLoader(index: index, tokenizer: BertTokenizer(vocabularyURL: URL(fileURLWithPath: vocab)),

@@ -16,14 +16,15 @@ func vocabularyURL(_ cfg: TrainConfig) -> URL {
 func loadIndex(_ spec: String) throws -> CorpusIndex {
     if spec.hasSuffix(".json"), let d = FileManager.default.contents(atPath: spec),
        let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any], o["shards"] != nil {
-        return try CorpusIndex.load(URL(fileURLWithPath: spec))
+        return try CorpusIndex.load(from: URL(fileURLWithPath: spec))
     }
     return try CorpusIndex.build(spec: spec)
 }
 
 /// Builds this rank's corpus reader (static sharding by rank, or leases when `ranges` is given).
 func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize: Int, seed: UInt64, threads: Int,
-                      outputDir: String, ranges: SampleRangeSource? = nil, iterationsPerEpoch: Int? = nil) throws -> LoaderSource {
+                      outputDir: String, ranges: ((Int) -> SampleRangeSource)? = nil, iterationsPerEpoch: Int? = nil,
+                      onBadSample: (@Sendable (BadSample, Int) -> Void)? = nil) throws -> LoaderSource {
     let spec = corpus ?? config.trainFiles.joined(separator: "::")
     guard !spec.isEmpty else { throw TrainingError.data("no corpus: pass --corpus (an index from `albef-data index`, shards or ALBEF JSON) or set train_file in \(config.path)") }
     let index = try loadIndex(spec)
@@ -35,6 +36,7 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
     try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
     c.quarantineFile = URL(fileURLWithPath: outputDir).appendingPathComponent(String(format: "quarantine_rank%03d.jsonl", rank))
     c.dropLast = true
+    c.onBadSample = onBadSample
     c.cropScale = config.cropScale
     c.flipProbability = config.flip ? 0.5 : 0
     c.useRandAugment = config.randAugment

@@ -79,10 +79,11 @@ struct Train: ParsableCommand {
         Threading.setThreads(model.threads)
         var cfg = try TrainConfig.load(model.config)
         if let b = batchSize { cfg.batchSize = b }
-        if let e = epochs { cfg.epochs = e }
+        if let e = epochs { cfg.overrideEpochs(e) }
         if let lr { cfg.overrideLR(lr) }
         let source: BatchSource
         var link: CoordinatorLink? = nil
+        var committedResumeStep = 0
         if let n = synthetic {
             source = SyntheticSource(SyntheticBatches(batchSize: cfg.batchSize, length: cfg.maxLength, imageRes: cfg.model.imageRes,
                                                       vocabSize: cfg.model.bert.vocabSize, seed: model.seed), rank: comm.rank, iterationsPerEpoch: n)
@@ -94,12 +95,28 @@ struct Train: ParsableCommand {
             } else if let t = token ?? ProcessInfo.processInfo.environment["ALBEF_JOB_TOKEN"] {
                 auth = .token(t)
             }
-            let l = try CoordinatorLink(endpoint: endpoint, auth: auth, jobId: jobId, comm: comm)
+            let spec = corpus ?? cfg.trainFiles.joined(separator: "::")
+            let index = try loadIndex(spec)
+            let l = try CoordinatorLink(endpoint: endpoint, auth: auth, jobId: jobId, comm: comm, corpusFingerprint: index.fingerprint)
             link = l
-            let index = try loadIndex(corpus ?? cfg.trainFiles.joined(separator: "::"))
-            let perEpoch = max(1, index.totalSamples / max(cfg.batchSize * comm.size, 1))
+            // The coordinator decides where the job resumes (see CoordinatorLink.agreedResumeStep)
+            // and how many epochs it has; a refused registration (another corpus index) ends here.
+            let agreed: (resumeStep: Int, epochs: Int)
+            do { agreed = try l.agreedRegistration(timeout: l.ranges.patience) } catch {
+                print("rank \(comm.rank): error: \(error) (this rank's corpus: \(spec))")
+                l.close(commitTimeout: 0)
+                world.abort(2)
+            }
+            committedResumeStep = agreed.resumeStep
+            if agreed.epochs > 0 && agreed.epochs != cfg.epochs {
+                if comm.rank == 0 { print("the coordinator plans \(agreed.epochs) epochs (the config says \(cfg.epochs)): training \(agreed.epochs)") }
+                cfg.overrideEpochs(agreed.epochs)
+            }
+            // Every rank's stream holds ⌊N/W⌋ samples of each epoch (see LeasePlanner).
+            let perEpoch = max(1, index.totalSamples / comm.size / max(cfg.batchSize, 1))
             source = try makeCorpusSource(config: cfg, corpus: corpus, rank: comm.rank, worldSize: comm.size, seed: model.seed,
-                                          threads: loaderThreads, outputDir: outputDir, ranges: l.ranges, iterationsPerEpoch: perEpoch)
+                                          threads: loaderThreads, outputDir: outputDir, ranges: { [ranges = l.ranges] in ranges.source(epoch: $0) },
+                                          iterationsPerEpoch: perEpoch, onBadSample: l.badSampleReporter)
         } else {
             source = try makeCorpusSource(config: cfg, corpus: corpus, rank: comm.rank, worldSize: comm.size, seed: model.seed,
                                           threads: loaderThreads, outputDir: outputDir)
@@ -118,9 +135,8 @@ struct Train: ParsableCommand {
         opts.tensorBoard = tensorboard
         opts.divergenceCheckEvery = divergenceCheckEvery
         opts.resume = resume
-        if let link {
-            // The coordinator decides where the job resumes (see CoordinatorLink.agreedResumeStep).
-            let committed = try link.agreedResumeStep(timeout: link.ranges.patience)
+        if link != nil {
+            let committed = committedResumeStep
             if resume && committed > 0 {
                 opts.resumeStep = committed
             } else if comm.rank == 0 && resume && Checkpointer.latest(outputDir) != nil {
@@ -145,6 +161,7 @@ struct Train: ParsableCommand {
                 print("stopped by \(name) at step \(trainer.globalStep) after its checkpoint; continue with --resume (exit status \(exitStoppedBySignal))")
             }
         } else if run.stoppedByCommand, comm.rank == 0 { print("stopped by command at step \(trainer.globalStep)") }
+        if run.finished, comm.rank == 0 { print("finished: \(run.epochsDone) epoch(s) at step \(trainer.globalStep)") }
         if comm.rank == 0 {
             let h = run.history
             if let f = h.first, let l = h.last {
@@ -155,7 +172,7 @@ struct Train: ParsableCommand {
         }
         comm.barrier()
         fflush(stdout)
-        if run.stoppedBySignal != 0 { throw ExitCode(exitStoppedBySignal) }
+        if run.stoppedBySignal != 0 && !run.finished { throw ExitCode(exitStoppedBySignal) }
     }
 }
 

@@ -103,6 +103,6 @@ final class CorpusTests: XCTestCase {
         let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
         XCTAssertEqual(Set(obj.keys), ["version", "format", "root", "shards", "total_samples", "bad_samples"])
         XCTAssertEqual(Set((obj["shards"] as! [[String: Any]])[0].keys), ["path", "samples", "bytes", "bad"])
-        XCTAssertEqual(try CorpusIndex.load(url), index)
+        XCTAssertEqual(try CorpusIndex.load(from: url), index)
     }
 }

@@ -18,7 +18,7 @@ final class LoaderTests: XCTestCase {
             LoaderTests.corpusDir = dir
             LoaderTests.tokenizer = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
         }
-        return (try CorpusIndex.load(LoaderTests.corpusDir!.appendingPathComponent("index.json")), LoaderTests.tokenizer!)
+        return (try CorpusIndex.load(from: LoaderTests.corpusDir!.appendingPathComponent("index.json")), LoaderTests.tokenizer!)
     }
 
     override class func tearDown() {
@@ -110,10 +110,10 @@ final class LoaderTests: XCTestCase {
         XCTAssertEqual(batches[0].position.rangesCompleted, 3)
         XCTAssertEqual(batches[1].position.rangesCompleted, 3)
         XCTAssertEqual(batches[2].position.rangesCompleted, 4)
-        // A range's own epoch drives its samples' random stream.
-        let e0 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8)]), epoch: 0))
-        let e5 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8, epoch: 5)]), epoch: 0))
-        let l5 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(shard: 0, start: 0, end: 8)]), epoch: 5))
+        // A range's own epoch drives its samples' random stream (not the loader's epoch).
+        let e0 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(epoch: 0, shard: 0, start: 0, end: 8)]), epoch: 0))
+        let e5 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(epoch: 5, shard: 0, start: 0, end: 8)]), epoch: 0))
+        let l5 = try drain(DataLoader(index: index, tokenizer: tok, configuration: config(), ranges: FixedRangeSource([SampleRange(epoch: 5, shard: 0, start: 0, end: 8)]), epoch: 5))
         XCTAssertNotEqual(e0[0].images, e5[0].images)
         XCTAssertEqual(e5[0].images, l5[0].images)
         // Positions saved before this field existed still decode.
@@ -197,7 +197,7 @@ final class LoaderBlockingSourceTests: XCTestCase {
         var o = SyntheticCorpus.Options()
         o.samples = 8; o.shardSize = 8; o.imageSize = 16; o.heldout = 1; o.writeJSON = false
         try SyntheticCorpus(options: o).write(to: dir)
-        let index = try CorpusIndex.load(dir.appendingPathComponent("index.json"))
+        let index = try CorpusIndex.load(from: dir.appendingPathComponent("index.json"))
         let tok = try BertTokenizer(vocabularyURL: fixturesURL().appendingPathComponent("tokenizer-visible/vocab.txt"))
         var c = DataLoader.Configuration(batchSize: 8, imageSize: 16)
         c.log = { _ in }

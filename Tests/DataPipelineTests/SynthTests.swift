@@ -15,7 +15,7 @@ final class SynthTests: XCTestCase {
         XCTAssertEqual(summary.heldout, combos)  // clamped to the number of distinct combinations
         XCTAssertEqual(summary.chanceRecallAt1, 1.0 / Double(combos), accuracy: 1e-12)
         XCTAssertGreaterThan(summary.noisySamples, 10)
-        let index = try CorpusIndex.load(dir.appendingPathComponent("index.json"))
+        let index = try CorpusIndex.load(from: dir.appendingPathComponent("index.json"))
         XCTAssertEqual(index.totalSamples, 120)
         XCTAssertEqual(index.badSamples, 0)
         let train = try AnnotationFile(path: dir.appendingPathComponent("train.json").path)
@@ -90,7 +90,7 @@ final class SynthRewriteTests: XCTestCase {
         try SyntheticCorpus(options: o).write(to: dir)
         o.samples = 12
         try SyntheticCorpus(options: o).write(to: dir)
-        let index = try CorpusIndex.load(dir.appendingPathComponent("index.json"))
+        let index = try CorpusIndex.load(from: dir.appendingPathComponent("index.json"))
         XCTAssertEqual(index.shards.map(\.path), ["00000.tar", "00001.tar"])
         XCTAssertEqual(index.totalSamples, 12)
     }

@@ -243,7 +243,7 @@ final class CoordinatorIntegrationTests: XCTestCase {
         for (record, (step, st)) in zip(final.checkpoints, worker) {
             XCTAssertEqual(record.positions, st.ranks.map { DataPosition(rank: Int32($0.rank), leaseId: $0.leases?.leaseId ?? 0, offset: $0.leases?.offset ?? 0) },
                            "positions of checkpoint \(step)")
-            let read = st.ranks.flatMap { $0.leases?.consumed ?? [] }.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }
+            let read = st.ranks.flatMap { $0.leases?.consumed ?? [] }.map(\.range)
             XCTAssertEqual(record.ranges, SampleRange.merged(read), "ranges committed by checkpoint \(step)")
             XCTAssertEqual(record.committedSamples, step * UInt64(ranks * batch), "samples committed through checkpoint \(step)")
         }
@@ -260,33 +260,32 @@ final class CoordinatorIntegrationTests: XCTestCase {
                 }
             }
         }
-        let read = uses.map { SampleRange(epoch: $0.use.epoch, shard: $0.use.shard, start: $0.use.start, end: $0.use.end) }
+        let read = uses.map(\.use.range)
         let readTotal = read.reduce(0) { $0 + $1.count }
-        XCTAssertEqual(readTotal, UInt64(steps * ranks * batch), "lease samples read")
+        XCTAssertEqual(readTotal, steps * ranks * batch, "lease samples read")
         XCTAssertEqual(SampleRange.merged(read).reduce(0) { $0 + $1.count }, readTotal, "a sample was read twice")
         XCTAssertEqual(final.ledger, SampleRange.merged(read), "the coordinator's ledger is what the ranks read")
         XCTAssertEqual(final.checkpoints.flatMap(\.ranges).reduce(0) { $0 + $1.count }, readTotal, "checkpoints overlap")
 
-        // 5. Read ∪ unread parts of live leases ∪ the re-issue queue = exactly the planned prefix
-        //    of the epoch, with no overlap (nothing lost, nothing handed out twice).
-        XCTAssertEqual(final.planner.epoch, 0, "the test stays within epoch 0")
+        // 5. Per rank, read ∪ unread parts of its live leases ∪ its planner queue = exactly its
+        //    stream of the epoch, with no overlap (nothing lost, nothing handed out twice, no lease
+        //    of one rank's stream granted to another).
+        XCTAssertEqual(final.planner.rankEpoch.max(), 0, "the test stays within epoch 0")
         var readOfLease: [UInt64: UInt64] = [:]
         for (_, u) in uses { readOfLease[u.leaseId, default: 0] += u.end - u.start }
-        var accounted = read
-        for record in final.leases.values {
-            XCTAssertNil(record.returnedConsumed, "lease \(record.lease.id) was finished but not settled by the final checkpoint")
-            XCTAssertEqual(record.committedOffset, readOfLease[record.lease.id] ?? 0, "lease \(record.lease.id): committed = read")
-            accounted.append(SampleRange(epoch: record.lease.epoch, shard: record.lease.shard,
-                                         start: record.lease.start + record.committedOffset, end: record.lease.end))
+        let bounds = final.planner.streamBoundaries(epoch: 0)
+        for r in 0..<ranks {
+            var accounted = uses.filter { $0.rank == r }.map(\.use.range)
+            for record in final.leases.values where record.rank == Int32(r) {
+                XCTAssertNil(record.returnedConsumed, "lease \(record.lease.id) was finished but not settled by the final checkpoint")
+                XCTAssertEqual(record.committedOffset, readOfLease[record.lease.id] ?? 0, "lease \(record.lease.id): committed = read")
+                accounted.append(record.lease.range(from: record.committedOffset))
+            }
+            accounted += final.planner.queues[r]
+            let stream = final.planner.ranges(epoch: 0, from: bounds[r], to: bounds[r + 1])
+            XCTAssertEqual(SampleRange.total(accounted), bounds[r + 1] - bounds[r], "rank \(r): samples of its stream (overlap or loss)")
+            XCTAssertEqual(SampleRange.merged(accounted), SampleRange.merged(stream), "rank \(r): its stream vs the plan")
         }
-        accounted += final.planner.requeued
-        var plan = LeasePlanner(shardSamples: final.planner.shardSamples, seed: final.planner.seed,
-                                leaseSize: final.planner.leaseSize, epochs: final.planner.epochs)
-        var planned: [SampleRange] = []
-        while planned.reduce(0, { $0 + $1.count }) < final.planner.issuedThisEpoch, let r = plan.next() { planned.append(r) }
-        XCTAssertEqual(planned.reduce(0) { $0 + $1.count }, final.planner.issuedThisEpoch)
-        XCTAssertEqual(accounted.reduce(0) { $0 + $1.count }, final.planner.issuedThisEpoch, "samples granted (overlap or loss)")
-        XCTAssertEqual(SampleRange.merged(accounted), SampleRange.merged(planned), "granted samples vs the plan")
 
         // 6. Leases granted before the kill were honoured: read by the rank they were granted to,
         //    from where the snapshot said, to their end, or still held by that rank.

@@ -59,6 +59,8 @@ public final class CoordinatorClient: @unchecked Sendable {
     public let auth: ClientAuth
     /// Leases kept queued locally, beyond the ones already taken with `nextLease()`.
     public let prefetch: UInt32
+    /// The rank's ``CorpusIndex/fingerprint``, sent with the registration ("" : not checked).
+    public let corpusFingerprint: String
 
     private let lock = NSLock()
     private var outbox: [Body] = []
@@ -75,6 +77,9 @@ public final class CoordinatorClient: @unchecked Sendable {
     private var commands: [Command] = []
     private var lastCommandId: UInt64 = 0
     private var _registration: RegistrationReply?
+    /// Sequence numbers registrations went out under (an error answering one is a refusal).
+    private var registrationSeqs: Set<UInt64> = []
+    private var _registrationRefusal: ControlError?
     private var _jobState: JobState = .unspecified
     private var _exhausted = false
     private var _lastError: ControlError?
@@ -104,8 +109,10 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// Connects (lazily; ZeroMQ connects and reconnects in the background) and starts the
     /// client's thread. Nothing is sent until ``register()``.
     public init(endpoint: String, auth: ClientAuth = .none, rank: Int32, worldSize: UInt32, jobId: String,
-                prefetch: UInt32 = 4, buildVersion: String = "dev", pollInterval: Double = 0.005) throws {
+                prefetch: UInt32 = 4, buildVersion: String = "dev", pollInterval: Double = 0.005,
+                corpusFingerprint: String = "") throws {
         self.endpoint = endpoint
+        self.corpusFingerprint = corpusFingerprint
         self.auth = auth
         self.rank = rank
         self.worldSize = worldSize
@@ -152,18 +159,23 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// again whenever it says it does not know us).
     public func register() {
         enqueue(.registration(Registration(worldSize: worldSize, host: identity.host, pid: identity.pid,
-                                           buildVersion: identity.build, session: session)))
+                                           buildVersion: identity.build, session: session, corpusFingerprint: corpusFingerprint)))
         lock.withLock { leaseRequestWanted = true }
     }
 
     /// The coordinator's answer to ``register()`` (nil until it arrives): resume step and checkpoint.
     public var registration: RegistrationReply? { lock.withLock { _registration } }
 
-    /// Waits up to `timeout` seconds for the coordinator's answer to ``register()`` (nil on timeout).
+    /// Waits up to `timeout` seconds for the coordinator's answer to ``register()`` (nil on timeout
+    /// or when the coordinator refused the registration: see ``registrationRefusal``).
     public func waitForRegistration(timeout: Double) -> RegistrationReply? {
-        _ = waitUntil(timeout: timeout) { registration != nil }
+        _ = waitUntil(timeout: timeout) { registration != nil || registrationRefusal != nil }
         return registration
     }
+
+    /// The coordinator's error answering a registration (a different corpus index, world size or
+    /// job), or nil. The client stops registering once refused.
+    public var registrationRefusal: ControlError? { lock.withLock { _registrationRefusal } }
 
     /// Polls `done` every millisecond until it holds (true) or `timeout` seconds pass or the
     /// background thread has ended (false).
@@ -227,6 +239,39 @@ public final class CoordinatorClient: @unchecked Sendable {
         return nil
     }
 
+    /// What ``takeLease(epoch:)`` found.
+    public enum LeaseTake: Equatable, Sendable {
+        /// The next lease of the epoch (now taken, as by ``nextLease()``).
+        case lease(Lease)
+        /// No more leases of the epoch will come: the next one belongs to a later epoch, or the
+        /// coordinator has nothing more for this rank.
+        case epochEnded
+        /// None has arrived yet.
+        case waiting
+    }
+
+    /// The next lease of epoch `epoch`, in grant order. Leases of earlier epochs at the head of the
+    /// queue are discarded (an epoch the ranks ended before reading them; the coordinator drops
+    /// them when that epoch's checkpoint commits); one of a later epoch stays queued for it.
+    public func takeLease(epoch: UInt32) -> LeaseTake {
+        lock.withLock {
+            while let head = leaseQueue.first, head.epoch < epoch {
+                takenThrough = max(takenThrough, head.id)
+                leaseQueue.removeFirst()
+                leaseRequestWanted = true
+            }
+            if let head = leaseQueue.first {
+                if head.epoch > epoch { return .epochEnded }
+                leaseQueue.removeFirst()
+                takenThrough = max(takenThrough, head.id)
+                leaseRequestWanted = true
+                return .lease(head)
+            }
+            leaseRequestWanted = true
+            return _exhausted ? .epochEnded : .waiting
+        }
+    }
+
     /// Leases queued locally (not yet handed out by ``nextLease()``).
     public var queuedLeases: Int { lock.withLock { leaseQueue.count } }
 
@@ -246,8 +291,8 @@ public final class CoordinatorClient: @unchecked Sendable {
 
     /// Rank 0, once a checkpoint is durable: records every rank's data position in the ledger.
     /// Delivered reliably (resent until acknowledged; see the type's documentation).
-    public func commitCheckpoint(step: UInt64, path: String, positions: [DataPosition]) {
-        lock.withLock { commits.append(CheckpointCommitted(step: step, path: path, positions: positions)) }
+    public func commitCheckpoint(step: UInt64, path: String, positions: [DataPosition], epochsDone: UInt32 = 0) {
+        lock.withLock { commits.append(CheckpointCommitted(step: step, path: path, positions: positions, epochsDone: epochsDone)) }
     }
 
     /// Checkpoint commits not yet acknowledged by the coordinator.
@@ -322,13 +367,17 @@ public final class CoordinatorClient: @unchecked Sendable {
             if case .registration = body {
                 loop.pendingRegistration = body
                 loop.lastRegistrationSent = now
+                let seq = send(body, &loop)
+                lock.withLock { _ = registrationSeqs.insert(seq) }
+                continue
             }
             send(body, &loop)
         }
         if isClosed { return false }
-        let registered = lock.withLock { _registration != nil }
-        if !registered, let reg = loop.pendingRegistration, now - loop.lastRegistrationSent > 1.0 {
-            send(reg, &loop)
+        let (registered, refused) = lock.withLock { (_registration != nil, _registrationRefusal != nil) }
+        if !registered, !refused, let reg = loop.pendingRegistration, now - loop.lastRegistrationSent > 1.0 {
+            let seq = send(reg, &loop)
+            lock.withLock { _ = registrationSeqs.insert(seq) }
             loop.lastRegistrationSent = now
         }
         let last = loop.lastLeaseRequest
@@ -355,7 +404,8 @@ public final class CoordinatorClient: @unchecked Sendable {
         while let frames = try? socket.receive(dontWait: true), let payload = frames.last {
             guard let env = try? Envelope(decoding: payload), let body = env.body else { continue }
             if handle(body, replyTo: env.replyTo), let reg = loop.pendingRegistration {
-                send(reg, &loop)
+                let seq = send(reg, &loop)
+                lock.withLock { _ = registrationSeqs.insert(seq) }
                 loop.lastRegistrationSent = Date().timeIntervalSince1970
             }
         }
@@ -372,6 +422,12 @@ public final class CoordinatorClient: @unchecked Sendable {
                 commits.removeFirst()
                 commitSeqs = []
                 commitLastSent = -Double.infinity
+            }
+            if replyTo != 0, registrationSeqs.contains(replyTo), case .error(let e) = body, e.code == .badRequest || e.code == .wrongJob || e.code == .unauthenticated || e.code == .unsupportedVersion {
+                // The registration itself was refused (another corpus, world size or job).
+                _registrationRefusal = e
+                _lastError = e
+                return false
             }
             switch body {
             case .registrationReply(let r):

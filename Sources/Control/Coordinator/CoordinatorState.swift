@@ -11,9 +11,10 @@ import Foundation
 /// accounting: on rollback, everything leased after the checkpoint is re-issued; nothing is lost
 /// and nothing duplicated), commands for rank 0, bad-sample reports and aggregated metrics.
 ///
-/// Concretely, the ledger invariant: for every epoch, the committed ranges, the ranges in live
-/// leases (beyond their committed prefix), the re-issue queue and the not-yet-planned remainder
-/// partition the epoch's samples.
+/// Concretely, the ledger invariant: for every epoch, the committed ranges, the dropped ranges
+/// (what a finished epoch left: its tail and the ends of the ranks' streams past the agreed last
+/// step), the ranges in live leases (beyond their committed prefix) and the planner's queues (with
+/// the streams of epochs not started yet) partition the epoch's samples.
 public struct CoordinatorState: Codable, Sendable {
     /// What the coordinator knows about a rank.
     public struct RankRecord: Codable, Hashable, Sendable {
@@ -44,7 +45,8 @@ public struct CoordinatorState: Codable, Sendable {
         /// Samples of this lease already recorded in a committed checkpoint.
         public var committedOffset: UInt64
         public var isOutstanding: Bool { returnedConsumed == nil }
-        var range: SampleRange { SampleRange(epoch: lease.epoch, shard: lease.shard, start: lease.start, end: lease.end) }
+        /// Samples of the lease the rank used or still holds, beyond the committed prefix.
+        var uncommitted: SampleRange { lease.range(from: committedOffset, to: returnedConsumed ?? lease.count) }
     }
 
     /// A committed checkpoint and the sample ranges it committed (since the previous one).
@@ -55,6 +57,10 @@ public struct CoordinatorState: Codable, Sendable {
         public var ranges: [SampleRange]
         /// Samples committed by this and every earlier checkpoint.
         public var committedSamples: UInt64
+        /// Samples this checkpoint recorded as dropped (it finished epochs).
+        public var dropped: [SampleRange] = []
+        /// Epochs finished at this checkpoint.
+        public var epochsDone: Int = 0
     }
 
     /// The committed checkpoints older than the detailed ones, folded into one record: their
@@ -65,6 +71,8 @@ public struct CoordinatorState: Codable, Sendable {
         public var count: Int
         public var throughStep: UInt64
         public var ranges: [SampleRange]
+        public var dropped: [SampleRange] = []
+        public var epochsDone: Int = 0
     }
 
     /// Latest global metrics (from rank 0's progress reports).
@@ -100,8 +108,17 @@ public struct CoordinatorState: Codable, Sendable {
     public var detailedCheckpointLimit: Int { max(1, detailedCheckpoints ?? 32) }
     /// Committed sample ranges (merged), i.e. the union of `folded.ranges` and `checkpoints[*].ranges`.
     public private(set) var ledger: [SampleRange] = []
+    /// Samples recorded as dropped at epoch ends (merged; `folded.dropped` ∪ `checkpoints[*].dropped`).
+    public private(set) var dropped: [SampleRange] = []
+    /// Epochs finished: the newest committed checkpoint's `epochsDone`.
+    public var epochsDone: Int { checkpoints.last?.epochsDone ?? folded?.epochsDone ?? 0 }
     public let badSamplesIndexed: UInt64
     public private(set) var badSamplesReported: Set<String> = []
+    /// Reported bad samples by kind (each shard/key counted once).
+    public private(set) var badByKind: [String: UInt64] = [:]
+    /// Every reported bad sample, in arrival order (each shard/key once); the server appends new
+    /// ones to `quarantine.jsonl` in the state directory.
+    public private(set) var quarantine: [BadSampleReport] = []
     public private(set) var metrics = Metrics()
     /// Messages rejected (unauthenticated, malformed, out of order, ...).
     public private(set) var droppedMessages: UInt64 = 0
@@ -117,10 +134,11 @@ public struct CoordinatorState: Codable, Sendable {
     public init(config: CoordinatorConfig, index: CorpusIndex) {
         self.config = config
         shardPaths = index.shards.map(\.path)
-        corpusFingerprint = "\(index.shards.count):\(index.totalSamples)"
+        corpusFingerprint = index.fingerprint
         planner = LeasePlanner(shardSamples: index.shards.map(\.samples), seed: config.seed,
-                               leaseSize: max(1, config.leaseSize), epochs: config.epochs)
-        badSamplesIndexed = index.badSamples
+                               leaseSize: Int(max(1, config.leaseSize)), epochs: Int(config.epochs),
+                               worldSize: Int(max(1, config.worldSize)))
+        badSamplesIndexed = UInt64(index.badSamples)
     }
 
     // MARK: - Entry points
@@ -181,6 +199,7 @@ public struct CoordinatorState: Codable, Sendable {
         guard worldSize != config.worldSize else { return }
         rollback()
         config.worldSize = worldSize
+        if worldSize > 0 { planner.changeWorldSize(to: Int(worldSize)) }
     }
 
     /// Counts a connection the transport refused (e.g. a CURVE key not admitted).
@@ -222,21 +241,18 @@ public struct CoordinatorState: Codable, Sendable {
     public mutating func rollback(toStep step: UInt64? = nil) {
         let keep: Int
         if let step, let i = checkpoints.lastIndex(where: { $0.step == step }) { keep = i + 1 } else if step == 0 { keep = 0 } else { keep = checkpoints.count }
-        var giveBack: [SampleRange] = checkpoints[keep...].flatMap(\.ranges)
+        // Committed and dropped samples after the rollback point go back to their ranks' streams
+        // (pieces of an epoch's tail stay out: the epoch's next close drops them again).
+        var giveBack: [SampleRange] = checkpoints[keep...].flatMap { $0.ranges + $0.dropped }
         if step == 0, let f = folded {
             // Back to the start: the folded history goes back to the plan too.
-            giveBack += f.ranges
+            giveBack += f.ranges + f.dropped
             folded = nil
         }
-        for record in leases.values {
-            let used = record.returnedConsumed ?? record.lease.count
-            if used > record.committedOffset {
-                giveBack.append(SampleRange(epoch: record.lease.epoch, shard: record.lease.shard,
-                                            start: record.lease.start + record.committedOffset, end: record.lease.start + used))
-            }
-        }
+        for record in leases.values { giveBack.append(record.uncommitted) }
         checkpoints.removeSubrange(keep...)
         ledger = SampleRange.merged((folded?.ranges ?? []) + checkpoints.flatMap(\.ranges))
+        dropped = SampleRange.merged((folded?.dropped ?? []) + checkpoints.flatMap(\.dropped))
         planner.requeue(giveBack)
         leases = [:]
         ranks = [:]
@@ -256,6 +272,17 @@ public struct CoordinatorState: Codable, Sendable {
         }
         if config.worldSize != 0 && r.worldSize != config.worldSize {
             return reject(peer, env, .badRequest, "world size \(r.worldSize) != the job's \(config.worldSize); start the coordinator with --world-size \(r.worldSize) or a new --job-id")
+        }
+        if !r.corpusFingerprint.isEmpty && r.corpusFingerprint != corpusFingerprint {
+            return reject(peer, env, .badRequest, "rank \(env.rank)'s corpus index (fingerprint \(r.corpusFingerprint)) is not the coordinator's (fingerprint \(corpusFingerprint): \(shardPaths.count) shards, \(planner.samplesPerEpoch) samples, first shard \(shardPaths.first ?? "-")); start the ranks with --corpus set to the index `albef-coord serve --corpus` reads, or the coordinator with the ranks' index")
+        }
+        if config.worldSize == 0 && r.worldSize > 0 {
+            // "Any number of ranks": the first registration fixes it, so the plan can be dealt.
+            config.worldSize = r.worldSize
+            planner.changeWorldSize(to: Int(r.worldSize))
+            guard UInt32(env.rank) < config.worldSize else {
+                return reject(peer, env, .badRequest, "rank \(env.rank) outside world size \(config.worldSize)")
+            }
         }
         if jobState == .failed || isRelaunch(env.rank, r) { rollback() }
         if var existing = ranks[env.rank], Self.sameProcess(existing, r), env.seq <= existing.lastSeq {
@@ -306,8 +333,9 @@ public struct CoordinatorState: Codable, Sendable {
 
     private func registrationReply() -> RegistrationReply {
         RegistrationReply(jobState: jobState, resumeStep: checkpoints.last?.step ?? 0,
-                          resumeCheckpoint: checkpoints.last?.path ?? "", epoch: planner.epoch,
-                          maxOutstanding: config.maxOutstanding, leaseSize: UInt32(clamping: config.leaseSize))
+                          resumeCheckpoint: checkpoints.last?.path ?? "", epoch: UInt32(epochsDone),
+                          maxOutstanding: config.maxOutstanding, leaseSize: UInt32(clamping: config.leaseSize),
+                          epochs: config.epochs)
     }
 
     // MARK: - Rank messages
@@ -338,7 +366,11 @@ public struct CoordinatorState: Codable, Sendable {
         case .progress(let p): return handleProgress(p, env)
         case .checkpointCommitted(let c): return handleCheckpoint(c, env, peer)
         case .badSample(let b):
-            if badSamplesReported.insert("\(b.shard)/\(b.key)").inserted { durableVersion &+= 1 }
+            if badSamplesReported.insert("\(b.shard)/\(b.key)").inserted {
+                badByKind[b.kind, default: 0] += 1
+                quarantine.append(b)
+                durableVersion &+= 1
+            }
             return []
         default: return reject(peer, env, .badRequest, "unexpected \(body.name)")
         }
@@ -380,8 +412,7 @@ public struct CoordinatorState: Codable, Sendable {
                 guard r.consumed <= record.lease.count, r.consumed >= record.committedOffset else {
                     return reject(peer, env, .badRequest, "lease \(r.leaseId): consumed \(r.consumed) outside [\(record.committedOffset), \(record.lease.count)]")
                 }
-                let l = record.lease
-                planner.requeue([SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + r.consumed, end: l.end)])
+                planner.requeue([record.lease.range(from: r.consumed)])
                 if r.consumed == record.committedOffset {
                     leases[r.leaseId] = nil
                 } else {
@@ -410,7 +441,19 @@ public struct CoordinatorState: Codable, Sendable {
     private mutating func handleCheckpoint(_ c: CheckpointCommitted, _ env: Envelope, _ peer: Peer) -> [Outgoing] {
         guard env.rank == 0 else { return reject(peer, env, .badRequest, "only rank 0 commits checkpoints") }
         if let last = checkpoints.last, c.step <= last.step {
-            if c.step == last.step && c.path == last.path { return [reply(peer, env, .ack(Ack()))] }
+            if c.step == last.step && c.path == last.path {
+                // The same checkpoint again (a resend), or rewritten at the same step as an epoch's
+                // end (the data ended right after it was written): that closes the epochs.
+                if Int(c.epochsDone) > last.epochsDone && c.epochsDone <= config.epochs {
+                    let more = closeEpochs(through: Int(c.epochsDone))
+                    checkpoints[checkpoints.count - 1].dropped = SampleRange.merged(last.dropped + more)
+                    checkpoints[checkpoints.count - 1].epochsDone = Int(c.epochsDone)
+                    dropped = SampleRange.merged(dropped + more)
+                    if epochsDone >= Int(config.epochs) && [.running, .paused, .waiting].contains(jobState) { jobState = .done }
+                    durableVersion &+= 1
+                }
+                return [reply(peer, env, .ack(Ack()))]
+            }
             return reject(peer, env, .outOfOrder, "checkpoint step \(c.step) <= last committed step \(last.step)")
         }
         var positions: [Int32: DataPosition] = [:]
@@ -433,32 +476,54 @@ public struct CoordinatorState: Codable, Sendable {
         if !missing.isEmpty {
             return reject(peer, env, .badRequest, "checkpoint lacks data positions for ranks \(missing.map(String.init).joined(separator: ","))")
         }
+        guard c.epochsDone >= UInt32(epochsDone), c.epochsDone <= config.epochs else {
+            return reject(peer, env, .badRequest, "checkpoint step \(c.step) says \(c.epochsDone) epochs done; the job has \(epochsDone) of \(config.epochs) done")
+        }
         var committed: [SampleRange] = []
         for (id, record) in leases {
             guard let p = positions[record.rank] else { continue }
             let l = record.lease
             let usedEnd: UInt64
             if id < p.leaseId { usedEnd = record.returnedConsumed ?? l.count } else if id == p.leaseId { usedEnd = p.offset } else { continue }
-            if usedEnd > record.committedOffset {
-                committed.append(SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + record.committedOffset, end: l.start + usedEnd))
-            }
+            if usedEnd > record.committedOffset { committed.append(l.range(from: record.committedOffset, to: usedEnd)) }
             let finished = id < p.leaseId || (record.returnedConsumed.map { usedEnd >= $0 } ?? (usedEnd >= l.count))
             if finished { leases[id] = nil } else { leases[id]?.committedOffset = usedEnd }
         }
         committed = SampleRange.merged(committed)
-        let total = (checkpoints.last?.committedSamples ?? 0) + committed.reduce(0) { $0 + $1.count }
+        // Epochs finished here: what their leases hold beyond the positions (read past the agreed
+        // last step, or never read), what the planner had not leased yet, and their tails.
+        let done = Int(c.epochsDone)
+        let droppedNow = done > epochsDone ? closeEpochs(through: done) : []
+        let total = (checkpoints.last?.committedSamples ?? 0) + UInt64(SampleRange.total(committed))
         checkpoints.append(CheckpointRecord(step: c.step, path: c.path, positions: c.positions.sorted { $0.rank < $1.rank },
-                                            ranges: committed, committedSamples: total))
+                                            ranges: committed, committedSamples: total, dropped: droppedNow,
+                                            epochsDone: max(done, epochsDone)))
         ledger = SampleRange.merged(ledger + committed)
+        dropped = SampleRange.merged(dropped + droppedNow)
         if checkpoints.count > detailedCheckpointLimit {
             let old = checkpoints.prefix(checkpoints.count - detailedCheckpointLimit)
             folded = FoldedCheckpoints(count: (folded?.count ?? 0) + old.count, throughStep: old.last!.step,
-                                       ranges: SampleRange.merged((folded?.ranges ?? []) + old.flatMap(\.ranges)))
+                                       ranges: SampleRange.merged((folded?.ranges ?? []) + old.flatMap(\.ranges)),
+                                       dropped: SampleRange.merged((folded?.dropped ?? []) + old.flatMap(\.dropped)),
+                                       epochsDone: old.last!.epochsDone)
             checkpoints.removeFirst(old.count)
         }
-        if planner.isExhausted && leases.isEmpty && [.running, .paused, .waiting].contains(jobState) { jobState = .done }
+        let finishedEpochs = epochsDone >= Int(config.epochs)
+        if (finishedEpochs || (planner.isExhausted && leases.isEmpty)) && [.running, .paused, .waiting].contains(jobState) { jobState = .done }
         durableVersion &+= 1
         return [reply(peer, env, .ack(Ack()))]
+    }
+
+    /// Finishes the epochs before `done`: what their leases hold beyond the committed prefixes
+    /// (read past the agreed last step, or never read), what the planner had not leased yet, and
+    /// their tails; returned as the samples dropped (the leases go).
+    private mutating func closeEpochs(through done: Int) -> [SampleRange] {
+        var out: [SampleRange] = []
+        for (id, record) in leases where Int(record.lease.epoch) < done {
+            out.append(record.uncommitted)
+            leases[id] = nil
+        }
+        return SampleRange.merged(out + planner.close(epochsBefore: done, alreadyDone: epochsDone))
     }
 
     // MARK: - Leases
@@ -477,9 +542,9 @@ public struct CoordinatorState: Codable, Sendable {
             if l.lease.id > taken { queued += 1 }
         }
         let cap = Int(want) + CoordinatorState.maxTakenPerRank
-        while queued < Int(want) && held < cap, let range = planner.next() {
-            let lease = Lease(id: nextLeaseId, epoch: range.epoch, shard: range.shard,
-                              shardPath: shardPaths[Int(range.shard)], start: range.start, end: range.end)
+        while queued < Int(want) && held < cap, let range = planner.next(rank: Int(rank)) {
+            let lease = Lease(id: nextLeaseId, epoch: UInt32(range.epoch), shard: UInt32(range.shard),
+                              shardPath: shardPaths[range.shard], start: UInt64(range.start), end: UInt64(range.end))
             nextLeaseId += 1
             leases[lease.id] = LeaseRecord(lease: lease, rank: rank, returnedConsumed: nil, committedOffset: 0)
             queued += 1
@@ -494,8 +559,9 @@ public struct CoordinatorState: Codable, Sendable {
     }
 
     private func grant(for rank: Int32) -> LeaseGrant {
+        // Exhausted: nothing more will be granted to this rank (its streams are all leased).
         let held = outstandingLeases(of: rank)
-        return LeaseGrant(leases: held, exhausted: held.isEmpty && planner.isExhausted, epoch: planner.epoch)
+        return LeaseGrant(leases: held, exhausted: planner.isExhausted(rank: Int(rank)), epoch: UInt32(planner.epoch(of: Int(rank))))
     }
 
     // MARK: - Commands
@@ -536,13 +602,17 @@ public struct CoordinatorState: Codable, Sendable {
         s.jobId = config.jobId
         s.jobState = jobState
         // The epoch being trained (rank 0's report) lags the one being planned (leases prefetched).
-        s.epoch = metrics.step > 0 ? metrics.epoch : min(planner.epoch, max(config.epochs, 1) - 1)
+        // The epoch being trained: rank 0's report, never behind the epochs committed as done.
+        s.epoch = min(max(metrics.epoch, UInt32(epochsDone)), max(config.epochs, 1) - 1)
         s.epochs = config.epochs
+        s.epochsDone = UInt32(epochsDone)
         s.step = metrics.step
         s.samples = metrics.samples
-        s.totalSamples = planner.samplesPerEpoch
+        s.totalSamples = UInt64(planner.samplesPerEpoch)
         s.losses = metrics.losses
         s.samplesPerSecond = metrics.samplesPerSecond
+        s.droppedSamples = UInt64(SampleRange.total(dropped))
+        s.badByKind = badByKind.sorted { $0.key < $1.key }.map { BadSampleCount(kind: $0.key, count: $0.value) }
         let remaining = Double(planner.samplesPerEpoch) * Double(config.epochs) - Double(metrics.samples)
         s.etaSeconds = metrics.samplesPerSecond > 0 ? max(0, remaining) / metrics.samplesPerSecond : -1
         s.lastCheckpoint = checkpoints.last.map { CheckpointInfo(step: $0.step, path: $0.path, committedSamples: $0.committedSamples) }
@@ -559,7 +629,7 @@ public struct CoordinatorState: Codable, Sendable {
         s.droppedMessages = droppedMessages
         s.failureReason = failureReason
         s.worldSize = config.worldSize
-        s.grantedSamples = planner.issuedThisEpoch
+        s.grantedSamples = UInt64(max(0, planner.issued[Int(s.epoch)] ?? 0))
         s.phases = metrics.phases.isEmpty ? meanTimings() : metrics.phases
         return s
     }

@@ -7,6 +7,12 @@ public struct SnapshotStore: Sendable {
     public let directory: URL
     public var url: URL { directory.appendingPathComponent("state.json") }
 
+    /// A mutable cell (the store is a value shared by the writer thread only).
+    final class Box: @unchecked Sendable {
+        var value: Int
+        init(_ v: Int) { value = v }
+    }
+
     public init(directory: URL) {
         self.directory = directory
     }
@@ -24,9 +30,26 @@ public struct SnapshotStore: Sendable {
         guard rename(tmp.path, url.path) == 0 else {
             throw CoordinatorError.badSnapshot(path: url.path, reason: "rename failed: \(String(cString: strerror(errno)))")
         }
+        if state.quarantine.count != lastQuarantineCount.value {
+            // The bad samples the ranks reported, one JSON object per line (rewritten atomically).
+            var lines = Data()
+            for b in state.quarantine {
+                let o: [String: Any] = ["shard": b.shard, "shard_path": Int(b.shard) < state.shardPaths.count ? state.shardPaths[Int(b.shard)] : "",
+                                        "key": b.key, "kind": b.kind]
+                lines += (try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) + Data("\n".utf8)
+            }
+            let qtmp = directory.appendingPathComponent("quarantine.jsonl.tmp")
+            try SnapshotStore.writeDurably(lines, to: qtmp)
+            _ = rename(qtmp.path, quarantineURL.path)
+            lastQuarantineCount.value = state.quarantine.count
+        }
         let dfd = open(directory.path, O_RDONLY)
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
+
+    /// `quarantine.jsonl`: every bad sample the ranks reported (shard, shard_path, key, kind).
+    public var quarantineURL: URL { directory.appendingPathComponent("quarantine.jsonl") }
+    private let lastQuarantineCount = Box(-1)
 
     /// The saved state, or nil when there is none.
     public func load() throws -> CoordinatorState? {

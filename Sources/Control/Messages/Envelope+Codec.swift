@@ -195,6 +195,7 @@ extension Envelope {
             p.pointee.pid = r.pid
             p.pointee.build_version = a.string(r.buildVersion)
             p.pointee.session = r.session
+            p.pointee.corpus_fingerprint = a.string(r.corpusFingerprint)
             e.pointee.body_case = ALBEF__CONTROL__V1__ENVELOPE__BODY_REGISTRATION
             e.pointee.registration = p
         case .registrationReply(let r):
@@ -205,6 +206,7 @@ extension Envelope {
             p.pointee.epoch = r.epoch
             p.pointee.max_outstanding = r.maxOutstanding
             p.pointee.lease_size = r.leaseSize
+            p.pointee.epochs = r.epochs
             e.pointee.body_case = ALBEF__CONTROL__V1__ENVELOPE__BODY_REGISTRATION_REPLY
             e.pointee.registration_reply = p
         case .heartbeat(let h):
@@ -260,6 +262,7 @@ extension Envelope {
             p.pointee.path = a.string(c.path)
             p.pointee.n_positions = c.positions.count
             p.pointee.positions = a.array(c.positions.map { $0.c(a) })
+            p.pointee.epochs_done = c.epochsDone
             e.pointee.body_case = ALBEF__CONTROL__V1__ENVELOPE__BODY_CHECKPOINT_COMMITTED
             e.pointee.checkpoint_committed = p
         case .command(let c):
@@ -298,6 +301,15 @@ extension Envelope {
             p.pointee.granted_samples = s.grantedSamples
             p.pointee.n_phases = s.phases.count
             p.pointee.phases = a.array(s.phases.map { $0.c(a) })
+            p.pointee.n_bad_by_kind = s.badByKind.count
+            p.pointee.bad_by_kind = a.array(s.badByKind.map { b -> UnsafeMutablePointer<Albef__Control__V1__BadSampleCount> in
+                let q: UnsafeMutablePointer<Albef__Control__V1__BadSampleCount> = a.make { albef__control__v1__bad_sample_count__init($0) }
+                q.pointee.kind = a.string(b.kind)
+                q.pointee.count = b.count
+                return q
+            })
+            p.pointee.dropped_samples = s.droppedSamples
+            p.pointee.epochs_done = s.epochsDone
             e.pointee.body_case = ALBEF__CONTROL__V1__ENVELOPE__BODY_STATUS_REPLY
             e.pointee.status_reply = p
         case .error(let err):
@@ -326,13 +338,14 @@ extension Envelope {
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_REGISTRATION:
             guard let r = e.registration?.pointee else { return nil }
             return .registration(Registration(worldSize: r.world_size, host: str(r.host), pid: r.pid,
-                                              buildVersion: str(r.build_version), session: r.session))
+                                              buildVersion: str(r.build_version), session: r.session,
+                                              corpusFingerprint: str(r.corpus_fingerprint)))
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_REGISTRATION_REPLY:
             guard let r = e.registration_reply?.pointee else { return nil }
             return .registrationReply(RegistrationReply(
                 jobState: jobState(numericCast(r.job_state.rawValue)), resumeStep: r.resume_step,
                 resumeCheckpoint: str(r.resume_checkpoint), epoch: r.epoch, maxOutstanding: r.max_outstanding,
-                leaseSize: r.lease_size))
+                leaseSize: r.lease_size, epochs: r.epochs))
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_HEARTBEAT:
             guard let h = e.heartbeat?.pointee else { return nil }
             return .heartbeat(Heartbeat(step: h.step, stepSeconds: h.step_seconds,
@@ -360,7 +373,8 @@ extension Envelope {
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_CHECKPOINT_COMMITTED:
             guard let c = e.checkpoint_committed?.pointee else { return nil }
             return .checkpointCommitted(CheckpointCommitted(
-                step: c.step, path: str(c.path), positions: list(c.positions, c.n_positions, DataPosition.init(c:))))
+                step: c.step, path: str(c.path), positions: list(c.positions, c.n_positions, DataPosition.init(c:)),
+                epochsDone: c.epochs_done))
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_COMMAND:
             guard let c = e.command?.pointee else { return nil }
             return .command(Command(c: c))
@@ -390,6 +404,9 @@ extension Envelope {
             r.worldSize = s.world_size
             r.grantedSamples = s.granted_samples
             r.phases = list(s.phases, s.n_phases, PhaseTime.init(c:))
+            r.badByKind = list(s.bad_by_kind, s.n_bad_by_kind) { BadSampleCount(kind: str($0.kind), count: $0.count) }
+            r.droppedSamples = s.dropped_samples
+            r.epochsDone = s.epochs_done
             return .statusReply(r)
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_ERROR:
             guard let err = e.error?.pointee else { return nil }

@@ -1,3 +1,4 @@
+@_exported import Corpus
 /// Swift mirrors of the messages in `proto/albef_control.proto` (package `albef.control.v1`).
 ///
 /// The coordinator's state machine and the client work with these value types only; the codec
@@ -68,6 +69,10 @@ public struct Lease: Codable, Hashable, Sendable {
     }
     /// Number of samples in the lease.
     public var count: UInt64 { end - start }
+    /// The lease's samples as the shared range type (samples [start + from, start + to)).
+    public func range(from: UInt64 = 0, to: UInt64? = nil) -> SampleRange {
+        SampleRange(epoch: Int(epoch), shard: Int(shard), start: Int(start + from), end: Int(start + (to ?? count)))
+    }
 }
 
 /// ALBEF's three losses and their sum.
@@ -117,12 +122,16 @@ public struct Registration: Codable, Hashable, Sendable {
     public var buildVersion: String
     /// Random per client instance; a registration with a new session starts a new `seq` run.
     public var session: UInt64
-    public init(worldSize: UInt32, host: String, pid: UInt32, buildVersion: String, session: UInt64 = 0) {
+    /// ``CorpusIndex/fingerprint`` of the rank's corpus index ("" from clients that do not check).
+    public var corpusFingerprint: String
+    public init(worldSize: UInt32, host: String, pid: UInt32, buildVersion: String, session: UInt64 = 0,
+                corpusFingerprint: String = "") {
         self.worldSize = worldSize
         self.host = host
         self.pid = pid
         self.buildVersion = buildVersion
         self.session = session
+        self.corpusFingerprint = corpusFingerprint
     }
 }
 
@@ -133,14 +142,17 @@ public struct RegistrationReply: Codable, Hashable, Sendable {
     public var epoch: UInt32
     public var maxOutstanding: UInt32
     public var leaseSize: UInt32
+    /// Epochs the coordinator plans: the job's length.
+    public var epochs: UInt32
     public init(jobState: JobState, resumeStep: UInt64, resumeCheckpoint: String, epoch: UInt32,
-                maxOutstanding: UInt32, leaseSize: UInt32) {
+                maxOutstanding: UInt32, leaseSize: UInt32, epochs: UInt32 = 0) {
         self.jobState = jobState
         self.resumeStep = resumeStep
         self.resumeCheckpoint = resumeCheckpoint
         self.epoch = epoch
         self.maxOutstanding = maxOutstanding
         self.leaseSize = leaseSize
+        self.epochs = epochs
     }
 }
 
@@ -219,10 +231,14 @@ public struct CheckpointCommitted: Codable, Hashable, Sendable {
     public var step: UInt64
     public var path: String
     public var positions: [DataPosition]
-    public init(step: UInt64, path: String, positions: [DataPosition]) {
+    /// Epochs finished at this checkpoint (e + 1 for the checkpoint at the end of epoch e): the
+    /// finished epochs' samples beyond the positions are recorded as dropped, never re-issued.
+    public var epochsDone: UInt32
+    public init(step: UInt64, path: String, positions: [DataPosition], epochsDone: UInt32 = 0) {
         self.step = step
         self.path = path
         self.positions = positions
+        self.epochsDone = epochsDone
     }
 }
 
@@ -282,7 +298,23 @@ public struct StatusReply: Codable, Hashable, Sendable {
     public var worldSize: UInt32 = 0
     public var grantedSamples: UInt64 = 0
     public var phases: [PhaseTime] = []
+    /// Bad samples the ranks reported, by kind (sorted by kind).
+    public var badByKind: [BadSampleCount] = []
+    /// Samples recorded as dropped at epoch ends, all epochs.
+    public var droppedSamples: UInt64 = 0
+    /// Epochs finished (epoch-end checkpoints committed).
+    public var epochsDone: UInt32 = 0
     public init() {}
+}
+
+/// Reported bad samples of one kind.
+public struct BadSampleCount: Codable, Hashable, Sendable {
+    public var kind: String
+    public var count: UInt64
+    public init(kind: String, count: UInt64) {
+        self.kind = kind
+        self.count = count
+    }
 }
 
 /// `Error` in the schema (named so as not to shadow Swift's `Error`).

@@ -1,3 +1,4 @@
+import Corpus
 import Foundation
 
 /// Turns a corpus spec into a list of files.
@@ -7,7 +8,7 @@ import Foundation
 /// (its `*.tar` files, sorted, or else its `*.json` files); `@list.txt` (one path per line).
 /// The format is `webdataset` when the files end in `.tar`, `json` when they end in `.json`.
 public enum CorpusSpec {
-    public enum Format: String, Codable, Sendable { case webdataset, json }
+    public typealias Format = CorpusIndex.Format
 
     /// The expanded files and their format.
     public static func resolve(_ spec: String) throws -> (files: [String], format: Format) {

@@ -44,6 +44,9 @@ public final class DataLoader: @unchecked Sendable {
         public var quarantineFile: URL? = nil
         /// Range mode: drop the final partial batch.
         public var dropLast = false
+        /// Called (from a loader thread) for every sample skipped at read time, with its shard
+        /// index (the coordinator link reports them).
+        public var onBadSample: (@Sendable (BadSample, Int) -> Void)? = nil
         public var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
 
         public init(batchSize: Int, imageSize: Int) {
@@ -110,6 +113,8 @@ public final class DataLoader: @unchecked Sendable {
     var nextClaim: Int
     var assemblePos: Int
     var results: [Int: Result<Decoded, BadSample>] = [:]
+    /// Shard index of each failed result in `results`.
+    var failedShard: [Int: Int] = [:]
     var ready: [Batch] = []
     var builder: [Decoded] = []
     var batchesMade: Int
@@ -342,7 +347,7 @@ public final class DataLoader: @unchecked Sendable {
                         if fetchedStarts[mid] <= p { lo = mid } else { hi = mid - 1 }
                     }
                     let r = fetchedRanges[lo]
-                    return (SampleRef(shard: r.shard, index: r.start + p - fetchedStarts[lo]), r.epoch ?? epoch)
+                    return (SampleRef(shard: r.shard, index: r.start + p - fetchedStarts[lo]), r.epoch)
                 }
                 if sequenceEnd != nil || stopped || failure != nil { return nil }
                 if fetching {
@@ -418,6 +423,7 @@ public final class DataLoader: @unchecked Sendable {
 
             cond.lock()
             results[p] = result
+            if case .failure = result { failedShard[p] = r.shard }
             assemble()
             cond.broadcast()
             cond.unlock()
@@ -463,6 +469,7 @@ public final class DataLoader: @unchecked Sendable {
                 return
             }
             guard let r = results.removeValue(forKey: assemblePos) else { return }
+            let shard = failedShard.removeValue(forKey: assemblePos)
             assemblePos += 1
             stats.seen += 1
             switch r {
@@ -471,6 +478,7 @@ public final class DataLoader: @unchecked Sendable {
                 if builder.count == configuration.batchSize { emitBatch() }
             case .failure(let bad):
                 record(bad)
+                if let shard { configuration.onBadSample?(bad, shard) }
             }
         }
     }
@@ -535,7 +543,7 @@ public final class DataLoader: @unchecked Sendable {
             let s = fetchedStarts[i]
             if p >= s + r.count { continue }
             let skip = max(0, p - s)
-            out.append(SampleRange(shard: r.shard, start: r.start + skip, end: r.end, epoch: r.epoch))
+            out.append(SampleRange(epoch: r.epoch, shard: r.shard, start: r.start + skip, end: r.end))
         }
         return out
     }

@@ -1,0 +1,64 @@
+import Foundation
+
+/// The logging step of a ``TrainingRun``: on rank 0, every `logEvery` steps (and the first), one
+/// console line, one `metrics.jsonl` object and the same scalars as TensorBoard events.
+final class RunLog {
+    let run: TrainingRun
+    let metrics: FileHandle?
+    let board: TensorBoardWriter?
+    let start = monotonicSeconds()
+    let startStep: Int
+    let globalBatch: Int
+    let totalSteps: Int
+    var windowStart: Double
+    var windowSamples = 0
+
+    init(run: TrainingRun) throws {
+        self.run = run
+        let rank0 = run.trainer.comm.rank == 0
+        try FileManager.default.createDirectory(atPath: run.options.outputDir, withIntermediateDirectories: true)
+        let metricsURL = URL(fileURLWithPath: run.options.outputDir).appendingPathComponent("metrics.jsonl")
+        metrics = rank0 ? try openAppend(metricsURL) : nil
+        // TensorBoard: a new event file per run (a resumed run adds one; TensorBoard merges them).
+        board = rank0 && run.options.tensorBoard ? try TensorBoardWriter(directory: run.options.outputDir + "/tensorboard") : nil
+        startStep = run.trainer.globalStep
+        globalBatch = run.trainer.config.batchSize * run.trainer.comm.size
+        totalSteps = run.options.maxSteps ?? (run.trainer.config.epochs * run.source.iterationsPerEpoch)
+        windowStart = start
+    }
+
+    /// Notes step `m` (trained as iteration `iteration` - 1 of `epoch`) and logs it when due.
+    func record(_ m: StepMetrics, epoch: Int, iteration: Int) {
+        windowSamples += globalBatch
+        let step = m.step
+        let options = run.options
+        guard metrics != nil || board != nil || run.trainer.comm.rank == 0 else { return }
+        guard run.trainer.comm.rank == 0, options.logEvery > 0, step % options.logEvery == 0 || step == startStep + 1 else { return }
+        let now = monotonicSeconds()
+        let sps = Double(windowSamples) / max(now - windowStart, 1e-9)
+        let done = step - startStep
+        var eta = Double(max(0, totalSteps - step)) * (now - start) / Double(max(done, 1))
+        if let ms = options.maxSeconds { eta = min(eta, max(0, ms - (now - start))) }
+        print(String(format: "epoch %d step %d | loss_ita %.4f | loss_itm %.4f | loss_mlm %.4f | lr %.2e | %.1f samples/s | ETA %@",
+                     epoch, step, m.lossITA, m.lossITM, m.lossMLM, m.lr, sps, formatDuration(eta)))
+        // Every logged scalar once: its metrics.jsonl key, its TensorBoard tag, its value.
+        let scalars: [(key: String, tag: String, value: Double)] = [
+            ("loss", "loss/total", m.loss), ("loss_ita", "loss/ita", m.lossITA), ("loss_itm", "loss/itm", m.lossITM),
+            ("loss_mlm", "loss/mlm", m.lossMLM), ("lr", "lr", m.lr), ("alpha", "alpha", m.alpha), ("temp", "temp", m.temp),
+            ("samples_per_s", "throughput/samples_per_s", sps), ("step_s", "time/step_s", m.stepSeconds),
+            ("forward_s", "time/forward_s", m.forwardSeconds), ("backward_s", "time/backward_s", m.backwardSeconds),
+            ("comm_wait_s", "time/comm_wait_s", m.commWaitSeconds), ("optimizer_s", "time/optimizer_s", m.optimizerSeconds)]
+        var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "elapsed_s": now - start]
+        for s in scalars { obj[s.key] = s.value }
+        let bad = run.source.badSampleCounts
+        if !bad.isEmpty { obj["bad_samples"] = bad }
+        if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]) {
+            metrics?.write(d + Data("\n".utf8))
+        }
+        board?.add(scalars: scalars.map { ($0.tag, $0.value) }, step: step)
+        windowStart = now
+        windowSamples = 0
+    }
+
+    func close() { try? metrics?.close() }
+}
