@@ -10,6 +10,8 @@ extension StatusReply {
             "samples_per_second": samplesPerSecond, "eta_seconds": etaSeconds,
             "bad_samples_indexed": badSamplesIndexed, "bad_samples_reported": badSamplesReported,
             "dropped_messages": droppedMessages, "failure_reason": failureReason, "world_size": worldSize,
+            "epochs_done": epochsDone, "dropped_samples": droppedSamples,
+            "bad_samples_by_kind": Dictionary(uniqueKeysWithValues: badByKind.map { ($0.kind, $0.count) }),
             "phases": phases.map { ["name": $0.name, "seconds": $0.seconds] },
             "ranks": ranks.map {
                 ["rank": $0.rank, "health": $0.health == .alive ? "alive" : $0.health == .lost ? "lost" : "unknown",
@@ -43,7 +45,11 @@ extension StatusReply {
         }
         var lines: [String] = []
         lines.append("job \(jobId)  state \(jobState.name)\(failureReason.isEmpty ? "" : "  (\(failureReason))")")
-        lines.append("epoch \(epoch + 1)/\(epochs)  step \(step)  samples \(samples)  granted this epoch \(grantedSamples)/\(totalSamples)")
+        if jobState == .done {
+            lines.append("finished: \(epochsDone)/\(epochs) epochs  step \(step)  samples \(samples)  dropped at epoch ends \(droppedSamples)")
+        } else {
+            lines.append("epoch \(epoch + 1)/\(epochs) (\(epochsDone) done)  step \(step)  samples \(samples)  granted this epoch \(grantedSamples)/\(totalSamples)  dropped at epoch ends \(droppedSamples)")
+        }
         lines.append(String(format: "loss total %.4f  ita %.4f  itm %.4f  mlm %.4f", losses.total, losses.ita, losses.itm, losses.mlm))
         lines.append(String(format: "throughput %.1f samples/s  ETA %@", samplesPerSecond, eta(etaSeconds)))
         if !phases.isEmpty {
@@ -54,7 +60,8 @@ extension StatusReply {
         } else {
             lines.append("last checkpoint: none")
         }
-        lines.append("bad samples: \(badSamplesIndexed) indexed, \(badSamplesReported) reported   dropped messages: \(droppedMessages)")
+        let kinds = badByKind.map { "\($0.kind) \($0.count)" }.joined(separator: ", ")
+        lines.append("bad samples: \(badSamplesIndexed) indexed, \(badSamplesReported) reported\(kinds.isEmpty ? "" : " (\(kinds))")   dropped messages: \(droppedMessages)")
         lines.append("ranks: \(ranks.count)\(worldSize > 0 ? "/\(worldSize)" : "")")
         if !ranks.isEmpty {
             lines.append("  rank  health  step        lag   step_s   heartbeat  leases  host:pid")
