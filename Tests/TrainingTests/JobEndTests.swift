@@ -305,6 +305,15 @@ extension CoordinatorIntegrationTests {
         let final = try Checkpointer.readState(dir.appendingPathComponent("run/checkpoints/step_00000024"))
         XCTAssertEqual(final.epoch, 2)
         XCTAssertEqual(final.iteration, 0)
+        // Interrupted in epoch 1 (step 15) and resumed: the same bits as the uninterrupted run.
+        let (s3, o3) = try runCommand(worker, common.map { $0 == dir.path + "/run" ? dir.path + "/run2" : $0 } + ["--max-steps", "15"], timeout: 240)
+        XCTAssertEqual(s3, 0, o3)
+        let (s4, o4) = try runCommand(worker, common.map { $0 == dir.path + "/run" ? dir.path + "/run2" : $0 } + ["--resume"], timeout: 240)
+        XCTAssertEqual(s4, 0, o4)
+        XCTAssertTrue(o4.contains("resumed from") && o4.contains("step 15, epoch 1, iteration 3"), o4)
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("run2/checkpoints/step_00000024/model.safetensors")),
+                       try Data(contentsOf: dir.appendingPathComponent("run/checkpoints/step_00000024/model.safetensors")),
+                       "resumed in epoch 1 vs uninterrupted")
         // Resuming the finished run trains nothing.
         let (s1, o1) = try runCommand(worker, common + ["--resume"], timeout: 120)
         XCTAssertEqual(s1, 0, o1)
