@@ -8,7 +8,8 @@ final class CoordinatorIntegrationTests: XCTestCase {
     func freePort() -> Int { Int.random(in: 20000...60000) }
 
     /// A small synthetic corpus (32 px) and a micro model config in a fresh temporary directory.
-    func makeCorpusAndConfig(samples: Int) throws -> (URL, URL) {
+    func makeCorpusAndConfig(samples: Int, batchSize: Int = 4,
+                             schedular: String = "{sched: constant, epochs: 50}") throws -> (URL, URL) {
         let bin = productsDirectory()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coordint-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -26,10 +27,10 @@ final class CoordinatorIntegrationTests: XCTestCase {
         vision_width: 32
         vit: {patch_size: 16, depth: 2, num_heads: 2, mlp_ratio: 4}
         embed_dim: 16
-        batch_size: 4
+        batch_size: \(batchSize)
         queue_size: 64
         optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
-        schedular: {sched: constant, epochs: 50}
+        schedular: \(schedular)
         """.write(to: cfg, atomically: true, encoding: .utf8)
         return (dir, cfg)
     }

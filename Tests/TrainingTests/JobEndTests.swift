@@ -12,23 +12,8 @@ extension CoordinatorIntegrationTests {
     /// with ALBEF's schedule (stair warmup in epoch 0 with steps of 2 iterations, per-epoch cosine)
     /// over 2 epochs.
     func makeJobEndCorpus(samples: Int = 300) throws -> (URL, URL) {
-        let (dir, _) = try makeCorpusAndConfig(samples: samples)
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
-        let cfg = dir.appendingPathComponent("jobend.yaml")
-        try """
-        bert: {hidden_size: 32, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 64, vocab_size: 30522,
-               hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, fusion_layer: 2, encoder_width: 32}
-        vocab: '\(root.path)/configs/vocab.txt'
-        image_res: 32
-        vision_width: 32
-        vit: {patch_size: 16, depth: 2, num_heads: 2, mlp_ratio: 4}
-        embed_dim: 16
-        batch_size: 16
-        queue_size: 64
-        optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
-        schedular: {sched: cosine, lr: 1e-4, epochs: 2, min_lr: 1e-5, warmup_lr: 1e-5, warmup_epochs: 1, warmup_step_size: 2}
-        """.write(to: cfg, atomically: true, encoding: .utf8)
-        return (dir, cfg)
+        try makeCorpusAndConfig(samples: samples, batchSize: 16,
+                                schedular: "{sched: cosine, lr: 1e-4, epochs: 2, min_lr: 1e-5, warmup_lr: 1e-5, warmup_epochs: 1, warmup_step_size: 2}")
     }
 
     /// `albef-coord serve` for a 2-epoch job of 2 ranks in `dir/<state>`.
