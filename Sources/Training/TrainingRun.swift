@@ -78,6 +78,11 @@ public final class TrainingRun {
         public var signal: Int32
         /// Some rank has no next batch: the epoch's data ended for everyone.
         public var endOfData: Bool
+        public init(command: StepCommand, signal: Int32, endOfData: Bool) {
+            self.command = command
+            self.signal = signal
+            self.endOfData = endOfData
+        }
 
         /// The decision from the per-step allreduce's sums [rank 0's command, ranks signalled,
         /// rank 0's signal number, ranks without a next batch] and this rank's own signal.
