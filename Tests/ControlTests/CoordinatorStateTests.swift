@@ -40,7 +40,7 @@ struct Harness {
 }
 
 final class CoordinatorStateTests: XCTestCase {
-    let sizes: [UInt64] = [300, 0, 1000, 257, 1, 513]
+    let sizes: [Int] = [300, 0, 1000, 257, 1, 513]
 
     func config(world: UInt32, leaseSize: UInt64 = 100, epochs: UInt32 = 2, k: UInt32 = 3, seed: UInt64 = 7,
                 timeout: Double = 10, token: String? = nil) -> CoordinatorConfig {
@@ -68,12 +68,16 @@ final class CoordinatorStateTests: XCTestCase {
         return consumed
     }
 
-    func assertExactCover(_ ranges: [SampleRange], epochs: UInt32, file: StaticString = #filePath, line: UInt = #line) {
-        let total = sizes.reduce(0, +) * UInt64(epochs)
+    /// `ranges`, with the tails of `state`'s plan (the samples past the ranks' equal streams,
+    /// dropped when an epoch closes), are every sample of `epochs` epochs exactly once.
+    func assertExactCover(_ ranges: [SampleRange], epochs: UInt32, tailsOf state: CoordinatorState? = nil,
+                          file: StaticString = #filePath, line: UInt = #line) {
+        let ranges = ranges + (state.map { st in (0..<Int(epochs)).flatMap { st.planner.tail(epoch: $0) } } ?? [])
+        let total = sizes.reduce(0, +) * Int(epochs)
         XCTAssertEqual(ranges.reduce(0) { $0 + $1.count }, total, "sample count (duplicates or losses)", file: file, line: line)
         var expected: [SampleRange] = []
         for e in 0..<epochs {
-            for (s, n) in sizes.enumerated() where n > 0 { expected.append(SampleRange(epoch: e, shard: UInt32(s), start: 0, end: n)) }
+            for (s, n) in sizes.enumerated() where n > 0 { expected.append(SampleRange(epoch: Int(e), shard: s, start: 0, end: n)) }
         }
         XCTAssertEqual(SampleRange.merged(ranges), expected, "coverage", file: file, line: line)
     }
@@ -85,8 +89,14 @@ final class CoordinatorStateTests: XCTestCase {
             for r in ranks { XCTAssertNotNil(h.register(r)) }
             XCTAssertEqual(h.state.jobState, .running)
             let consumed = drain(&h, ranks: ranks)
-            assertExactCover(consumed.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 2)
+            assertExactCover(consumed.map { $0.range() }, epochs: 2, tailsOf: h.state)
             XCTAssertTrue(h.state.planner.isExhausted)
+            // Each rank read exactly its own streams: ⌊N/W⌋ samples of each epoch.
+            let n = sizes.reduce(0, +) / Int(world)
+            for r in ranks {
+                let mine = consumed.filter { lease in h.state.planner.owner(epoch: Int(lease.epoch), position: h.state.planner.shardStarts(epoch: Int(lease.epoch))[Int(lease.shard)] + Int(lease.start)) == Int(r) }
+                XCTAssertEqual(mine.reduce(0) { $0 + Int($1.count) }, 2 * n, "world \(world): rank \(r)'s share")
+            }
             if world > 1 {
                 XCTAssertGreaterThan(Set(consumed.filter { $0.shard == 2 && $0.epoch == 0 }.map(\.id)).count, 1, "a big shard is shared")
             }
@@ -99,9 +109,19 @@ final class CoordinatorStateTests: XCTestCase {
         XCTAssertEqual(a.sorted(), Array(0..<50))
         XCTAssertNotEqual(a, LeasePlanner.shardOrder(epoch: 1, seed: 7, shardCount: 50), "epochs are reshuffled")
         XCTAssertNotEqual(a, LeasePlanner.shardOrder(epoch: 0, seed: 8, shardCount: 50), "the seed matters")
-        var p1 = LeasePlanner(shardSamples: sizes, seed: 3, leaseSize: 64, epochs: 2)
+        var p1 = LeasePlanner(shardSamples: sizes, seed: 3, leaseSize: 64, epochs: 2, worldSize: 3)
         var p2 = p1
-        for _ in 0..<20 { XCTAssertEqual(p1.next(), p2.next()) }
+        for i in 0..<20 { XCTAssertEqual(p1.next(rank: i % 3), p2.next(rank: i % 3)) }
+        // The order in which ranks ask does not change what each gets.
+        var pa = LeasePlanner(shardSamples: sizes, seed: 3, leaseSize: 64, epochs: 2, worldSize: 3)
+        var pb = pa
+        var fromA: [[SampleRange]] = [[], [], []], fromB: [[SampleRange]] = [[], [], []]
+        for r in [0, 0, 1, 2, 2, 2, 1, 0, 1, 1, 2, 0] { if let x = pa.next(rank: r) { fromA[r].append(x) } }
+        for r in [2, 1, 0, 2, 1, 0, 2, 1, 0, 1, 2, 0] { if let x = pb.next(rank: r) { fromB[r].append(x) } }
+        for r in 0..<3 {
+            let k = min(fromA[r].count, fromB[r].count)
+            XCTAssertEqual(Array(fromA[r].prefix(k)), Array(fromB[r].prefix(k)), "rank \(r)")
+        }
     }
 
     func testPartialReturnReissuesTheRest() {
@@ -111,7 +131,8 @@ final class CoordinatorStateTests: XCTestCase {
         XCTAssertEqual(first.count, 100)
         let out = h.send(0, .leaseReturn(LeaseReturn(leaseId: first.id, consumed: 30)))
         guard case .leaseGrant(let g)? = out.first?.envelope.body else { return XCTFail("a return answers with a grant") }
-        XCTAssertEqual(g.leases.map { [$0.start, $0.end] }, [[first.start + 30, first.end]], "the unused part comes back first")
+        // The unused part comes back first: the stream continues from it (merged with what follows).
+        XCTAssertEqual(g.leases.map { [$0.start, $0.end] }, [[first.start + 30, first.start + 130]], "the unused part comes back first")
         XCTAssertGreaterThan(g.leases[0].id, first.id)
     }
 
@@ -126,7 +147,7 @@ final class CoordinatorStateTests: XCTestCase {
         let commit1 = CheckpointCommitted(step: 10, path: "/ck/10", positions: [
             DataPosition(rank: 0, leaseId: l0[1].id, offset: 10), DataPosition(rank: 1, leaseId: l1[0].id, offset: 20)])
         guard case .ack? = h.send(0, .checkpointCommitted(commit1)).first?.envelope.body else { return XCTFail("commit acked") }
-        func r(_ l: Lease, _ a: UInt64, _ b: UInt64) -> SampleRange { SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + a, end: l.start + b) }
+        func r(_ l: Lease, _ a: UInt64, _ b: UInt64) -> SampleRange { l.range(from: a, to: b) }
         let ledger10 = SampleRange.merged([r(l0[0], 0, l0[0].count), r(l0[1], 0, 10), r(l1[0], 0, 20)])
         XCTAssertEqual(h.state.ledger, ledger10)
         XCTAssertEqual(h.state.checkpoints.last?.committedSamples, l0[0].count + 30)
@@ -166,7 +187,7 @@ final class CoordinatorStateTests: XCTestCase {
         let world3 = (0..<2).map { Int32($0) }
         for r in world3 { XCTAssertEqual(h2.register(r, pid: 500)?.resumeStep, 10) }
         let rest = drain(&h2, ranks: world3)
-        assertExactCover(h2.state.ledger + rest.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 1)
+        assertExactCover(h2.state.ledger + rest.map { $0.range() }, epochs: 1, tailsOf: h2.state)
     }
 
     /// With one detailed checkpoint, the older ones fold into one record (no positions, merged
@@ -188,7 +209,7 @@ final class CoordinatorStateTests: XCTestCase {
         XCTAssertEqual(h.state.folded?.count, 2)
         XCTAssertEqual(h.state.folded?.throughStep, 20)
         XCTAssertEqual(SampleRange.merged((h.state.folded?.ranges ?? []) + h.state.checkpoints.flatMap(\.ranges)), ledgers[2])
-        XCTAssertEqual(h.state.checkpoints.last?.committedSamples, ledgers[2].reduce(0) { $0 + $1.count })
+        XCTAssertEqual(h.state.checkpoints.last?.committedSamples, UInt64(SampleRange.total(ledgers[2])))
         let restored = try JSONDecoder().decode(CoordinatorState.self, from: JSONEncoder().encode(h.state))
         XCTAssertEqual(restored.folded, h.state.folded)
         XCTAssertEqual(restored.ledger, h.state.ledger)
@@ -201,7 +222,7 @@ final class CoordinatorStateTests: XCTestCase {
         XCTAssertEqual(h.state.ledger, [])
         XCTAssertEqual(h.register(0, pid: 700)?.resumeStep, 0)
         let all = drain(&h, ranks: [0])
-        assertExactCover(all.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 1)
+        assertExactCover(all.map { $0.range() }, epochs: 1)
     }
 
     func testHeartbeatTimeoutMarksRankLostAndFailsJobAtLastCheckpoint() {
@@ -377,7 +398,7 @@ extension CoordinatorStateTests {
         for r in 0..<3 as Range<Int32> { XCTAssertEqual(h3.register(r, pid: 700)?.resumeStep, 8) }
         XCTAssertEqual(h3.state.attempt, 2, "the new processes registering are the attempt the world-size change started")
         let rest = drain(&h3, ranks: [0, 1, 2])
-        assertExactCover(h3.state.ledger + rest.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }, epochs: 1)
+        assertExactCover(h3.state.ledger + rest.map { $0.range() }, epochs: 1, tailsOf: h3.state)
     }
 }
 
@@ -400,7 +421,7 @@ extension CoordinatorStateTests {
         let durable = try JSONEncoder().encode(h.state)  // the last snapshot before the crash
         guard case .ack? = h.send(0, .checkpointCommitted(commit)).first?.envelope.body else { return XCTFail("commit refused") }
         let expected = h.state.ledger
-        XCTAssertEqual(expected.reduce(0) { $0 + $1.count }, l0[0].count + 3 + 7)
+        XCTAssertEqual(UInt64(SampleRange.total(expected)), l0[0].count + 3 + 7)
 
         // Crash before that commit was durable; the ranks carry on (rank 0 finishes its second
         // lease) before rank 0's resend arrives.
@@ -425,7 +446,7 @@ extension CoordinatorStateTests {
                                                                              DataPosition(rank: 1, leaseId: l1[0].id, offset: l1[0].count)])
         guard case .ack? = h.send(0, .checkpointCommitted(later)).first?.envelope.body else { return XCTFail("commit 10 refused") }
         let ledger10 = h.state.ledger
-        XCTAssertEqual(ledger10.reduce(0) { $0 + $1.count }, l0[0].count + l0[1].count + l1[0].count)
+        XCTAssertEqual(UInt64(SampleRange.total(ledger10)), l0[0].count + l0[1].count + l1[0].count)
         XCTAssertEqual(Harness.error(h.send(0, .checkpointCommitted(commit)))?.code, .outOfOrder)
         XCTAssertEqual(h.state.ledger, ledger10)
         XCTAssertEqual(h.state.checkpoints.map(\.step), [5, 10])
@@ -444,24 +465,24 @@ extension Harness {
 }
 
 extension CoordinatorStateTests {
-    /// The ledger invariant: for every epoch, the committed ranges, the live leases beyond their
-    /// committed prefix (up to what a returned lease used; the rest of it is in the re-issue
-    /// queue), the re-issue queue and the not-yet-planned remainder partition the epoch's samples.
+    /// The ledger invariant: for every epoch, the committed ranges, the dropped ones, the live
+    /// leases beyond their committed prefix (up to what a returned lease used; the rest of it is
+    /// back in its rank's queue), the planner's queues with the streams not started yet, and the
+    /// tails of the epochs not closed partition the epoch's samples.
     func assertLedgerPartition(_ state: CoordinatorState, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        var pieces = state.ledger
+        var pieces = state.ledger + state.dropped
         for record in state.leases.values {
-            let l = record.lease
-            let used = record.returnedConsumed ?? l.count
-            pieces.append(SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + record.committedOffset, end: l.start + used))
+            pieces.append(record.lease.range(from: record.committedOffset, to: record.returnedConsumed ?? record.lease.count))
         }
-        // Draining a copy of the planner yields the re-issue queue, then the unplanned remainder.
+        // Draining a copy of the planner yields each rank's queue, then its unstarted streams.
         var rest = state.planner
-        while let r = rest.next() { pieces.append(r) }
+        for r in 0..<rest.worldSize { while let x = rest.next(rank: r) { pieces.append(x) } }
         let epochs = state.config.epochs
-        XCTAssertEqual(pieces.reduce(0) { $0 + $1.count }, sizes.reduce(0, +) * UInt64(epochs), "\(what): overlap or loss", file: file, line: line)
+        for e in state.epochsDone..<Int(epochs) { pieces += state.planner.tail(epoch: e) }
+        XCTAssertEqual(pieces.reduce(0) { $0 + $1.count }, sizes.reduce(0, +) * Int(epochs), "\(what): overlap or loss", file: file, line: line)
         var expected: [SampleRange] = []
         for e in 0..<epochs {
-            for (s, n) in sizes.enumerated() where n > 0 { expected.append(SampleRange(epoch: e, shard: UInt32(s), start: 0, end: n)) }
+            for (s, n) in sizes.enumerated() where n > 0 { expected.append(SampleRange(epoch: Int(e), shard: s, start: 0, end: n)) }
         }
         XCTAssertEqual(SampleRange.merged(pieces), expected, "\(what): coverage", file: file, line: line)
     }
@@ -471,7 +492,7 @@ extension CoordinatorStateTests {
     /// return and take more leases (one return partial) and read into them, work that dies with
     /// the processes. Returns the ledger of checkpoint 10 and the lease samples read after it.
     func firstAttemptKilledAfterCheckpoint10(_ h: inout Harness) throws -> (ledger: [SampleRange], lostReads: [SampleRange]) {
-        func r(_ l: Lease, _ a: UInt64, _ b: UInt64) -> SampleRange { SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + a, end: l.start + b) }
+        func r(_ l: Lease, _ a: UInt64, _ b: UInt64) -> SampleRange { l.range(from: a, to: b) }
         var lastTaken: [Int32: UInt64] = [:]
         /// The rank's next lease in grant order (what its loader takes next).
         func take(_ rank: Int32) throws -> Lease {
@@ -527,7 +548,7 @@ extension CoordinatorStateTests {
     /// everything the second attempt reads is every sample exactly once, including the samples the
     /// dead ranks read after checkpoint 10.
     func relaunchResumesFromCheckpoint10(_ h: inout Harness, first: Int32, ledger10: [SampleRange], lostReads: [SampleRange]) throws {
-        func ranges(_ leases: [Lease]) -> [SampleRange] { leases.map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) } }
+        func ranges(_ leases: [Lease]) -> [SampleRange] { leases.map { $0.range() } }
         func covers(_ set: [SampleRange], _ r: SampleRange) -> Bool {
             SampleRange.merged(set).contains { $0.epoch == r.epoch && $0.shard == r.shard && $0.start <= r.start && r.end <= $0.end }
         }
@@ -544,8 +565,9 @@ extension CoordinatorStateTests {
         XCTAssertEqual(h.state.ranks.keys.sorted(), [first], "the dead processes are no longer ranks of the job")
         XCTAssertEqual(h.state.jobState, .waiting)
         XCTAssertEqual(h.state.status(now: h.now).step, 10)
-        let requeued = h.state.planner.requeued
+        let requeued = h.state.planner.queues.flatMap { $0 }
         for lost in lostReads { XCTAssertTrue(covers(requeued, lost), "\(lost), read by a dead rank after checkpoint 10, is to be re-issued: \(requeued)") }
+        var planned = h.state.planner
         assertLedgerPartition(h.state, "after the relaunch rolled back")
 
         // The rank's registration resent (same session, same or later seq) changes nothing.
@@ -557,7 +579,8 @@ extension CoordinatorStateTests {
 
         // The first relaunched rank already gets leases: the revoked samples, first.
         let early = try XCTUnwrap(h.leases(first, want: 2)?.leases)
-        XCTAssertEqual(ranges(early), Array(requeued.prefix(2)), "re-issued before anything new")
+        XCTAssertEqual(ranges(early), [planned.next(rank: Int(first))!, planned.next(rank: Int(first))!],
+                       "the rank's stream continues where checkpoint 10 left it")
         // The other rank registering later is part of the same restart: no second rollback (which
         // would revoke the leases just granted).
         let reply2 = try XCTUnwrap(h.register(second, pid: 200 + UInt32(second), session: 0xB0 + UInt64(second)))
@@ -570,7 +593,7 @@ extension CoordinatorStateTests {
         // The second attempt reads everything left.
         for l in early { h.send(first, .leaseReturn(LeaseReturn(leaseId: l.id, consumed: l.count))) }
         let read = ranges(early) + ranges(drain(&h, ranks: [0, 1], k: 2))
-        assertExactCover(ledger10 + read, epochs: 1)
+        assertExactCover(ledger10 + read, epochs: 1, tailsOf: h.state)
         let overlap = SampleRange.merged(ledger10).reduce(0) { $0 + $1.count } + SampleRange.merged(read).reduce(0) { $0 + $1.count }
             - SampleRange.merged(ledger10 + read).reduce(0) { $0 + $1.count }
         XCTAssertEqual(overlap, 0, "samples committed by checkpoint 10 read again by the second attempt")
@@ -633,7 +656,7 @@ extension CoordinatorStateTests {
         XCTAssertEqual(h.register(1, pid: 301, session: 0xC1)?.resumeStep, 10)
         XCTAssertEqual(h.state.attempt, 3)
         XCTAssertEqual(h.state.jobState, .running)
-        let read = drain(&h, ranks: [0, 1], k: 2).map { SampleRange(epoch: $0.epoch, shard: $0.shard, start: $0.start, end: $0.end) }
-        assertExactCover(ledger10 + read, epochs: 1)
+        let read = drain(&h, ranks: [0, 1], k: 2).map { $0.range() }
+        assertExactCover(ledger10 + read, epochs: 1, tailsOf: h.state)
     }
 }

@@ -3,8 +3,10 @@ import XCTest
 
 /// Randomised model test of exact accounting: ranks consume leases (fully or partly), checkpoints
 /// commit their positions, the coordinator is restarted from snapshots and the job rolled back at
-/// random; at the end, the committed ledger is every sample of every epoch exactly once and equals
-/// what the surviving timeline of the ranks actually trained on.
+/// random; at the end (a final checkpoint that finishes every epoch), the committed ledger and the
+/// dropped ranges are every sample of every epoch exactly once, the ledger equals what the
+/// surviving timeline of the ranks actually trained on, and what was dropped is exactly the epochs'
+/// tails (the ranks read their streams to the end).
 final class LedgerPropertyTests: XCTestCase {
     /// What one rank process knows.
     struct RankModel {
@@ -24,7 +26,7 @@ final class LedgerPropertyTests: XCTestCase {
         }
     }
 
-    func run(seed: UInt64, world: Int32, sizes: [UInt64], epochs: UInt32, detailedCheckpoints: Int? = nil) throws {
+    func run(seed: UInt64, world: Int32, sizes: [Int], epochs: UInt32, detailedCheckpoints: Int? = nil) throws {
         var rng = FuzzRNG(state: seed)
         let config = CoordinatorConfig(jobId: "prop", worldSize: UInt32(world), seed: seed, leaseSize: 16, epochs: epochs,
                                        maxOutstanding: 3, heartbeatTimeout: 1e9)
@@ -57,8 +59,7 @@ final class LedgerPropertyTests: XCTestCase {
                 }
                 guard let l = ranks[Int(r)].current else { return }
                 let k = min(left, l.count - ranks[Int(r)].offset)
-                ranks[Int(r)].trainedSinceCommit.append(SampleRange(epoch: l.epoch, shard: l.shard, start: l.start + ranks[Int(r)].offset,
-                                                                    end: l.start + ranks[Int(r)].offset + k))
+                ranks[Int(r)].trainedSinceCommit.append(l.range(from: ranks[Int(r)].offset, to: ranks[Int(r)].offset + k))
                 ranks[Int(r)].offset += k
                 left -= k
                 if ranks[Int(r)].offset == l.count { finishCurrent(r) }
@@ -71,13 +72,14 @@ final class LedgerPropertyTests: XCTestCase {
             ranks[Int(r)].finished = (l.id, used)
             ranks[Int(r)].current = nil
         }
-        func commit() {
+        func commit(epochsDone: UInt32 = 0) {
             step += 1
             let positions = (0..<world).map { r -> DataPosition in
                 let p = ranks[Int(r)].position
                 return DataPosition(rank: r, leaseId: p.0, offset: p.1)
             }
-            let out = h.send(0, .checkpointCommitted(CheckpointCommitted(step: step, path: "/ck/\(step)", positions: positions)))
+            let out = h.send(0, .checkpointCommitted(CheckpointCommitted(step: step, path: "/ck/\(step)", positions: positions,
+                                                                                     epochsDone: max(epochsDone, UInt32(h.state.epochsDone)))))
             guard case .ack? = out.first?.envelope.body else { return XCTFail("commit refused: \(String(describing: out.first?.envelope.body))") }
             for r in 0..<Int(world) {
                 committedTrained += ranks[r].trainedSinceCommit
@@ -119,15 +121,19 @@ final class LedgerPropertyTests: XCTestCase {
                 if ranks[Int(r)].trainedSinceCommit.count != before { progress = true }
             }
         }
-        commit()
+        commit(epochsDone: epochs)
 
-        let total = sizes.reduce(0, +) * UInt64(epochs)
+        let total = sizes.reduce(0, +) * Int(epochs)
         var full: [SampleRange] = []
-        for e in 0..<epochs { for (s, n) in sizes.enumerated() where n > 0 { full.append(SampleRange(epoch: e, shard: UInt32(s), start: 0, end: n)) } }
-        XCTAssertEqual(committedTrained.reduce(0) { $0 + $1.count }, total, "seed \(seed): trained samples (duplicates or losses)")
-        XCTAssertEqual(SampleRange.merged(committedTrained), full, "seed \(seed): coverage of what was trained")
-        XCTAssertEqual(h.state.ledger, full, "seed \(seed): the coordinator's ledger")
-        XCTAssertEqual(((h.state.folded?.ranges ?? []) + h.state.checkpoints.flatMap(\.ranges)).reduce(0) { $0 + $1.count }, total,
+        for e in 0..<epochs { for (s, n) in sizes.enumerated() where n > 0 { full.append(SampleRange(epoch: Int(e), shard: s, start: 0, end: n)) } }
+        let tails = SampleRange.merged((0..<Int(epochs)).flatMap { h.state.planner.tail(epoch: $0) })
+        let trainedTotal = SampleRange.total(committedTrained)
+        XCTAssertEqual(trainedTotal + SampleRange.total(tails), total, "seed \(seed): trained samples + tails (duplicates or losses)")
+        XCTAssertEqual(SampleRange.merged(committedTrained + tails), full, "seed \(seed): coverage of what was trained, with the tails")
+        XCTAssertEqual(h.state.ledger, SampleRange.merged(committedTrained), "seed \(seed): the coordinator's ledger is what was trained")
+        XCTAssertEqual(h.state.dropped, tails, "seed \(seed): dropped = the epochs' tails")
+        XCTAssertEqual(SampleRange.merged(h.state.ledger + h.state.dropped), full, "seed \(seed): ledger ∪ dropped")
+        XCTAssertEqual(SampleRange.total(((h.state.folded?.ranges ?? []) + h.state.checkpoints.flatMap(\.ranges))), trainedTotal,
                        "seed \(seed): checkpoints never overlap")
         XCTAssertLessThanOrEqual(h.state.checkpoints.count, h.state.detailedCheckpointLimit)
         if Int(step) > h.state.detailedCheckpointLimit { XCTAssertNotNil(h.state.folded, "seed \(seed): \(step) commits, some folded") }

@@ -5,7 +5,7 @@ import XCTest
 /// Shared fixtures for the control-plane tests.
 enum Fixtures {
     /// A small synthetic corpus: shard i has `sizes[i]` samples.
-    static func index(_ sizes: [UInt64]) -> CorpusIndex {
+    static func index(_ sizes: [Int]) -> CorpusIndex {
         CorpusIndex(root: "/corpus", shards: sizes.enumerated().map {
             CorpusIndex.Shard(path: String(format: "%05d.tar", $0.offset), samples: $0.element, bytes: $0.element * 100,
                               bad: $0.offset == 0 ? [.init(key: "000000003", kind: "truncated_jpeg")] : [])
