@@ -71,7 +71,7 @@ public enum BertEncoderSelfCheck {
 
     /// Maps our `BertModel` keys to the file's: plain BERT files use `embeddings.*`/`encoder.*`,
     /// some prefix `bert.`; old ones name LayerNorm parameters `gamma`/`beta`.
-    public static func bertKeyMap(in file: SafeTensorsFile) -> (String) -> String? {
+    public static func bertKeyMap(in file: WeightFile) -> (String) -> String? {
         let keys = Set(file.keys)
         return { k in
             for cand in [k, "bert." + k] {
