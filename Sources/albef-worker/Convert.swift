@@ -22,7 +22,7 @@ struct Convert: ParsableCommand {
         let ck = sd.checkpoint
         print("\(input): \(ck.format) format, \(ck.storages.count) storages")
         if let top = ck.root.dict {
-            print("top-level keys: " + top.pairs.map { k, v -> String in
+            print("top-level keys: " + top.pairs.prefix(12).map { k, v -> String in
                 let kind: String
                 switch v {
                 case .tensor: kind = "tensor"
@@ -31,7 +31,7 @@ struct Convert: ParsableCommand {
                 default: kind = v.repr.count <= 24 ? v.repr : String(v.repr.prefix(21)) + "..."
                 }
                 return "\(k.string ?? k.repr) (\(kind))"
-            }.joined(separator: ", "))
+            }.joined(separator: ", ") + (top.count > 12 ? ", … (\(top.count) in all)" : ""))
         }
         print("state dict: \(sd.foundAt.isEmpty ? "the root" : "'\(sd.foundAt)'"), \(sd.tensors.count) tensors")
         var byDType: [String: Int] = [:]

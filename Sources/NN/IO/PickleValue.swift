@@ -83,7 +83,11 @@ public indirect enum PickleValue {
 
     /// Python's `repr` of the plain-data parts (tensors shown as `tensor(dtype, shape)`), used to
     /// compare with reference dumps and in key reports.
-    public var repr: String {
+    public var repr: String { repr(depth: 0) }
+
+    func repr(depth: Int) -> String {
+        if depth > 50 { return "..." }
+        let d1 = depth + 1
         switch self {
         case .none: return "None"
         case .bool(let b): return b ? "True" : "False"
@@ -92,13 +96,13 @@ public indirect enum PickleValue {
         case .float(let d): return pythonFloatRepr(d)
         case .string(let s): return pythonStringRepr(s)
         case .bytes(let b): return "b'" + b.map { String(format: "\\x%02x", $0) }.joined() + "'"
-        case .tuple(let t): return t.count == 1 ? "(\(t[0].repr),)" : "(" + t.map(\.repr).joined(separator: ", ") + ")"
-        case .list(let l): return "[" + l.items.map(\.repr).joined(separator: ", ") + "]"
-        case .set(let s): return s.isEmpty ? "set()" : "{" + s.map(\.repr).joined(separator: ", ") + "}"
-        case .dict(let d): return "{" + d.pairs.map { "\($0.0.repr): \($0.1.repr)" }.joined(separator: ", ") + "}"
+        case .tuple(let t): return t.count == 1 ? "(\(t[0].repr(depth: d1)),)" : "(" + t.map { $0.repr(depth: d1) }.joined(separator: ", ") + ")"
+        case .list(let l): return "[" + l.items.map { $0.repr(depth: d1) }.joined(separator: ", ") + "]"
+        case .set(let s): return s.isEmpty ? "set()" : "{" + s.map { $0.repr(depth: d1) }.joined(separator: ", ") + "}"
+        case .dict(let d): return "{" + d.pairs.map { "\($0.0.repr(depth: d1)): \($0.1.repr(depth: d1))" }.joined(separator: ", ") + "}"
         case .global(let m, let n): return "<\(m).\(n)>"
         case .dtype(let d): return "torch.\(d.rawValue)"
-        case .object(let o): return "\(o.className)(" + o.state.pairs.map { "\($0.0.string ?? $0.0.repr)=\($0.1.repr)" }.joined(separator: ", ") + ")"
+        case .object(let o): return "\(o.className)(" + o.state.pairs.map { "\($0.0.string ?? $0.0.repr(depth: d1))=\($0.1.repr(depth: d1))" }.joined(separator: ", ") + ")"
         case .storage(let s): return "<storage \(s.storage.key) \(s.storage.dtype.rawValue)[\(s.storage.numel)]>"
         case .tensor(let t): return "tensor(\(t.dtype.rawValue), \(t.shape))"
         }

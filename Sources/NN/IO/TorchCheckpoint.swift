@@ -168,10 +168,12 @@ public final class TorchCheckpoint {
         }
         storages = stores
         // Every tensor must lie inside its storage: check once, here, so later reads cannot fail.
-        try Self.walkTensors(root, prefix: "") { name, t in
-            t.origin = name
-            try t.validate(path: path)
-        }
+        do {
+            try Self.walkTensors(root, prefix: "") { name, t in
+                t.origin = name
+                try t.validate(path: path)
+            }
+        } catch TorchCheckpointError.badFile(path: "", let m) { throw TorchCheckpointError.badFile(path: path, message: m) }
     }
 
     /// Parses `('storage', torch.XStorage, key, location, numel[, view_metadata])`.
@@ -190,16 +192,19 @@ public final class TorchCheckpoint {
     }
 
     /// Visits every tensor under `v`, naming it by its path of dict keys / list indices joined with `/`.
-    public static func walkTensors(_ v: PickleValue, prefix: String, _ body: (String, TorchTensor) throws -> Void) throws {
+    public static func walkTensors(_ v: PickleValue, prefix: String, depth: Int = 0, _ body: (String, TorchTensor) throws -> Void) throws {
+        guard depth < 200 else {
+            throw TorchCheckpointError.badFile(path: "", message: "objects nested deeper than 200 levels at '\(prefix.prefix(200))' (a self-referencing or damaged pickle)")
+        }
         func join(_ k: String) -> String { prefix.isEmpty ? k : prefix + "/" + k }
         switch v {
         case .tensor(let t): try body(prefix, t)
         case .dict(let d):
-            for (k, x) in d.pairs { try walkTensors(x, prefix: join(k.string ?? k.int.map(String.init) ?? k.repr), body) }
+            for (k, x) in d.pairs { try walkTensors(x, prefix: join(k.string ?? k.int.map(String.init) ?? k.repr), depth: depth + 1, body) }
         case .object(let o):
-            for (k, x) in o.state.pairs { try walkTensors(x, prefix: join(k.string ?? k.repr), body) }
+            for (k, x) in o.state.pairs { try walkTensors(x, prefix: join(k.string ?? k.repr), depth: depth + 1, body) }
         case .list, .tuple, .set:
-            for (i, x) in (v.items ?? []).enumerated() { try walkTensors(x, prefix: join(String(i)), body) }
+            for (i, x) in (v.items ?? []).enumerated() { try walkTensors(x, prefix: join(String(i)), depth: depth + 1, body) }
         default: break
         }
     }

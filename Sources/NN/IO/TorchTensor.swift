@@ -131,7 +131,13 @@ public final class TorchTensor {
         guard shape.count == stride.count else { throw bad("has \(shape.count) sizes but \(stride.count) strides") }
         guard shape.allSatisfy({ $0 >= 0 }), offset >= 0 else { throw bad("has a negative size or offset (\(shape), offset \(offset))") }
         guard storage.byteOffset != nil else { throw bad("refers to storage '\(storage.key)', which the file does not contain") }
-        if count == 0 { return }
+        var n = 1
+        for s in shape {
+            let (m, o) = n.multipliedReportingOverflow(by: s)
+            guard !o, m <= (1 << 40) / dtype.elementSize else { throw bad("has an impossible shape \(shape)") }
+            n = m
+        }
+        if n == 0 { return }
         var last = offset
         for d in shape.indices {
             guard stride[d] >= 0 else { throw bad("has a negative stride \(stride)") }
