@@ -57,7 +57,8 @@ extension ALBEFPretrain {
     @discardableResult
     public func loadInterpolatingPosEmbed(_ file: WeightFile, strict: Bool = false) throws -> LoadReport {
         let keys = ["visual_encoder.pos_embed", "visual_encoder_m.pos_embed"]
-        let r = try load(from: file, keyMap: { keys.contains($0) ? nil : $0 }, strict: false)
+        var r = try load(from: file, keyMap: { keys.contains($0) ? nil : $0 }, strict: false)
+        r.unexpected.removeAll { keys.contains($0) }
         for (k, t) in [(keys[0], visualEncoder.posEmbed), (keys[1], visualEncoderM.posEmbed)] {
             guard let eShape = file.shape(of: k) else { continue }
             let c = t.shape[2]
@@ -68,7 +69,9 @@ extension ALBEFPretrain {
             }
             let v = interpolatePosEmbed(try file.floats(k), channels: c, oldGrid: gOld, newGrid: gNew)
             v.withUnsafeBufferPointer { t.data.update(from: $0.baseAddress!, count: t.count) }
+            r.loaded.append(k)
         }
+        r.missing += keys.filter { file.shape(of: $0) == nil }
         if strict && !r.isClean { throw CheckpointError.keyMismatch(report: r, path: file.path) }
         return r
     }

@@ -27,7 +27,7 @@ public enum BertEncoderSelfCheck {
         config.hiddenDropoutProb = 0
         config.attentionProbsDropoutProb = 0
         let file = try SafeTensorsFile(path: dir.appendingPathComponent("fixture.safetensors").path)
-        let wfile = try SafeTensorsFile(path: weights.path)
+        let wfile = try openWeightFile(weights.path)
         let model = BertModel(config, random: nil)
         model.train(false)
         let r = try model.load(from: wfile, keyMap: bertKeyMap(in: wfile), strict: false)
