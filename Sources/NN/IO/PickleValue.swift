@@ -2,7 +2,8 @@ import Foundation
 
 /// A value produced by `SafeUnpickler`: plain data only. Python objects that a pickle could
 /// construct by calling code are either one of the few allowlisted torch/collections types
-/// (tensors, storages, dtypes, `OrderedDict`, `argparse.Namespace`) or refused.
+/// (tensors, storages, dtypes, `OrderedDict`, sets, `torch.Size`) or refused — the set
+/// `torch.load(weights_only=True)` accepts by default.
 public indirect enum PickleValue {
     case none
     case bool(Bool)
@@ -21,8 +22,6 @@ public indirect enum PickleValue {
     case global(module: String, name: String)
     /// `torch.float32` etc.
     case dtype(TorchDType)
-    /// An instance of an allowlisted plain class (`argparse.Namespace`): its class and its state.
-    case object(PickleObject)
     /// A storage (a persistent id resolved by the checkpoint reader), possibly a legacy view.
     case storage(TorchStorageRef)
     case tensor(TorchTensor)
@@ -49,11 +48,8 @@ public indirect enum PickleValue {
     }
     public var tensor: TorchTensor? { if case .tensor(let t) = self { return t }; return nil }
     public var dict: PickleDict? {
-        switch self {
-        case .dict(let d): return d
-        case .object(let o): return o.state
-        default: return nil
-        }
+        if case .dict(let d) = self { return d }
+        return nil
     }
     /// Items of a list, tuple or set.
     public var items: [PickleValue]? {
@@ -102,7 +98,6 @@ public indirect enum PickleValue {
         case .dict(let d): return "{" + d.pairs.map { "\($0.0.repr(depth: d1)): \($0.1.repr(depth: d1))" }.joined(separator: ", ") + "}"
         case .global(let m, let n): return "<\(m).\(n)>"
         case .dtype(let d): return "torch.\(d.rawValue)"
-        case .object(let o): return "\(o.className)(" + o.state.pairs.map { "\($0.0.string ?? $0.0.repr(depth: d1))=\($0.1.repr(depth: d1))" }.joined(separator: ", ") + ")"
         case .storage(let s): return "<storage \(s.storage.key) \(s.storage.dtype.rawValue)[\(s.storage.numel)]>"
         case .tensor(let t): return "tensor(\(t.dtype.rawValue), \(t.shape))"
         }
@@ -132,13 +127,6 @@ public final class PickleDict {
         let ks = k.keyString
         if let i = index[ks] { pairs[i].1 = v } else { index[ks] = pairs.count; pairs.append((k, v)) }
     }
-}
-
-/// An instance of an allowlisted plain class: `argparse.Namespace(**state)`.
-public final class PickleObject {
-    public let className: String
-    public var state = PickleDict()
-    init(className: String) { self.className = className }
 }
 
 /// Python's `repr(float)`: the shortest round-tripping digits, `1e-05` style exponents.

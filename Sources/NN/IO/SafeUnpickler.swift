@@ -7,19 +7,19 @@ import Foundation
 /// ints (text, `BININT*`, `LONG*`), floats, strings and bytes, tuples, lists, dicts, sets,
 /// `GLOBAL`/`STACK_GLOBAL` (checked against `allowedGlobals` *when read*, so a forbidden name
 /// fails before anything could be called), `REDUCE`/`NEWOBJ`/`BUILD` (interpreted for the allowed
-/// globals only), `PERSID`/`BINPERSID` (handed to `persistentLoad`: torch's storages). `INST`,
+/// globals only; `BUILD` only on an `OrderedDict` or a tensor, as torch's `weights_only` loader), `PERSID`/`BINPERSID` (handed to `persistentLoad`: torch's storages). `INST`,
 /// `OBJ`, `EXT*` and out-of-band buffers are refused. Nothing is ever executed.
 public struct SafeUnpickler {
     /// Globals a torch checkpoint may name, `module.name`.
     public static let allowedGlobals: Set<String> = {
         var s: Set<String> = [
-            "collections.OrderedDict",
+            "collections.OrderedDict", "collections.Counter",
             "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
             "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
             "torch._tensor._rebuild_from_type_v2", "torch.Tensor", "torch.nn.parameter.Parameter",
             "torch.Size", "torch.device", "torch.storage.UntypedStorage", "torch.UntypedStorage",
             "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset",
-            "_codecs.encode", "argparse.Namespace",
+            "_codecs.encode",
         ]
         for st in ["Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool"] { s.insert("torch.\(st)Storage") }
         for d in ["float32", "float", "float64", "double", "float16", "half", "bfloat16", "int64", "long", "int32", "int",
@@ -162,6 +162,10 @@ private struct Machine {
                 }
             }
             return .dict(d)
+        case "collections.Counter":
+            let d = PickleDict()
+            if let src = args.first?.dict { for (k, v) in src.pairs { d.set(k, v) } }
+            return .dict(d)
         case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2":
             guard case .storage(let s) = try arg(0) else { throw bad("\(name): first argument is not a storage") }
             guard let off = try arg(1).int else { throw bad("\(name): storage offset is not an int") }
@@ -186,8 +190,6 @@ private struct Machine {
                 return .bytes(try s.unicodeScalars.map { guard $0.value < 256 else { throw bad("_codecs.encode: not latin-1") }; return UInt8($0.value) })
             }
             return .bytes(Array(s.utf8))
-        case "argparse.Namespace":
-            return .object(PickleObject(className: name))
         default:
             throw bad("\(name) cannot be called (it is a type marker, allowed only as an argument)")
         }
@@ -282,8 +284,6 @@ private struct Machine {
                 let state = try pop()
                 switch try top() {
                 case .dict(let d): d.attributes = state.dict                          // OrderedDict._metadata
-                case .object(let o):
-                    if let s = state.dict { for (k, v) in s.pairs { o.state.set(k, v) } }
                 case .tensor: break                                                   // a tensor's __dict__ (hooks etc.)
                 default: throw bad("BUILD on \(try top().repr.prefix(60))")
                 }

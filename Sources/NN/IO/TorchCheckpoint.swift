@@ -201,8 +201,6 @@ public final class TorchCheckpoint {
         case .tensor(let t): try body(prefix, t)
         case .dict(let d):
             for (k, x) in d.pairs { try walkTensors(x, prefix: join(k.string ?? k.int.map(String.init) ?? k.repr), depth: depth + 1, body) }
-        case .object(let o):
-            for (k, x) in o.state.pairs { try walkTensors(x, prefix: join(k.string ?? k.repr), depth: depth + 1, body) }
         case .list, .tuple, .set:
             for (i, x) in (v.items ?? []).enumerated() { try walkTensors(x, prefix: join(String(i)), depth: depth + 1, body) }
         default: break
