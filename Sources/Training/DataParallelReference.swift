@@ -21,7 +21,7 @@ public final class DataParallelReference {
         self.config = config
         self.worldSize = worldSize
         model = ALBEFPretrain(config.model, seed: seed)
-        if let t = config.textInit { try model.loadPlainBert(SafeTensorsFile(path: t)) }
+        _ = try model.loadInitialWeights(config) { _ in }
         model.pack()
         optimizer = AdamW(model.online!, lr: Float(config.lr), weightDecay: Float(config.weightDecay))
         rngs = (0..<worldSize).map { RankStreams.step(seed: seed, rank: $0) }

@@ -19,7 +19,9 @@ public struct SyntheticBatches: Sendable {
         for r in 0..<batchSize {
             let len = r == 0 ? length : max(2, length - rng.int(below: max(length / 2, 1)))
             for t in 0..<length {
-                ids.append(t == 0 ? 101 : (t < len ? Int32(rng.int(1000, max(vocabSize, 1001))) : 0))
+                // Word ids from 1000 up (past BERT's special tokens); from 104 for vocabularies of ≤ 1000.
+                let lo = vocabSize > 1000 ? 1000 : 104
+                ids.append(t == 0 ? 101 : (t < len ? Int32(rng.int(lo, max(vocabSize, lo + 1))) : 0))
                 mask.append(t < len ? 1 : 0)
             }
         }

@@ -36,6 +36,11 @@ public struct TrainConfig: Sendable {
     public var vocab: String?
     /// A plain BERT safetensors file (e.g. MiniLM) that initialises `text_encoder.bert` (+ `_m`).
     public var textInit: String?
+    /// timm/DeiT ViT weights (`.pth` or safetensors) for `visual_encoder` (ALBEF's `init_deit`);
+    /// key `vision_init`, relative to the YAML file.
+    public var visionInit: String?
+    /// A whole ALBEF checkpoint to start from (reference `.pth` or ours); key `checkpoint`.
+    public var checkpoint: String?
     /// Path of the file this came from.
     public var path: String = "(defaults)"
 
@@ -93,6 +98,8 @@ public struct TrainConfig: Sendable {
         }
         if let v: String = try r.opt("vocab") { vocab = v.hasPrefix("/") ? v : dir.appendingPathComponent(v).path }
         if let t: String = try r.opt("text_init") { textInit = t.hasPrefix("/") ? t : dir.appendingPathComponent(t).path }
+        if let t: String = try r.opt("vision_init") { visionInit = t.hasPrefix("/") ? t : dir.appendingPathComponent(t).path }
+        if let t: String = try r.opt("checkpoint") { checkpoint = t.hasPrefix("/") ? t : dir.appendingPathComponent(t).path }
         if let v = try r.section("vit") {
             model.patchSize = try v.opt("patch_size") ?? model.patchSize
             model.vitDepth = try v.opt("depth") ?? model.vitDepth

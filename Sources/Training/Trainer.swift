@@ -68,14 +68,8 @@ public final class Trainer {
         self.comm = comm
         self.seed = seed
         model = ALBEFPretrain(config.model, seed: seed)
-        var pretrained = Set<ObjectIdentifier>()
-        if let t = config.textInit {
-            let file = try SafeTensorsFile(path: t)
-            let r = try model.loadPlainBert(file)
-            if comm.rank == 0 { print("text_init \(t): \(r.summary)") }
-            let loaded = Set(r.loaded.map { "text_encoder.bert." + $0 })
-            for (k, p) in model.trainableParameters() where loaded.contains(k) { pretrained.insert(ObjectIdentifier(p)) }
-        }
+        let rank = comm.rank
+        let pretrained = try model.loadInitialWeights(config) { if rank == 0 { print($0) } }
         model.pack(gradients: config.optimizerInBackward ? .deferred : .flat)
         optimizer = AdamW(model.online!, lr: Float(config.lr), weightDecay: Float(config.weightDecay))
         if config.pretrainedLRMult != 1 {

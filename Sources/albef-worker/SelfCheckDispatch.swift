@@ -18,11 +18,13 @@ func runFixture(directory: URL, weights: String?, report: SelfCheckReport) throw
             throw SelfCheckError.missing("bert-encoder: no weights: pass --weights model.safetensors (scripts/setup unpacks MiniLM into vendor/minilm/)")
         }
         try BertEncoderSelfCheck.run(directory: directory, weights: w, report: report)
+    case "pytorch-checkpoints":
+        try PyTorchCheckpointSelfCheck.run(directory: directory, report: report)
     case "tokenizer":
         let (lines, passed) = try TokenizerSelfCheck.run(fixtureDirectory: directory)
         for l in lines { report.note(l) }
         report.record(name: "tokenizer (pre_caption, tokens, ids, batch ids/masks)", passed: passed)
     default:
-        throw SelfCheckError.invalid("unknown fixture kind '\(kind)' (known: albef-pretrain-step, bert-encoder, tokenizer)")
+        throw SelfCheckError.invalid("unknown fixture kind '\(kind)' (known: albef-pretrain-step, bert-encoder, pytorch-checkpoints, tokenizer)")
     }
 }

@@ -21,6 +21,27 @@ final class PretrainStepTests: XCTestCase {
         XCTAssertGreaterThan(report.comparisons.count, 40)
     }
 
+    /// A name the fixture holds that the model cannot produce fails the selfcheck (it is not
+    /// skipped with a note, so a fixture cannot pass while checking less than it holds).
+    func testUnknownNamesInAFixtureAreFailures() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fixture-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(at: microFixture.appendingPathComponent("fixture.safetensors"), to: dir.appendingPathComponent("fixture.safetensors"))
+        let original = try JSONSerialization.jsonObject(with: Data(contentsOf: microFixture.appendingPathComponent("fixture.json"))) as! [String: Any]
+        for key in ["momentum_norms_after", "param_norms_after_adamw"] {
+            var json = original
+            var norms = json[key] as? [String: Any] ?? [:]
+            norms["visual_encoder.not_a_parameter"] = 1.0
+            json[key] = norms
+            try JSONSerialization.data(withJSONObject: json).write(to: dir.appendingPathComponent("fixture.json"))
+            let report = SelfCheckReport(echo: false)
+            try PretrainStepSelfCheck.run(directory: dir, report: report)
+            XCTAssertFalse(report.passed, key)
+            XCTAssertTrue(report.failures.contains { $0.name.contains("visual_encoder.not_a_parameter (no such parameter)") }, "\(key): \(report.failures.map(\.name))")
+        }
+    }
+
     /// A fixture whose config names its preset otherwise and omits the ViT's shape keys still
     /// passes: the shapes come from the weights (what an unseen fixture may look like).
     func testSelfCheckReadsTheViTShapeFromTheWeights() throws {

@@ -7,7 +7,7 @@ extension ALBEFPretrain {
     /// LayerNorm names accepted). Cross-attention and the MLM head keep their init. Returns the
     /// report for the online encoder.
     @discardableResult
-    public func loadPlainBert(_ file: SafeTensorsFile) throws -> LoadReport {
+    public func loadPlainBert(_ file: WeightFile) throws -> LoadReport {
         let map = BertEncoderSelfCheck.bertKeyMap(in: file)
         let r = try textEncoder.bert.load(from: file, keyMap: map, strict: false)
         let bad = r.shapeMismatches

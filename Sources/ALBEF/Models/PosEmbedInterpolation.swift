@@ -55,20 +55,23 @@ extension ALBEFPretrain {
     /// 256 → 384 px for fine-tuning), resizing `visual_encoder(_m).pos_embed` with
     /// `interpolatePosEmbed` as ALBEF does for non-resume loads. Other keys load as usual.
     @discardableResult
-    public func loadInterpolatingPosEmbed(_ file: SafeTensorsFile, strict: Bool = false) throws -> LoadReport {
+    public func loadInterpolatingPosEmbed(_ file: WeightFile, strict: Bool = false) throws -> LoadReport {
         let keys = ["visual_encoder.pos_embed", "visual_encoder_m.pos_embed"]
-        let r = try load(from: file, keyMap: { keys.contains($0) ? nil : $0 }, strict: false)
+        var r = try load(from: file, keyMap: { keys.contains($0) ? nil : $0 }, strict: false)
+        r.unexpected.removeAll { keys.contains($0) }
         for (k, t) in [(keys[0], visualEncoder.posEmbed), (keys[1], visualEncoderM.posEmbed)] {
-            guard let e = file.entries[k] else { continue }
+            guard let eShape = file.shape(of: k) else { continue }
             let c = t.shape[2]
-            let nOld = e.shape.reduce(1, *) / c - 1
+            let nOld = eShape.reduce(1, *) / c - 1
             let gOld = Int(Float(nOld).squareRoot().rounded()), gNew = Int(Float(t.shape[1] - 1).squareRoot().rounded())
-            guard gOld * gOld == nOld, e.shape.last == c else {
-                throw CheckpointError.shapeMismatch(key: k, expected: t.shape, got: e.shape, path: file.path)
+            guard gOld * gOld == nOld, eShape.last == c else {
+                throw CheckpointError.shapeMismatch(key: k, expected: t.shape, got: eShape, path: file.path)
             }
             let v = interpolatePosEmbed(try file.floats(k), channels: c, oldGrid: gOld, newGrid: gNew)
             v.withUnsafeBufferPointer { t.data.update(from: $0.baseAddress!, count: t.count) }
+            r.loaded.append(k)
         }
+        r.missing += keys.filter { file.shape(of: $0) == nil }
         if strict && !r.isClean { throw CheckpointError.keyMismatch(report: r, path: file.path) }
         return r
     }

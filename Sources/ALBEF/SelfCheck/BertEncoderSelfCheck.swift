@@ -27,7 +27,7 @@ public enum BertEncoderSelfCheck {
         config.hiddenDropoutProb = 0
         config.attentionProbsDropoutProb = 0
         let file = try SafeTensorsFile(path: dir.appendingPathComponent("fixture.safetensors").path)
-        let wfile = try SafeTensorsFile(path: weights.path)
+        let wfile = try openWeightFile(weights.path)
         let model = BertModel(config, random: nil)
         model.train(false)
         let r = try model.load(from: wfile, keyMap: bertKeyMap(in: wfile), strict: false)
@@ -71,7 +71,7 @@ public enum BertEncoderSelfCheck {
 
     /// Maps our `BertModel` keys to the file's: plain BERT files use `embeddings.*`/`encoder.*`,
     /// some prefix `bert.`; old ones name LayerNorm parameters `gamma`/`beta`.
-    public static func bertKeyMap(in file: SafeTensorsFile) -> (String) -> String? {
+    public static func bertKeyMap(in file: WeightFile) -> (String) -> String? {
         let keys = Set(file.keys)
         return { k in
             for cand in [k, "bert." + k] {

@@ -118,7 +118,7 @@ public enum PretrainStepSelfCheck {
         // Activations.
         for key in file.keys where key.hasPrefix("expected/") && !key.hasPrefix("expected/grad/") && !key.hasPrefix("expected/after") {
             let name = String(key.dropFirst("expected/".count))
-            guard let t = out.activations[name] else { report.note("note: no activation named \(name) to compare"); continue }
+            guard let t = out.activations[name] else { report.record(name: "act/\(name) (no such activation to compare)", passed: false); continue }
             report.compare("act/\(name)", t.scalars, try file.floats(key), atol: 1e-5, rtol: 2e-4)
         }
 
@@ -155,12 +155,15 @@ public enum PretrainStepSelfCheck {
                 report.compare("after/\(name)", (name == "image_queue" ? model.imageQueue : model.textQueue).scalars, try file.floats(key), atol: 1e-5, rtol: 1e-4)
             } else if let p = params[name] {
                 report.compare("after/\(name)", p.scalars, try file.floats(key), atol: 1e-6, rtol: 1e-5)
+            } else {
+                report.record(name: "after/\(name) (no such parameter or buffer)", passed: false)
             }
         }
         if let norms = json["momentum_norms_after"] as? [String: Any] {
             var worst = (0.0, "")
             for (name, v) in norms {
-                guard let ref = num(v), let p = params[name] else { continue }
+                guard let ref = num(v) else { continue }
+                guard let p = params[name] else { worst = (.infinity, name + " (no such parameter)"); continue }
                 let n = l2Norm(p)
                 let rel = abs(n - ref) / max(ref, 1e-6)
                 if ProcessInfo.processInfo.environment["SELFCHECK_DEBUG"] != nil, rel > 1e-6 { report.note("  momentum \(name): \(n) vs \(ref) rel \(rel)") }
@@ -190,14 +193,15 @@ public enum PretrainStepSelfCheck {
         adam.update()
         for key in file.keys where key.hasPrefix("expected/after_adamw/") {
             let name = String(key.dropFirst("expected/after_adamw/".count))
-            guard let p = params[name] else { continue }
+            guard let p = params[name] else { report.record(name: "after_adamw/\(name) (no such parameter)", passed: false); continue }
             report.compare("after_adamw/\(name)", p.scalars, try file.floats(key), atol: 1e-6, rtol: 1e-5)
         }
         if let norms = json["param_norms_after_adamw"] as? [String: Any] {
             // Tensors with gradient elements below AdamW's eps get the noise allowance above.
             var worst = (0.0, ""), noisy = 0
             for (name, v) in norms {
-                guard let ref = num(v), let p = params[name] else { continue }
+                guard let ref = num(v) else { continue }
+                guard let p = params[name] else { worst = (.infinity, name + " (no such parameter)"); continue }
                 let n = l2Norm(p)
                 let allowance = noiseAllowance[name] ?? 0
                 if allowance > 0 { noisy += 1 }

@@ -40,7 +40,7 @@ extension Module {
     /// Tied tensors (the same tensor under two keys) are filled once; a missing alias of a loaded
     /// partner is reported in `tiedFilled`, not as missing.
     @discardableResult
-    public func load(from file: SafeTensorsFile, keyMap: (String) -> String? = { $0 }, strict: Bool = true,
+    public func load(from file: WeightFile, keyMap: (String) -> String? = { $0 }, strict: Bool = true,
                      include: (String) -> Bool = { _ in true }) throws -> LoadReport {
         var report = LoadReport()
         var used = Set<String>()
@@ -49,13 +49,13 @@ extension Module {
         var pendingTied: [(String, Tensor)] = []
         for (key, entry) in entries {
             guard let fk = keyMap(key) else { continue }
-            guard let info = file.entries[fk] else {
+            guard let infoShape = file.shape(of: fk), let infoDType = file.dtype(of: fk) else {
                 if case .float(let t) = entry { pendingTied.append((key, t)) } else { report.missing.append(key) }
                 continue
             }
             used.insert(fk)
-            guard info.shape == entry.shape || (info.shape.reduce(1, *) == entry.shape.reduce(1, *) && entry.shape.count == 0) else {
-                report.shapeMismatches.append((key, entry.shape, info.shape))
+            guard infoShape == entry.shape || (infoShape.reduce(1, *) == entry.shape.reduce(1, *) && entry.shape.count == 0) else {
+                report.shapeMismatches.append((key, entry.shape, infoShape))
                 continue
             }
             switch entry {
@@ -64,7 +64,7 @@ extension Module {
                 let v = try file.floats(fk)
                 v.withUnsafeBufferPointer { t.data.update(from: $0.baseAddress!, count: t.count) }
                 filled.insert(ObjectIdentifier(t))
-                if info.dtype != "F32" { report.converted.append((key, info.dtype)) }
+                if infoDType != "F32" { report.converted.append((key, infoDType)) }
             case .int(let b):
                 b.value = try file.ints(fk)
             }
