@@ -24,7 +24,7 @@ final class LedgerPropertyTests: XCTestCase {
         }
     }
 
-    func run(seed: UInt64, world: Int32, sizes: [Int], epochs: UInt32, detailedCheckpoints: Int? = nil) throws {
+    func run(seed: UInt64, world: Int32, sizes: [Int], epochs: UInt32, detailedCheckpoints: Int? = nil) throws -> Int {
         var rng = FuzzRNG(state: seed)
         let config = CoordinatorConfig(jobId: "prop", worldSize: UInt32(world), seed: seed, leaseSize: 16, epochs: epochs,
                                        maxOutstanding: 3, heartbeatTimeout: 1e9)
@@ -157,19 +157,24 @@ final class LedgerPropertyTests: XCTestCase {
         if Int(step) > h.state.detailedCheckpointLimit { XCTAssertNotNil(h.state.folded, "seed \(seed): \(step) commits, some folded") }
         XCTAssertEqual((h.state.folded?.count ?? 0) + h.state.checkpoints.count, Int(step), "seed \(seed): every commit is kept or folded")
         XCTAssertEqual(h.state.jobState, .done, "seed \(seed)")
+        return closes
     }
 
     func testRandomisedRunsAccountForEverySampleExactlyOnce() throws {
+        var closes = 0
         for seed: UInt64 in 1...12 {
-            try run(seed: seed, world: Int32(1 + seed % 4), sizes: [90, 0, 33, 120, 7], epochs: 2)
+            closes += try run(seed: seed, world: Int32(1 + seed % 4), sizes: [90, 0, 33, 120, 7], epochs: 2)
         }
+        XCTAssertGreaterThan(closes, 0, "some runs closed epoch 0 early")
     }
 
     /// The same with only the 2 newest checkpoints kept in detail (older ones folded into one
     /// record): rollbacks, restarts from snapshots and the final ledger are still exact.
     func testFoldingOldCheckpointsKeepsAccountingExact() throws {
+        var closes = 0
         for seed: UInt64 in 21...32 {
-            try run(seed: seed, world: Int32(1 + seed % 4), sizes: [90, 0, 33, 120, 7], epochs: 2, detailedCheckpoints: 2)
+            closes += try run(seed: seed, world: Int32(1 + seed % 4), sizes: [90, 0, 33, 120, 7], epochs: 2, detailedCheckpoints: 2)
         }
+        XCTAssertGreaterThan(closes, 0, "some runs closed epoch 0 early")
     }
 }
