@@ -188,6 +188,9 @@ extension CoordinatorStateTests {
         }
         for t in tail0 { XCTAssertFalse(h.state.planner.queues.contains { covered($0, t) }, "the tail \(t) is nobody's") }
         assertLedgerPartition(h.state, "rolled back before the epoch end")
+        // Every lease was revoked: what stays leased (net of give-backs) is what checkpoint 50 committed.
+        XCTAssertEqual(h.state.planner.issued[0] ?? 0, SampleRange.total(ledger50), "epoch 0 samples counted as leased")
+        XCTAssertEqual(h.state.planner.issued[1] ?? 0, 0, "epoch 1 samples counted as leased")
         for r in [0, 1] as [Int32] { XCTAssertEqual(h.register(r, pid: 800)?.resumeStep, 50) }
         let rest = drain(&h, ranks: [0, 1])
         assertExactCover(ledger50 + rest.map { $0.range() } + tails(h.state, epochs: 2), epochs: 2)
