@@ -176,16 +176,15 @@ extension CoordinatorStateTests {
         }
         let b = h.state.planner.streamBoundaries(epoch: 0)
         let stream1 = h.state.planner.ranges(epoch: 0, from: b[1], to: b[2])
-        for d in dropped100 where !tail0.contains(d) {
-            // Each dropped piece lies in rank 1's stream (rank 0 read all of its own) and is back in its queue.
-            XCTAssertTrue(stream1.contains { $0.shard == d.shard && $0.start <= d.start && d.end <= $0.end } || tail0.contains { $0.shard == d.shard },
-                          "\(d) is rank 1's")
-        }
-        let nonTail = SampleRange.merged(dropped100).filter { d in !tail0.contains { $0.shard == d.shard && $0.start <= d.start && d.end <= $0.end } }
-        for d in nonTail where stream1.contains(where: { $0.shard == d.shard && $0.start <= d.start && d.end <= $0.end }) {
-            XCTAssertTrue(covered(h.state.planner.queues[1], d), "\(d) back in rank 1's queue")
-            XCTAssertFalse(covered(h.state.planner.queues[0], d))
-        }
+        // The dropped samples minus the tail (a dropped range may run into the tail: same shard).
+        func samples(_ rs: [SampleRange]) -> Set<[Int]> { Set(rs.flatMap { r in (r.start..<r.end).map { [r.epoch, r.shard, $0] } }) }
+        let nonTail = samples(dropped100).subtracting(samples(tail0))
+        XCTAssertTrue(samples(tail0).isSubset(of: samples(dropped100)), "the tail was dropped")
+        XCTAssertEqual(nonTail.count + SampleRange.total(tail0), SampleRange.total(dropped100), "dropped = rank 1's leftovers + the tail")
+        XCTAssertFalse(nonTail.isEmpty)
+        XCTAssertTrue(nonTail.isSubset(of: samples(stream1)), "the leftovers are all rank 1's")
+        XCTAssertTrue(nonTail.isSubset(of: samples(h.state.planner.queues[1])), "back in rank 1's queue")
+        XCTAssertTrue(nonTail.isDisjoint(with: samples(h.state.planner.queues[0])))
         for t in tail0 { XCTAssertFalse(h.state.planner.queues.contains { covered($0, t) }, "the tail \(t) is nobody's") }
         assertLedgerPartition(h.state, "rolled back before the epoch end")
         // Every lease was revoked: what stays leased (net of give-backs) is what checkpoint 50 committed.
