@@ -143,7 +143,7 @@ final class LiveCoordinatorTests: XCTestCase {
         XCTAssertTrue(client.isExhausted)
         let ranges = consumed.map { $0.range() }
         XCTAssertEqual(ranges.reduce(0) { $0 + $1.count }, sizes.reduce(0, +), "no sample read twice or lost")
-        XCTAssertEqual(SampleRange.merged(ranges), sizes.enumerated().filter { $0.element > 0 }.map { SampleRange(epoch: 0, shard: $0.offset, start: 0, end: $0.element) })
+        XCTAssertEqual(SampleRange.merged(ranges), Fixtures.everySample(sizes, epochs: 1), "world size 1: no tail, the one stream is the epoch")
         XCTAssertEqual(Set(consumed.map(\.id)).count, consumed.count)
         client.commitCheckpoint(step: step, path: "/ck/final", positions: [DataPosition(rank: 0, leaseId: consumed.last!.id, offset: consumed.last!.count)])
         XCTAssertTrue(Self.eventually { server.state.jobState == .done }, "all data committed: \(server.state.jobState) \(server.state.leases.count) leases left")
@@ -258,8 +258,7 @@ extension LiveCoordinatorTests {
 extension LiveCoordinatorTests {
     /// Two ranks read through `LeaseCursor`, checkpoint mid-lease, the job fails, a new attempt
     /// resumes: samples read before the checkpoint plus samples read after the restart are every
-    /// sample exactly once, but for the epoch's tail (245 = 2 × 122 + 1: one sample is in neither
-    /// rank's stream).
+    /// sample exactly once.
     func testLeaseCursorPositionsGiveExactResume() throws {
         let sizes: [Int] = [130, 70, 45]
         let config = CoordinatorConfig(jobId: "cursor", worldSize: 2, leaseSize: 20, epochs: 1, maxOutstanding: 2, heartbeatTimeout: 60)
@@ -291,15 +290,22 @@ extension LiveCoordinatorTests {
         }
         // The coordinator restarts the job from step 3 (as after a lost rank).
         server.mutateState { $0.rollback() }
-        // Attempt 2: each rank reads what is left of its stream.
+        // Attempt 2: each rank reads what is left of its own stream (a rank only ever gets leases
+        // of its stream, so both must read for the epoch to be complete).
         let clients = try (0..<2).map { try CoordinatorClient(endpoint: server.endpoint, rank: Int32($0), worldSize: 2, jobId: "cursor", prefetch: 2) }
         defer { clients.forEach { $0.close() } }
         clients.forEach { $0.register() }
         XCTAssertTrue(Self.eventually { clients.allSatisfy { $0.registration?.resumeStep == 3 } })
-        let rest = clients.flatMap { takeAll(LeaseCursor(client: $0), 10_000) }
+        var rest: [SampleRef] = []
+        for c in clients { rest += takeAll(LeaseCursor(client: c), 10_000) }
         let all = kept + rest
-        XCTAssertEqual(all.count, Int(sizes.reduce(0, +)) - 1, "every sample of the ranks' streams exactly once")
+        // 245 samples over 2 ranks: streams of 122, the last sample is the epoch's tail.
+        let tail = server.state.planner.tail(epoch: 0)
+        XCTAssertEqual(SampleRange.total(tail), 1)
+        XCTAssertEqual(all.count, sizes.reduce(0, +) - 1, "every sample of the two streams exactly once")
         XCTAssertEqual(Set(all.map { "\($0.shard)/\($0.index)" }).count, all.count, "no duplicates")
+        let tailRefs = Set(tail.flatMap { t in (t.start..<t.end).map { "\(t.shard)/\($0)" } })
+        XCTAssertTrue(Set(all.map { "\($0.shard)/\($0.index)" }).isDisjoint(with: tailRefs), "the tail is nobody's")
     }
 }
 
@@ -323,8 +329,7 @@ extension LiveCoordinatorTests {
         let last = try XCTUnwrap(taken.last)
         client.commitCheckpoint(step: 1, path: "/ck/1", positions: [DataPosition(rank: 0, leaseId: last.id, offset: 4)])
         XCTAssertTrue(Self.eventually { server.state.checkpoints.count == 1 })
-        XCTAssertEqual(server.state.ledger, [SampleRange(epoch: 0, shard: 0, start: 0, end: 114)].map {
-            SampleRange(epoch: $0.epoch, shard: Int(taken[0].shard), start: Int(taken[0].start), end: Int(taken[0].start) + 114) })
+        XCTAssertEqual(server.state.ledger, [taken[0].range(from: 0, to: 114)], "11 leases of 10 and 4 of the 12th, contiguous")
         XCTAssertEqual(server.state.outstandingLeases(of: 0).count, 3, "the half-read lease and the 2 queued")
     }
 }

@@ -12,6 +12,11 @@ enum Fixtures {
         })
     }
 
+    /// Every sample of `epochs` epochs of a corpus with shard sizes `sizes`, merged.
+    static func everySample(_ sizes: [Int], epochs: Int) -> [SampleRange] {
+        (0..<epochs).flatMap { e in sizes.enumerated().filter { $0.element > 0 }.map { SampleRange(epoch: e, shard: $0.offset, start: 0, end: $0.element) } }
+    }
+
     static func tempDir(_ name: String = #function) -> URL {
         let url = FileManager.default.temporaryDirectory
             .appendingPathComponent("albef-control-tests-\(getpid())-\(name.filter { $0.isLetter || $0.isNumber })-\(UInt32.random(in: 0...UInt32.max))")
@@ -61,3 +66,25 @@ func which(_ name: String) -> String? {
     }
     return nil
 }
+
+/// The ledger invariant: for every epoch, the committed ranges, the dropped ranges, the live
+/// leases beyond their committed prefix (up to what a returned lease used; the rest is back in
+/// its owner's queue), the planner's per-rank queues, the streams of epochs a rank has not
+/// started and the tails of epochs not closed yet partition the epoch's samples.
+func ledgerPartition(_ state: CoordinatorState, _ what: String, sizes: [Int], file: StaticString = #filePath, line: UInt = #line) {
+    var pieces = state.ledger + state.dropped
+    for record in state.leases.values { pieces.append(record.lease.range(from: record.committedOffset, to: record.returnedConsumed ?? record.lease.count)) }
+    let p = state.planner
+    pieces += p.queues.flatMap { $0 }
+    let epochs = Int(state.config.epochs)
+    for r in 0..<p.worldSize {
+        for e in (p.rankEpoch[r] + 1)..<max(p.rankEpoch[r] + 1, epochs) {
+            let b = p.streamBoundaries(epoch: e)
+            pieces += p.ranges(epoch: e, from: b[r], to: b[r + 1])
+        }
+    }
+    for e in state.epochsDone..<max(state.epochsDone, epochs) { pieces += p.tail(epoch: e) }
+    XCTAssertEqual(SampleRange.total(pieces), sizes.reduce(0, +) * epochs, "\(what): overlap or loss", file: file, line: line)
+    XCTAssertEqual(SampleRange.merged(pieces), Fixtures.everySample(sizes, epochs: epochs), "\(what): coverage", file: file, line: line)
+}
+

@@ -214,7 +214,11 @@ public struct LeasePlanner: Codable, Hashable, Sendable {
         var dropped: [SampleRange] = []
         for r in 0..<worldSize {
             while rankEpoch[r] < epochsDone - 1 { start(epoch: rankEpoch[r] + 1, rank: r) }
-            dropped += queues[r].filter { $0.epoch < epochsDone }
+            let taken = queues[r].filter { $0.epoch < epochsDone }
+            // Counted like leased samples: a rollback of this close gives them back via
+            // `requeue`, which subtracts them again (without this, `issued` went negative).
+            for piece in taken { issued[piece.epoch, default: 0] += piece.count }
+            dropped += taken
             queues[r].removeAll { $0.epoch < epochsDone }
         }
         for e in max(0, alreadyDone)..<min(epochsDone, epochs) { dropped += tail(epoch: e) }
