@@ -41,6 +41,14 @@ public struct TrainConfig: Sendable {
     public var visionInit: String?
     /// A whole ALBEF checkpoint to start from (reference `.pth` or ours); key `checkpoint`.
     public var checkpoint: String?
+    /// Images whose header says more pixels than this are skipped as bad samples before any
+    /// pixel memory is allocated (a decompression bomb cannot take a loader down); key
+    /// `max_image_pixels`, default Pillow's `MAX_IMAGE_PIXELS` (89 478 485 = 1024·1024·1024/4/3).
+    public var maxImagePixels = 89_478_485
+    /// A run aborts once more than this fraction of the samples read were bad; key `max_bad_fraction`.
+    public var maxBadFraction = 0.1
+    /// Notes about known keys this build ignores (printed by the worker).
+    public var notes: [String] = []
     /// Path of the file this came from.
     public var path: String = "(defaults)"
 
@@ -58,7 +66,10 @@ public struct TrainConfig: Sendable {
     init(_ y: [String: Any], path: String) throws {
         self.path = path
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+        notes = try ConfigKeys.check(y, file: path)
         let r = YAMLReader(y, file: path)
+        maxImagePixels = try r.opt("max_image_pixels") ?? maxImagePixels
+        maxBadFraction = try r.opt("max_bad_fraction") ?? maxBadFraction
         if let bertPath: String = try r.opt("bert_config") {
             let p = bertPath.hasPrefix("/") ? bertPath : dir.appendingPathComponent(bertPath).path
             do { model.bert = try BertConfig.load(p) } catch let e as ConfigError { throw e } catch {
@@ -146,6 +157,7 @@ public struct TrainConfig: Sendable {
             throw ConfigError.invalid(key: "image_res", message: "\(model.imageRes) is not a multiple of the patch size \(model.patchSize)", file: path)
         }
         guard batchSize >= 2 else { throw ConfigError.invalid(key: "batch_size", message: "must be ≥ 2 (ITM negatives need another sample)", file: path) }
+        try validateRanges()
     }
 }
 

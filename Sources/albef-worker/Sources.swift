@@ -28,7 +28,13 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
     let spec = corpus ?? config.trainFiles.joined(separator: "::")
     guard !spec.isEmpty else { throw TrainingError.data("no corpus: pass --corpus (an index from `albef-data index`, shards or ALBEF JSON) or set train_file in \(config.path)") }
     let index = try loadIndex(spec)
-    let tokenizer = try BertTokenizer(vocabularyURL: vocabularyURL(config))
+    let vocabURL = vocabularyURL(config)
+    let tokenizer = try BertTokenizer(vocabularyURL: vocabURL)
+    // Token ids index the word embeddings: the vocabulary must fit the model's vocab_size.
+    let tokens = tokenizer.vocabulary.tokens.count
+    guard tokens <= config.model.bert.vocabSize else {
+        throw TrainingError.data("\(vocabURL.path) has \(tokens) tokens but the BERT config of \(config.path) says vocab_size \(config.model.bert.vocabSize): ids up to \(tokens - 1) would index past the word embeddings; set vocab_size ≥ \(tokens) or use the vocabulary the model was made for (config key vocab)")
+    }
     var c = DataLoader.Configuration(batchSize: config.batchSize, imageSize: config.model.imageRes)
     c.maxTextLength = config.maxLength
     c.seed = seed
@@ -37,6 +43,8 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
     c.quarantineFile = URL(fileURLWithPath: outputDir).appendingPathComponent(String(format: "quarantine_rank%03d.jsonl", rank))
     c.dropLast = true
     c.onBadSample = onBadSample
+    c.maxImagePixels = config.maxImagePixels
+    c.maxBadFraction = config.maxBadFraction
     c.cropScale = config.cropScale
     c.flipProbability = config.flip ? 0.5 : 0
     c.useRandAugment = config.randAugment

@@ -68,6 +68,12 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be ≥ 1") }
+        if let b = batchSize, b < 2 { throw ValidationError("--batch-size must be ≥ 2 (ITM draws each sample's negative from another sample of the batch), got \(b)") }
+        if let e = epochs, e < 1 { throw ValidationError("--epochs must be ≥ 1, got \(e)") }
+        if let v = lr, !(v > 0 && v.isFinite) { throw ValidationError("--lr must be > 0, got \(v)") }
+        if let n = synthetic, n < 1 { throw ValidationError("--synthetic must be ≥ 1 iterations per epoch, got \(n)") }
+        if loaderThreads < 1 { throw ValidationError("--loader-threads must be ≥ 1") }
+        if let s = maxSeconds, !(s > 0) { throw ValidationError("--max-seconds must be > 0") }
         if logEvery < 0 || checkpointEvery < 0 || keepCheckpoints < 0 {
             throw ValidationError("--log-every / --checkpoint-every / --keep-checkpoints must be ≥ 0")
         }
@@ -81,6 +87,9 @@ struct Train: ParsableCommand {
         if let b = batchSize { cfg.batchSize = b }
         if let e = epochs { cfg.overrideEpochs(e) }
         if let lr { cfg.overrideLR(lr) }
+        // The overrides and the world size, checked before anything is built.
+        try cfg.validate(worldSize: comm.size)
+        if comm.rank == 0 { cfg.notes.forEach { print($0) } }
         let source: BatchSource
         var link: CoordinatorLink? = nil
         var committedResumeStep = 0

@@ -13,6 +13,8 @@ public enum BadSampleKind: String, Codable, Sendable, CaseIterable, Error {
     case truncatedMember = "truncated_member"
     case duplicateKey = "duplicate_key"
     case corruptTar = "corrupt_tar"
+    /// The image header declares more pixels than `max_image_pixels` (a decompression bomb?).
+    case imageTooLarge = "image_too_large"
 }
 
 /// A sample that was skipped: where it is and why.

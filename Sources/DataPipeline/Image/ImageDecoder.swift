@@ -8,6 +8,18 @@ import Foundation
 public enum ImageFormat: String, Sendable { case jpeg, png }
 
 public enum ImageDecoder {
+    /// Pillow's `Image.MAX_IMAGE_PIXELS` (1024·1024·1024 / 4 / 3): the default pixel limit.
+    public static let defaultMaxPixels = 89_478_485
+
+    /// Throws `.tooLarge` when a `width × height` header exceeds `maxPixels` (checked before any
+    /// pixel buffer is allocated, so a small file declaring a huge image costs nothing).
+    static func checkPixels(_ w: Int32, _ h: Int32, maxPixels: Int, source: String) throws {
+        let n = Int(w) * Int(h)
+        guard n <= maxPixels else {
+            throw ImageError(kind: .tooLarge, source: source, message: "\(w)×\(h) = \(n) pixels > the limit \(maxPixels)")
+        }
+    }
+
     /// Format from the magic bytes, or nil.
     public static func format(of data: UnsafeRawBufferPointer) -> ImageFormat? {
         let p = data.bindMemory(to: UInt8.self)
@@ -37,8 +49,9 @@ public enum ImageDecoder {
 
     /// Decodes into `image` (buffer reused). `scaleDenominator` ∈ {1, 2, 4, 8} applies to JPEGs only
     /// (output size ⌈w/d⌉ × ⌈h/d⌉); PNGs always decode at full size.
+    /// Images whose header declares more than `maxPixels` (full size) are refused (`.tooLarge`).
     public static func decode(_ data: [UInt8], into image: inout RGBImage, scaleDenominator: Int = 1,
-                              source: String) throws {
+                              maxPixels: Int = defaultMaxPixels, source: String) throws {
         try data.withUnsafeBytes { raw in
             guard let fmt = format(of: raw) else {
                 throw ImageError(kind: data.isEmpty ? .truncated : .unknownFormat, source: source,
@@ -49,6 +62,8 @@ public enum ImageDecoder {
             var err = [CChar](repeating: 0, count: 256)
             switch fmt {
             case .jpeg:
+                try imageCheck(CImage_jpeg_header(p.baseAddress, p.count, &w, &h, &comps, &err, err.count), source: source, message: err)
+                try checkPixels(w, h, maxPixels: maxPixels, source: source)
                 let d = Int32(scaleDenominator)
                 try imageCheck(CImage_jpeg_scaled_size(p.baseAddress, p.count, d, &w, &h, &err, err.count),
                                source: source, message: err)
@@ -61,6 +76,7 @@ public enum ImageDecoder {
             case .png:
                 try imageCheck(CImage_png_header(p.baseAddress, p.count, &w, &h, &err, err.count),
                                source: source, message: err)
+                try checkPixels(w, h, maxPixels: maxPixels, source: source)
                 image.reshape(width: Int(w), height: Int(h))
                 let status = image.pixels.withUnsafeMutableBufferPointer { out in
                     CImage_png_decode(p.baseAddress, p.count, out.baseAddress, out.count, &w, &h, &err, err.count)

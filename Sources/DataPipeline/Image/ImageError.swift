@@ -5,7 +5,7 @@ import CImage
 /// The only place that reads `CImage` status codes (`imageCheck`).
 public struct ImageError: Error, CustomStringConvertible, Equatable {
     public enum Kind: String, Sendable, Codable {
-        case corrupt, truncated, unsupported, bufferTooSmall, badArgument, noMemory, unknownFormat
+        case corrupt, truncated, unsupported, bufferTooSmall, badArgument, noMemory, unknownFormat, tooLarge
     }
     public var kind: Kind
     /// File path or `shard:key` of the sample.
@@ -26,6 +26,7 @@ public struct ImageError: Error, CustomStringConvertible, Equatable {
         case .corrupt: hint = "the bytes are not a valid image; re-download it or let the loader skip it"
         case .unknownFormat: hint = "only JPEG and PNG are supported; convert the image"
         case .unsupported: hint = "convert the image to 8-bit RGB JPEG or PNG"
+        case .tooLarge: hint = "its header declares more pixels than max_image_pixels allows (a decompression bomb?); resize it, or raise max_image_pixels"
         default: hint = "this is a bug in the caller"
         }
         return "image \(source): \(kind.rawValue): \(message). HINT: \(hint)"

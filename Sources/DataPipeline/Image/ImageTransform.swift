@@ -18,6 +18,8 @@ public struct ImageTransform {
     public var normalization = Normalization.clip
     /// Decode JPEGs at 1/2, 1/4, 1/8 when the crop still covers `imageSize` (faster; on by default).
     public var allowScaledDecode = true
+    /// Images declaring more pixels than this (in their header) are refused before decoding.
+    public var maxPixels = ImageDecoder.defaultMaxPixels
 
     /// Whether the last pretrain transform flipped the image.
     public private(set) var lastFlipped = false
@@ -43,16 +45,17 @@ public struct ImageTransform {
         lastFlipped = false
         switch mode {
         case .eval:
-            try ImageDecoder.decode(bytes, into: &decoded, source: source)
+            try ImageDecoder.decode(bytes, into: &decoded, maxPixels: maxPixels, source: source)
             resampler.resize(decoded, into: &resized, width: imageSize, height: imageSize)
         case .pretrain:
             let header = try ImageDecoder.size(of: bytes, source: source)
+            try ImageDecoder.checkPixels(Int32(clamping: header.width), Int32(clamping: header.height), maxPixels: maxPixels, source: source)
             let crop = RandomResizedCrop.box(width: header.width, height: header.height, scale: scale, ratio: ratio, rng: &rng)
             var d = 1
             if allowScaledDecode && header.format == .jpeg {
                 d = RandomResizedCrop.jpegScaleDenominator(crop: crop, outSize: imageSize)
             }
-            try ImageDecoder.decode(bytes, into: &decoded, scaleDenominator: d, source: source)
+            try ImageDecoder.decode(bytes, into: &decoded, scaleDenominator: d, maxPixels: maxPixels, source: source)
             let fd = Double(d)
             let box = (Double(crop.x) / fd, Double(crop.y) / fd, Double(crop.x + crop.width) / fd,
                        Double(crop.y + crop.height) / fd)

@@ -39,6 +39,9 @@ public final class DataLoader: @unchecked Sendable {
         /// Throw `DataError.tooManyBadSamples` when bad / seen exceeds this, checked once at least
         /// `minSamplesForBadFraction` samples were seen (and at the end of the stream).
         public var maxBadFraction = 0.1
+        /// Images declaring more pixels than this are skipped (`image_too_large`) before decoding:
+        /// a loader thread's image buffers never exceed 3 bytes × this (plus the fixed-size crop).
+        public var maxImagePixels = ImageDecoder.defaultMaxPixels
         public var minSamplesForBadFraction = 20
         /// JSON-lines file that receives every skipped sample.
         public var quarantineFile: URL? = nil
@@ -386,6 +389,7 @@ public final class DataLoader: @unchecked Sendable {
         transform.useRandAugment = configuration.useRandAugment
         transform.flipProbability = configuration.flipProbability
         transform.scale = configuration.cropScale
+        transform.maxPixels = configuration.maxImagePixels
         let floats = 3 * configuration.imageSize * configuration.imageSize
         while true {
             cond.lock()
@@ -441,7 +445,13 @@ public final class DataLoader: @unchecked Sendable {
             do {
                 try image.withUnsafeMutableBufferPointer { try transform.run(raw.image, source: raw.source, rng: &rng, into: $0) }
             } catch let e as ImageError {
-                let kind: BadSampleKind = e.kind == .truncated ? .truncatedImage : (e.kind == .unknownFormat ? .unknownImageFormat : .corruptImage)
+                let kind: BadSampleKind
+                switch e.kind {
+                case .truncated: kind = .truncatedImage
+                case .unknownFormat: kind = .unknownImageFormat
+                case .tooLarge: kind = .imageTooLarge
+                default: kind = .corruptImage
+                }
                 return .failure(BadSample(shard: raw.shardPath, key: raw.key, kind: kind, message: e.message))
             }
             if configuration.flipSwapsLeftRight && transform.lastFlipped {
