@@ -89,7 +89,15 @@ public final class SafeTensorsFile {
             case "U8", "I8", "BOOL": elem = 1
             default: throw CheckpointError.unsupportedDType(path: path, key: k, dtype: dt)
             }
-            let need = sh.reduce(1, *) * elem
+            // Element count with overflow checks (a crafted shape must not trap or wrap).
+            var need = elem
+            for d in sh {
+                let (m, over) = need.multipliedReportingOverflow(by: d)
+                guard d >= 0, !over, m <= dataSize else {
+                    throw CheckpointError.badHeader(path: path, offset: 8, message: "entry '\(k)': shape \(sh) is negative or larger than the file's \(dataSize) data bytes")
+                }
+                need = m
+            }
             guard offs[0] >= 0, offs[1] >= offs[0], offs[1] - offs[0] == need else {
                 throw CheckpointError.badHeader(path: path, offset: 8, message: "entry '\(k)': data_offsets \(offs) do not match \(dt) shape \(sh) (\(need) bytes)")
             }
@@ -98,6 +106,12 @@ public final class SafeTensorsFile {
                                                 message: "entry '\(k)' ends at data byte \(offs[1]) but the file holds \(dataSize) data bytes (truncated)")
             }
             es[k] = SafeTensorInfo(dtype: dt, shape: sh, begin: offs[0], end: offs[1])
+        }
+        // No two tensors may share bytes (a writer bug or a crafted file).
+        let spans = es.sorted { ($0.value.begin, $0.value.end) < ($1.value.begin, $1.value.end) }
+        for (a, b) in zip(spans, spans.dropFirst()) where b.value.begin < a.value.end && b.value.end > b.value.begin {
+            throw CheckpointError.badHeader(path: path, offset: dataStart + b.value.begin,
+                                            message: "entries '\(a.key)' [\(a.value.begin), \(a.value.end)) and '\(b.key)' [\(b.value.begin), \(b.value.end)) overlap")
         }
         entries = es
         metadata = meta
