@@ -13,25 +13,11 @@ final class CoordinatorIntegrationTests: XCTestCase {
         let bin = productsDirectory()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coordint-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
         let (s0, o0) = try runCommand(bin.appendingPathComponent("albef-data").path,
                                       ["synth", "--out", dir.path + "/corpus", "--samples", String(samples), "--heldout", "10",
                                        "--image-size", "32", "--shard-size", "100"])
         XCTAssertEqual(s0, 0, o0)
-        let cfg = dir.appendingPathComponent("micro.yaml")
-        try """
-        bert: {hidden_size: 32, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 64, vocab_size: 30522,
-               hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, fusion_layer: 2, encoder_width: 32}
-        vocab: '\(root.path)/configs/vocab.txt'
-        image_res: 32
-        vision_width: 32
-        vit: {patch_size: 16, depth: 2, num_heads: 2, mlp_ratio: 4}
-        embed_dim: 16
-        batch_size: \(batchSize)
-        queue_size: 64
-        optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
-        schedular: \(schedular)
-        """.write(to: cfg, atomically: true, encoding: .utf8)
+        let cfg = try writeMicroConfig(in: dir, batchSize: batchSize, schedular: schedular)
         return (dir, cfg)
     }
 

@@ -171,6 +171,13 @@ final class InputHardeningTests: XCTestCase {
 
     // MARK: - More boundaries
 
+    /// The shipped binaries keep their checks: no target of the manifest is built unchecked.
+    func testReleaseBuildKeepsSafetyChecks() throws {
+        let manifest = try String(contentsOf: root.appendingPathComponent("Package.swift"), encoding: .utf8)
+        XCTAssertNil(manifest.range(of: #"unsafeFlags\([^)]*-Ounchecked"#, options: .regularExpression), "a target is built with -Ounchecked")
+        XCTAssertNil(manifest.range(of: #"unsafeFlags\([^)]*-remove-runtime-asserts"#, options: .regularExpression))
+    }
+
     func testValueRangesAndTheQueueAreChecked() throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -115,3 +115,24 @@ final class MPIRunTests: XCTestCase {
                        String(format: "step_%08d", stop), "the checkpoint is at the step the signal stopped")
     }
 }
+
+/// Writes `micro.yaml` in `dir`: the micro ALBEF (32 px, 2 ViT blocks, 4 BERT layers fused from
+/// layer 2, queue 64) the multi-process tests train.
+func writeMicroConfig(in dir: URL, batchSize: Int = 4, schedular: String = "{sched: constant, epochs: 50}") throws -> URL {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+    let cfg = dir.appendingPathComponent("micro.yaml")
+    try """
+    bert: {hidden_size: 32, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 64, vocab_size: 30522,
+           hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, fusion_layer: 2, encoder_width: 32}
+    vocab: '\(root.path)/configs/vocab.txt'
+    image_res: 32
+    vision_width: 32
+    vit: {patch_size: 16, depth: 2, num_heads: 2, mlp_ratio: 4}
+    embed_dim: 16
+    batch_size: \(batchSize)
+    queue_size: 64
+    optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
+    schedular: \(schedular)
+    """.write(to: cfg, atomically: true, encoding: .utf8)
+    return cfg
+}

@@ -59,20 +59,7 @@ final class MultiHostTests: XCTestCase {
                                       ["synth", "--out", dir.path + "/corpus", "--samples", "200", "--heldout", "10",
                                        "--image-size", "32", "--shard-size", "100"])
         XCTAssertEqual(s1, 0, o1)
-        let cfg = dir.appendingPathComponent("micro.yaml")
-        try """
-        bert: {hidden_size: 32, num_hidden_layers: 4, num_attention_heads: 2, intermediate_size: 64, vocab_size: 30522,
-               hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0, fusion_layer: 2, encoder_width: 32}
-        vocab: '\(root.path)/configs/vocab.txt'
-        image_res: 32
-        vision_width: 32
-        vit: {patch_size: 16, depth: 2, num_heads: 2, mlp_ratio: 4}
-        embed_dim: 16
-        batch_size: 4
-        queue_size: 64
-        optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
-        schedular: {sched: constant, epochs: 50}
-        """.write(to: cfg, atomically: true, encoding: .utf8)
+        let cfg = try writeMicroConfig(in: dir)
 
         // The coordinator on host 1, bound to host 1's bridge address (not loopback).
         let endpoint = "tcp://\(addrs[0]):\(Int.random(in: 20000...30000))"
