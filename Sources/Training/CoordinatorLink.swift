@@ -134,21 +134,15 @@ public final class CoordinatorLink {
         ranges = LeaseRangeSource(client: client)
     }
 
-    /// The step of the checkpoint the job resumes from: the last one the coordinator committed (0:
-    /// none). Collective: rank 0 waits up to `timeout` seconds for its registration reply and
-    /// broadcasts the step, so every rank resumes from the same checkpoint.
+    /// What the coordinator answered every rank's registration, agreed: the step of the
+    /// checkpoint to resume from (the last one the coordinator committed, 0: none) and the epochs
+    /// it plans.
     ///
-    /// A relaunched job must resume from this checkpoint, not merely the latest one on disk: a
+    /// A relaunched job must resume from that checkpoint, not merely the latest one on disk: a
     /// checkpoint written just before the ranks died may never have been committed (its commit
     /// was lost with them), and the coordinator restarts the job from its last committed one,
     /// re-issuing every sample read after it. Resuming from the newer one would train those
     /// samples twice and leave the steps between the two checkpoints out of its ledger.
-    public func agreedResumeStep(timeout: Double) throws -> Int {
-        try agreedRegistration(timeout: timeout).resumeStep
-    }
-
-    /// What the coordinator answered every rank's registration, agreed: the step of the
-    /// checkpoint to resume from (see ``agreedResumeStep(timeout:)``) and the epochs it plans.
     /// Collective. Throws when any rank was refused (its message: another corpus index, world
     /// size or job) or rank 0 had no answer within `timeout` seconds.
     public func agreedRegistration(timeout: Double) throws -> (resumeStep: Int, epochs: Int) {

@@ -32,7 +32,6 @@ final class RunLog {
         windowSamples += globalBatch
         let step = m.step
         let options = run.options
-        guard metrics != nil || board != nil || run.trainer.comm.rank == 0 else { return }
         guard run.trainer.comm.rank == 0, options.logEvery > 0, step % options.logEvery == 0 || step == startStep + 1 else { return }
         let now = monotonicSeconds()
         let sps = Double(windowSamples) / max(now - windowStart, 1e-9)

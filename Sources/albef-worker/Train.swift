@@ -108,7 +108,7 @@ struct Train: ParsableCommand {
             let index = try loadIndex(spec)
             let l = try CoordinatorLink(endpoint: endpoint, auth: auth, jobId: jobId, comm: comm, corpusFingerprint: index.fingerprint)
             link = l
-            // The coordinator decides where the job resumes (see CoordinatorLink.agreedResumeStep)
+            // The coordinator decides where the job resumes (see CoordinatorLink.agreedRegistration)
             // and how many epochs it has; a refused registration (another corpus index) ends here.
             let agreed: (resumeStep: Int, epochs: Int)
             do { agreed = try l.agreedRegistration(timeout: l.ranges.patience) } catch {
