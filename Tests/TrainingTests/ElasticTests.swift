@@ -226,3 +226,71 @@ extension CoordinatorIntegrationTests {
         XCTAssertTrue(o3.contains("optimizer.lr changed since the checkpoint: 0.0001 → 5e-05"), o3)
     }
 }
+
+/// Automatic recovery: `cluster/albef-launch` restarts the job after a failure.
+extension CoordinatorIntegrationTests {
+    var launcher: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../cluster/albef-launch").standardized.path
+    }
+
+    /// A rank killed with SIGKILL mid-epoch (between checkpoints): the launcher restarts the job
+    /// by itself from the last committed checkpoint and it runs to its natural end; the steps
+    /// trained after that checkpoint were rolled back, so the audit trail holds every step once
+    /// and every sample at most once per epoch; the log names the failure, the restart and the
+    /// recovery time.
+    func testLauncherRestartsAfterARankIsKilledAndEverySampleIsTrainedOnce() throws {
+        let (dir, cfg) = try makeCorpusAndConfig(samples: 250, batchSize: 2, schedular: "{sched: constant, epochs: 2}", queueSize: 48)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = dir.appendingPathComponent("launch.log")
+        let run = dir.appendingPathComponent("run")
+        let p = try launch(URL(fileURLWithPath: launcher),
+                           ["-n", "2", "--bin", productsDirectory().appendingPathComponent("albef-worker").path, "--",
+                            "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--output-dir", run.path,
+                            "--log-every", "1", "--checkpoint-every", "20", "--record-samples", run.path + "/samples.jsonl"],
+                           log: log, environment: mpiEnvironment.merging(["ALBEF_LAUNCH_BACKOFF": "0"]) { $1 })
+        // Wait for step 24 (checkpoint 20 committed, steps after it), then kill rank 1 (before step 40).
+        let deadline = Date().addingTimeInterval(120)
+        var killed: Int32 = 0
+        while Date() < deadline && killed == 0 {
+            let last = (try? String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8))?.split(separator: "\n").last
+            let step = last.flatMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["step"] as? Int } ?? 0
+            if step >= 24 {
+                let (_, pids) = try runCommand("/usr/bin/pgrep", ["-f", "^[^ ]*albef-worker train --resume --config " + cfg.path])
+                if let pid = pids.split(separator: "\n").compactMap({ Int32($0) }).max() { kill(pid, SIGKILL); killed = pid }
+            }
+            usleep(50_000)
+        }
+        XCTAssertNotEqual(killed, 0, "never reached step 24")
+        XCTAssertTrue(finishes(p, within: 240), "the launcher did not finish")
+        let out = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        XCTAssertEqual(p.terminationStatus, 0, out)
+        XCTAssertTrue(out.contains("failure: exit status") && out.contains("restarting from checkpoint step"), out)
+        XCTAssertTrue(out.contains("recovery: restart 1 after exit status"), out)
+        XCTAssertTrue(out.contains("after the failure"), out)
+        XCTAssertTrue(out.contains("finished: 2 epoch(s) at step 124"), out)
+        XCTAssertTrue(out.contains("training ended normally after 1 restart(s)"), out)
+        let perEpoch = try assertAuditTrail(run.appendingPathComponent("samples.jsonl"), steps: 124, global: 4, out)
+        XCTAssertEqual(perEpoch[0]?.count, 248)
+        // Steps trained after the checkpoint the restart resumed from were rolled back: kept aside.
+        func number(after marker: String) -> Int? {
+            out.range(of: marker).flatMap { Int(out[$0.upperBound...].prefix { $0.isNumber }) }
+        }
+        if let logged = number(after: "last logged step "), let from = number(after: "restarting from checkpoint step "), logged > from {
+            let aside = try records(URL(fileURLWithPath: run.path + "/samples.jsonl.rolled-back")).compactMap { $0["step"] as? Int }
+            XCTAssertEqual(aside.first, from + 1, out)
+        }
+    }
+
+    /// A job that fails every time stops after MAX_RESTARTS restarts with a clear message and the
+    /// failure's status, not a loop.
+    func testLauncherGivesUpAfterMaxRestarts() throws {
+        let (dir, cfg) = try makeCorpusAndConfig(samples: 20, batchSize: 2, schedular: "{sched: constant, epochs: 1}", queueSize: 48)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (s, out) = try runCommand(launcher, ["-n", "1", "--max-restarts", "2", "--bin", productsDirectory().appendingPathComponent("albef-worker").path, "--",
+                                                 "--config", cfg.path, "--corpus", dir.path + "/missing/index.json", "--output-dir", dir.path + "/run"],
+                                      timeout: 120, env: mpiEnvironment.merging(["ALBEF_LAUNCH_BACKOFF": "0"]) { $1 })
+        XCTAssertNotEqual(s, 0, out)
+        XCTAssertEqual(out.components(separatedBy: "albef-launch: launch ").count - 1, 3, out)
+        XCTAssertTrue(out.contains("giving up: the job failed 3 time(s) (MAX_RESTARTS=2)"), out)
+    }
+}
