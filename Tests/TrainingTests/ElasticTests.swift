@@ -294,3 +294,43 @@ extension CoordinatorIntegrationTests {
         XCTAssertTrue(out.contains("giving up: the job failed 3 time(s) (MAX_RESTARTS=2)"), out)
     }
 }
+
+/// Elastic world size with a coordinator.
+extension CoordinatorIntegrationTests {
+    /// A coordinated 2-rank job loses a rank (SIGKILL) in epoch 1 and is relaunched as one rank
+    /// (a node gone): the coordinator rolls back to the last committed checkpoint and re-plans the
+    /// unconsumed rest of the epoch for the new world; the rank takes the checkpoint's global
+    /// batch as 2 micro-steps. The job finishes with the same number of steps, the ledger and the
+    /// audit trail hold every sample of each epoch exactly once, and the coordinator's history
+    /// names the world size change.
+    func testCoordinatedJobContinuesOnFewerRanksAfterLosingOne() throws {
+        let (dir, cfg) = try makeJobEndCorpus()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let coord = try startJobCoordinator(dir: dir, endpoint: endpoint, extra: ["--linger", "0"])
+        defer { if coord.isRunning { coord.terminate() } }
+        let record = dir.path + "/run/samples.jsonl"
+        let flags = ["--checkpoint-every", "4", "--record-samples", record]
+        let (train, logURL) = try startJobTraining(dir: dir, cfg: cfg, endpoint: endpoint, output: "run", log: "train.log", extra: flags)
+        let log = { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+        XCTAssertTrue(waitForText("epoch 0 step 6 |", log, while: train, timeout: 240), log())
+        let ranks = processTree(train.processIdentifier).filter { $0 != train.processIdentifier && commandName($0) == "albef-worker" }
+        if let victim = ranks.last { kill(victim, SIGKILL) }
+        XCTAssertTrue(finishes(train, within: 60), "mpirun did not end after a rank died\n\(log())")
+        let worker = productsDirectory().appendingPathComponent("albef-worker").path
+        let (s, out) = try runCommand(worker, ["train", "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
+                                               "--output-dir", dir.path + "/run", "--log-every", "1", "--resume"] + flags, timeout: 300)
+        XCTAssertEqual(s, 0, out)
+        XCTAssertTrue(out.contains("continuing with 1 rank(s) × 2 micro-step(s) × batch 16 = global batch 32"), out)
+        XCTAssertTrue(out.contains("finished: 2 epoch(s) at step 18"), out)
+        let st = try savedState(dir)
+        assertEveryEpochExactlyOnce(st, epochs: 2, samples: 300, out)
+        XCTAssertTrue(st.events.contains { $0.contains("world size 2 → 1") }, "\(st.events)")
+        let perEpoch = try assertAuditTrail(URL(fileURLWithPath: record), steps: 18, global: 32, log() + out)
+        XCTAssertEqual(perEpoch[0]?.count, 9 * 32)
+        // The ledger's trained samples of each epoch are the audit trail's.
+        for e in 0..<2 {
+            XCTAssertEqual(SampleRange.total(st.ledger.filter { $0.epoch == e }), perEpoch[e]?.count, "epoch \(e): ledger vs record")
+        }
+    }
+}
