@@ -42,6 +42,22 @@ final class StepLayoutTests: XCTestCase {
         XCTAssertEqual(SlotPlan(slots: 2, batchSize: 2).sequence(count: 8, rank: 0, ranks: 1), [0, 2, 1, 3, 4, 6, 5, 7])
     }
 
+    /// `accum_steps: 2` with per-rank batch B/2 reads the same samples per step as B in one
+    /// micro-step (the step's slots interleave the same slice of the epoch's permutation).
+    func testHalfBatchWithTwoMicroStepsReadsTheSameSamplesPerStep() {
+        let count = 103
+        let whole = SlotPlan(slots: 1, batchSize: 8).sequence(count: count, rank: 0, ranks: 1)
+        let halves = SlotPlan(slots: 2, batchSize: 4).sequence(count: count, rank: 0, ranks: 1)
+        for k in 0..<(count / 8) {
+            XCTAssertEqual(Set(whole[(k * 8)..<((k + 1) * 8)]), Set(halves[(k * 8)..<((k + 1) * 8)]), "step \(k)")
+        }
+        // And on two ranks (B/2 each, one micro-step) the same again.
+        let two = (0..<2).map { SlotPlan(slots: 2, batchSize: 4).sequence(count: count, rank: $0, ranks: 2) }
+        for k in 0..<(count / 8) {
+            XCTAssertEqual(Set(whole[(k * 8)..<((k + 1) * 8)]), Set(two[0][(k * 4)..<((k + 1) * 4)] + two[1][(k * 4)..<((k + 1) * 4)]))
+        }
+    }
+
     /// The global batch is kept on resume; a world size that cannot split it is an error listing
     /// the ones that can.
     func testLayoutResizeKeepsTheGlobalBatchOrListsWorldSizesThatWork() throws {
