@@ -254,6 +254,18 @@ final class SlurmTests: XCTestCase {
         XCTAssertEqual(latest(out2), String(format: "step_%08d", steps.last ?? -1), "the checkpoint is at the last step trained")
     }
 
+    /// `OUT/samples.jsonl` (`--record-samples`): steps 1...steps once each, `globalBatch` samples
+    /// a step, no sample twice.
+    func assertEveryStepOnceNoSampleTwice(out: String, steps: Int, globalBatch: Int, _ log: String) throws {
+        let lines = try String(contentsOfFile: out + "/samples.jsonl", encoding: .utf8).split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+        XCTAssertEqual(lines.map { $0["step"] as? Int ?? -1 }, Array(1...steps), log)
+        let samples = lines.flatMap { $0["samples"] as? [String] ?? [] }
+        XCTAssertEqual(samples.count, steps * globalBatch)
+        XCTAssertEqual(Set(samples).count, samples.count, "a sample trained twice")
+    }
+
     /// The albef-worker processes that Slurm started on `node` (by their SLURMD_NODENAME).
     func rankProcesses(on node: String) -> [pid_t] {
         let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
@@ -292,13 +304,7 @@ final class SlurmTests: XCTestCase {
         XCTAssertTrue(t.contains("recovery: restart 1 after exit status"), t)
         XCTAssertTrue(t.contains("training exited with status 0"), t)
         XCTAssertEqual(latest(out), "step_00000009")
-        let lines = try String(contentsOfFile: out + "/samples.jsonl", encoding: .utf8).split(separator: "\n").map {
-            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
-        }
-        XCTAssertEqual(lines.map { $0["step"] as? Int ?? -1 }, Array(1...9), t)
-        let samples = lines.flatMap { $0["samples"] as? [String] ?? [] }
-        XCTAssertEqual(samples.count, 9 * 16)
-        XCTAssertEqual(Set(samples).count, samples.count, "a sample trained twice")
+        try assertEveryStepOnceNoSampleTwice(out: out, steps: 9, globalBatch: 16, t)
     }
 
     /// A 2-node job with 2 ranks per node loses node2 for good: its slurmd is stopped and its ranks
@@ -345,12 +351,6 @@ final class SlurmTests: XCTestCase {
         XCTAssertTrue(t.contains("continuing with 2 rank(s) × 2 micro-step(s) × batch 4 = global batch 16"), t)
         XCTAssertTrue(t.contains("recovery: restart 1 after exit status"), t)
         XCTAssertEqual(latest(out), "step_00000009")
-        let lines = try String(contentsOfFile: out + "/samples.jsonl", encoding: .utf8).split(separator: "\n").map {
-            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
-        }
-        XCTAssertEqual(lines.map { $0["step"] as? Int ?? -1 }, Array(1...9), t)
-        let samples = lines.flatMap { $0["samples"] as? [String] ?? [] }
-        XCTAssertEqual(samples.count, 9 * 16)
-        XCTAssertEqual(Set(samples).count, samples.count, "a sample trained twice")
+        try assertEveryStepOnceNoSampleTwice(out: out, steps: 9, globalBatch: 16, t)
     }
 }
