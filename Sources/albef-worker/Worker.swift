@@ -1,4 +1,5 @@
 import ALBEF
+import ALBEFSelfCheck
 import ArgumentParser
 import Foundation
 import Tensor
