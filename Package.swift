@@ -57,7 +57,7 @@ let package = Package(
 
         // Executables (thin).
         .executableTarget(name: "albef-worker", dependencies: [
-            "Training", "ALBEF", "ALBEFSelfCheck", "NN", "Tensor", "CKernels", "DataPipeline", "Distributed", "Control",
+            "Training", "ALBEF", "ALBEFSelfCheck", "NN", "Tensor", "CKernels", "DataPipeline", "Distributed", "Control", "Yams",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "albef-coord", dependencies: [

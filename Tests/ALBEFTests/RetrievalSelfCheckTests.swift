@@ -100,10 +100,11 @@ final class RetrievalRecallTests: XCTestCase {
                             0.8, 0.5, 0.2]      // image 1: caption 2 last → rank 2
         let t2i: [Float] = [0.3, 0.7,           // caption 0 → image 0 at rank 1
                             0.9, -100,          // caption 1 → rank 0
-                            -100, -100]         // caption 2 → tie: counted at rank 0 (nothing strictly higher)
+                            -100, -100]         // caption 2 → tie with a non-target: rank 1 (the worst order)
         let r = RetrievalRecall(scoreI2T: i2t, scoreT2I: t2i, imageToTexts: [[0, 1], [2]], textToImage: [0, 0, 1])
         XCTAssertEqual(r.txtR1, 50); XCTAssertEqual(r.txtR5, 100); XCTAssertEqual(r.txtR10, 100)
-        XCTAssertEqual(r.imgR1, 200.0 / 3); XCTAssertEqual(r.imgR5, 100)
+        XCTAssertEqual(r.imgR1, 100.0 / 3); XCTAssertEqual(r.imgR5, 100)
+        XCTAssertEqual(RetrievalRecall.rank([-100, -100, -100, 0.5], of: [1, 2]), 2, "the higher entry, then the equal non-target, then the tied targets")
         XCTAssertEqual(r.txtRMean, (50.0 + 100 + 100) / 3)
         XCTAssertEqual(r.rMean, (r.txtRMean + r.imgRMean) / 2)
         // An image without captions is never a hit.

@@ -4,9 +4,10 @@
 ///     IR rank(t) = position of txt2img[t] in score_t2i[t] sorted descending
 ///     R@K = 100·#(rank < K)/count,  x_r_mean = (R@1 + R@5 + R@10)/3,  r_mean = (txt_r_mean + img_r_mean)/2
 ///
-/// A position is the number of entries scored strictly higher (ties, e.g. the −100 entries
-/// outside the top k, count in the target's favour; numpy's reversed `argsort` orders ties
-/// arbitrarily, so only tie-independent recalls are comparable).
+/// Ties never count in the target's favour: a position is the number of entries scored higher
+/// than the best target plus the non-target entries scored equal to it (numpy's reversed
+/// `argsort` orders ties arbitrarily, e.g. the −100 entries outside the top k; this is the
+/// worst order, so with k_test < 10 an unscored target is no R@10 hit by luck).
 /// JSON keys are the reference's (`txt_r1`, ..., `r_mean`).
 public struct RetrievalRecall: Codable, Equatable, Sendable {
     public var txtR1: Double, txtR5: Double, txtR10: Double, txtRMean: Double
@@ -41,9 +42,11 @@ public struct RetrievalRecall: Codable, Equatable, Sendable {
         rMean = (txtRMean + imgRMean) / 2
     }
 
-    /// Best position of any of `targets` in `row` sorted descending; `Int.max` without targets
-    /// (the reference's 1e20: never a hit).
+    /// Best position of any of `targets` in `row` sorted descending, equal non-targets first;
+    /// `Int.max` without targets (the reference's 1e20: never a hit).
     public static func rank(_ row: [Float], of targets: [Int]) -> Int {
-        targets.map { c in row.filter { $0 > row[c] }.count }.min() ?? Int.max
+        guard let best = targets.map({ row[$0] }).max() else { return Int.max }
+        let isTarget = Set(targets)
+        return row.indices.filter { row[$0] > best || (row[$0] == best && !isTarget.contains($0)) }.count
     }
 }
