@@ -28,7 +28,9 @@ struct EvalRetrieval: ParsableCommand {
     func run() throws {
         Threading.setThreads(model.threads)
         let cfg = try TrainConfig.load(model.config)
-        for n in cfg.notes { print(n) }
+        // Notes about keys pretraining ignores but this command reads are dropped.
+        let read = ["test_file", "val_file", "image_root", "k_test", "batch_size_train", "batch_size_test", "distill", "warm_up"]
+        for n in cfg.notes where !read.contains(where: { n.contains("note: \($0) is ignored") }) { print(n) }
         let extra = try retrievalKeys(model.config)
         let base = URL(fileURLWithPath: model.config).deletingLastPathComponent()
         func resolve(_ p: String) -> String { p.hasPrefix("/") || FileManager.default.fileExists(atPath: p) ? p : base.appendingPathComponent(p).path }
