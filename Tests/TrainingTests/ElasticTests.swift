@@ -313,8 +313,8 @@ extension CoordinatorIntegrationTests {
 
 /// Elastic world size with a coordinator.
 extension CoordinatorIntegrationTests {
-    /// A coordinated 2-rank job loses a rank (SIGKILL) in epoch 1 and is relaunched as one rank
-    /// (a node gone): the coordinator rolls back to the last committed checkpoint and re-plans the
+    /// A coordinated 2-rank job loses a rank (SIGKILL) in epoch 0, is relaunched as one rank (a
+    /// node gone) to step 12, then resubmitted on 2 ranks again (2 → 1 → 2): the coordinator rolls back to the last committed checkpoint and re-plans the
     /// unconsumed rest of the epoch for the new world; the rank takes the checkpoint's global
     /// batch as 2 micro-steps. The job finishes with the same number of steps, the ledger and the
     /// audit trail hold every sample of each epoch exactly once, and the coordinator's history
@@ -334,14 +334,21 @@ extension CoordinatorIntegrationTests {
         if let victim = ranks.last { kill(victim, SIGKILL) }
         XCTAssertTrue(finishes(train, within: 60), "mpirun did not end after a rank died\n\(log())")
         let worker = productsDirectory().appendingPathComponent("albef-worker").path
-        let (s, out) = try runCommand(worker, ["train", "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
-                                               "--output-dir", dir.path + "/run", "--log-every", "1", "--resume"] + flags, timeout: 300)
+        let job = ["train", "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
+                   "--output-dir", dir.path + "/run", "--log-every", "1", "--resume"] + flags
+        // 2 → 1 rank, to step 12 (in epoch 1), then 1 → 2 ranks (a resubmission with the node back) to the end.
+        let (s1, o1) = try runCommand(worker, job + ["--max-steps", "12"], timeout: 300)
+        XCTAssertEqual(s1, 0, o1)
+        XCTAssertTrue(o1.contains("continuing with 1 rank(s) × 2 micro-step(s) × batch 16 = global batch 32"), o1)
+        let (s, o2) = try mpirun(2, job)
+        let out = o1 + o2
         XCTAssertEqual(s, 0, out)
-        XCTAssertTrue(out.contains("continuing with 1 rank(s) × 2 micro-step(s) × batch 16 = global batch 32"), out)
-        XCTAssertTrue(out.contains("finished: 2 epoch(s) at step 18"), out)
+        XCTAssertTrue(o2.contains("continuing with 2 rank(s) × 1 micro-step(s) × batch 16 = global batch 32"), o2)
+        XCTAssertTrue(o2.contains("finished: 2 epoch(s) at step 18"), o2)
         let st = try savedState(dir)
         assertEveryEpochExactlyOnce(st, epochs: 2, samples: 300, out)
         XCTAssertTrue(st.events.contains { $0.contains("world size 2 → 1") }, "\(st.events)")
+        XCTAssertTrue(st.events.contains { $0.contains("world size 1 → 2") }, "\(st.events)")
         let perEpoch = try assertAuditTrail(URL(fileURLWithPath: record), steps: 18, global: 32, log() + out)
         XCTAssertEqual(perEpoch[0]?.count, 9 * 32)
         // The ledger's trained samples of each epoch are the audit trail's.
