@@ -107,6 +107,67 @@ final class MultiHostTests: XCTestCase {
         XCTAssertFalse(o2.contains("diverge"), o2)
     }
 
+    /// `cluster/slurm/pretrain.sbatch`, unchanged, on a 2-host Slurm cluster whose `slurmd`s run in
+    /// the hosts' namespaces (`slurm-local` with `SLURM_LOCAL_NETNS`): `srun --mpi=pmix` puts a rank
+    /// on each host, `COORDINATOR=1` starts albef-coord on node1 reached at its bridge address, the
+    /// gradients cross both interfaces, the ranks stay bit-identical (divergence check every step),
+    /// and the Slurm daemons and namespaces are gone afterwards.
+    func testPretrainSbatchAcrossTwoNetnsHosts() throws {
+        try requireNamespaces()
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/sbatch") else {
+            return XCTFail("sbatch not installed: run scripts/setup (slurmctld slurmd slurm-client libpmix-dev)")
+        }
+        let script = root.path + "/scripts/netns-cluster"
+        let bin = productsDirectory()
+        let (s0, o0) = try runCommand(script, ["start", "2", "--bridge-addr"], timeout: 60, env: ["NETNS_CLUSTER_WATCH_PID": String(getpid())])
+        XCTAssertEqual(s0, 0, o0)
+        let cdir = try XCTUnwrap(exported("NETNS_CLUSTER_DIR", in: o0), o0), tag = try XCTUnwrap(exported("NETNS_CLUSTER_TAG", in: o0), o0)
+        let addrs = try XCTUnwrap(exported("NETNS_CLUSTER_ADDRS", in: o0), o0).split(separator: " ").map(String.init)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("slurmnetns-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let slurm = dir.path + "/slurm"
+        defer {
+            let (s1, o1) = (try? runCommand(root.path + "/scripts/slurm-local", ["stop", slurm], timeout: 60)) ?? (-1, "slurm-local stop did not run")
+            XCTAssertEqual(s1, 0, o1)
+            let (s2, o2) = (try? runCommand(script, ["stop", cdir], timeout: 60)) ?? (-1, "stop did not run")
+            XCTAssertEqual(s2, 0, o2)
+            let (_, left) = (try? runCommand("/bin/sh", ["-c", "ip netns list; ip link; pgrep -a slurm"], timeout: 20)) ?? (-1, "")
+            XCTAssertFalse(left.contains(tag) || left.contains(slurm), "left after stop:\n\(left)")
+            try? FileManager.default.removeItem(at: dir)
+        }
+        let (s1, o1) = try runCommand(root.path + "/scripts/slurm-local", ["start", slurm], timeout: 90,
+                                      env: ["SLURM_LOCAL_NETNS": cdir, "SLURM_LOCAL_CPUS": "2", "SLURM_LOCAL_WATCH_PID": String(getpid())])
+        XCTAssertEqual(s1, 0, o1)
+        let (s2, o2) = try runCommand(bin.appendingPathComponent("albef-data").path,
+                                      ["synth", "--out", dir.path + "/corpus", "--samples", "200", "--heldout", "10", "--shard-size", "100"])
+        XCTAssertEqual(s2, 0, o2)
+        let env = ["NETNS_CLUSTER_DIR": cdir]
+        let before = try [1, 2].map { h in try ["tx_bytes", "rx_bytes"].map { try counter(script, env, host: h, $0) } }
+        let steps = 3, out = dir.path + "/run", log = dir.path + "/job.out", port = Int.random(in: 20000...30000)
+        let (s3, o3) = try runCommand("/usr/bin/sbatch", ["--wait", "--job-name=netns", "--output=\(log)", "--nodes=2", "--ntasks-per-node=1",
+                                                          root.path + "/cluster/slurm/pretrain.sbatch"], timeout: 300,
+                                      env: ["SLURM_CONF": slurm + "/slurm.conf", "ROOT": root.path, "BIN": bin.appendingPathComponent("albef-worker").path,
+                                            "CONFIG": root.path + "/configs/tiny.yaml", "CORPUS": dir.path + "/corpus/index.json", "CPU_BIND": "",
+                                            "OUT": out, "COORDINATOR": "1", "COORD_PORT": String(port), "CHECKPOINT_EVERY": "3",
+                                            "EXTRA": "--max-steps \(steps) --log-every 1 --batch-size 4 --divergence-check-every 1"]) { k in
+            ["SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMIX_"].contains { k.hasPrefix($0) }
+        }
+        let after = try [1, 2].map { h in try ["tx_bytes", "rx_bytes"].map { try counter(script, env, host: h, $0) } }
+        let text = o3 + "\n" + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "(no job log)")
+        XCTAssertEqual(s3, 0, text)
+        XCTAssertTrue(text.contains("albef-coord on node1 at tcp://\(addrs[0]):\(port)"), text)
+        XCTAssertTrue(text.contains("2 rank(s) on node1,node2") && text.contains("training exited with status 0"), text)
+        XCTAssertFalse(text.contains("diverge"), text)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + String(format: "/checkpoints/step_%08d/model.safetensors", steps)), text)
+        let params = try XCTUnwrap(text.components(separatedBy: " trainable parameters").first?.split(separator: " ").last.flatMap { Int($0) }, text)
+        for h in 0..<2 {
+            let tx = after[h][0] - before[h][0], rx = after[h][1] - before[h][1]
+            print("MultiHostTests: slurm host \(h + 1) eth0 tx +\(tx) B, rx +\(rx) B; gradient bytes \(params) × 4 × \(steps) = \(params * 4 * steps)")
+            XCTAssertGreaterThanOrEqual(tx, params * 4 * steps, "host \(h + 1) sent less than the gradients")
+            XCTAssertGreaterThanOrEqual(rx, params * 4 * steps, "host \(h + 1) received less than the gradients")
+        }
+    }
+
     /// `netns-cluster run`: dist-selftest with one rank per host (ranks bit-identical and equal to the
     /// single-process reference), and the cluster is gone afterwards.
     func testDistSelfTestAcrossTwoHostsWithRun() throws {
