@@ -23,6 +23,37 @@ int CMPI_THREAD_FUNNELED(void) { return MPI_THREAD_FUNNELED; }
 int CMPI_THREAD_SERIALIZED(void) { return MPI_THREAD_SERIALIZED; }
 int CMPI_MAX_ERROR_STRING(void) { return MPI_MAX_ERROR_STRING; }
 
+MPI_Datatype CMPI_UINT16(void) { return MPI_UINT16_T; }
+
+static inline float bf16_to_f32(unsigned short h) {
+    unsigned int u = (unsigned int)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline unsigned short f32_to_bf16(float f) {
+    unsigned int u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40);  /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const unsigned short *a = in;
+    unsigned short *b = inout;
+    for (int i = 0; i < *len; i++) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+}
+
+static MPI_Op bf16_sum_op = MPI_OP_NULL;
+
+MPI_Op CMPI_BF16_SUM(void) {
+    if (bf16_sum_op == MPI_OP_NULL) MPI_Op_create(bf16_sum, 1, &bf16_sum_op);
+    return bf16_sum_op;
+}
+
 int CMPI_error_string(int code, char *buf, int cap) {
     char tmp[MPI_MAX_ERROR_STRING + 1];
     int len = 0;

@@ -10,6 +10,8 @@ public protocol Communicator: AnyObject {
     func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int)
     /// Starts an in-place sum; `wait` on the returned request before reading the buffer.
     func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) -> CollectiveRequest
+    /// In-place sum of bf16 bit patterns, each pairwise sum rounded to bf16 (``BF16``).
+    func allReduceSumBF16Bits(_ buffer: UnsafeMutablePointer<UInt16>, count: Int)
     /// In-place sum of doubles (metrics).
     func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int)
     /// Gathers `count` floats from every rank into `output` (`size·count`), in rank order.

@@ -82,6 +82,21 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) { reduce(buffer, count: count) }
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) { reduce(buffer, count: count) }
 
+    /// Rank order, each pairwise sum rounded to bf16.
+    public func allReduceSumBF16Bits(_ buffer: UnsafeMutablePointer<UInt16>, count: Int) {
+        let tmp = UnsafeMutablePointer<UInt16>.allocate(capacity: max(count, 1))
+        defer { tmp.deallocate() }
+        exchange(buffer) { all in
+            for i in 0..<count {
+                var s = all[0][i]
+                for r in 1..<all.count { s = BF16.bits(BF16.float(s) + BF16.float(all[r][i])) }
+                tmp[i] = s
+            }
+        }
+        buffer.update(from: tmp, count: count)
+        world.barrier()
+    }
+
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) -> CollectiveRequest {
         reduce(buffer, count: count)
         return CompletedRequest()

@@ -48,6 +48,11 @@ public final class MPICommunicator: Communicator {
         mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_FLOAT(), CMPI_SUM(), CMPI_COMM_WORLD()), "MPI_Allreduce")
     }
 
+    public func allReduceSumBF16Bits(_ buffer: UnsafeMutablePointer<UInt16>, count: Int) {
+        guard size > 1, count > 0 else { return }
+        mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_UINT16(), CMPI_BF16_SUM(), CMPI_COMM_WORLD()), "MPI_Allreduce (bf16)")
+    }
+
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) -> CollectiveRequest {
         guard size > 1, count > 0 else { return CompletedRequest() }
         let r = MPIRequest()

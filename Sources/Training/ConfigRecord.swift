@@ -36,7 +36,7 @@ public struct ConfigRecord: Codable, Equatable, Sendable {
             "optimizer.pretrained_lr_mult": "\(c.pretrainedLRMult)", "schedular": "\(c.schedule)", "schedular.epochs": "\(c.epochs)",
             "augment": "crop_scale \(c.cropScale) flip \(c.flip) randaugment \(c.randAugment)",
             "bert.hidden_dropout_prob": "\(m.bert.hiddenDropoutProb)", "bert.attention_probs_dropout_prob": "\(m.bert.attentionProbsDropoutProb)",
-            "train_file": c.trainFiles.joined(separator: ", "),
+            "train_file": c.trainFiles.joined(separator: ", "), "grad_reduce": c.gradReduceBF16 ? "bf16" : "fp32",
         ]
     }
 }

@@ -41,6 +41,13 @@ public final class GradientSync {
     /// The reduced gradients are divided by this: the number of micro-batches they sum (world
     /// size × accumulation micro-steps; nil: the world size).
     public var divisor: Int?
+    /// Reduce the buckets in bf16 (``BF16``: half the bytes; always blocking), config
+    /// `grad_reduce: bf16`; false: float32.
+    public var reduceInBF16 = false
+    /// One bucket's in-place sum across ranks, in the configured precision.
+    func reduce(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        if reduceInBF16 { comm.allReduceSumBF16(p, count: count) } else { comm.allReduceSum(p, count: count) }
+    }
     var scale: Float { 1 / Float(divisor ?? comm.size) }
     var bucketBuffers: [Storage?] = []
     let segmentsOfBucket: [Range<Int>]
@@ -82,7 +89,7 @@ public final class GradientSync {
     func complete(_ b: Int) {
         if bucketBuffers[b] == nil { bind(b) }  // untouched: zero gradients, as in the flat layout
         let buf = bucketBuffers[b]!, r = bucketer.buckets[b]
-        if enabled && comm.size > 1 { comm.allReduceSum(buf.pointer, count: r.count) }
+        if enabled && comm.size > 1 { reduce(buf.pointer, count: r.count) }
         if scale != 1 { sscal(r.count, alpha: scale, x: buf.pointer) }
         let t0 = monotonicSeconds()
         guard let optimizer else { preconditionFailure("GradientSync: deferred gradients need an optimizer") }
@@ -123,10 +130,10 @@ public final class GradientSync {
         if fused { if requests[b] == nil { complete(b) }; return }
         guard enabled, comm.size > 1, requests[b] == nil, let g = params.gradients else { return }
         let r = bucketer.buckets[b]
-        if nonBlocking {
+        if nonBlocking && !reduceInBF16 {
             requests[b] = comm.startAllReduceSum(g.pointer + r.lowerBound, count: r.count)
         } else {
-            comm.allReduceSum(g.pointer + r.lowerBound, count: r.count)
+            reduce(g.pointer + r.lowerBound, count: r.count)
             requests[b] = CompletedRequest()
         }
     }
@@ -152,7 +159,7 @@ public final class GradientSync {
         }
         for b in 0..<bucketer.buckets.count where requests.indices.contains(b) && requests[b] == nil { start(b) }
         if requests.count != bucketer.buckets.count {  // backward ran without the hooks
-            for r in bucketer.buckets { comm.allReduceSum(g.pointer + r.lowerBound, count: r.count) }
+            for r in bucketer.buckets { reduce(g.pointer + r.lowerBound, count: r.count) }
         }
         for r in requests { r?.wait() }
         requests = []
@@ -180,11 +187,11 @@ extension GradientSync {
         let g = scratch
         comm.barrier()
         let t0 = monotonicSeconds()
-        if nonBlocking {
+        if nonBlocking && !reduceInBF16 {
             let reqs = bucketer.buckets.map { comm.startAllReduceSum(g.pointer + $0.lowerBound, count: $0.count) }
             for r in reqs { r.wait() }
         } else {
-            for b in bucketer.buckets { comm.allReduceSum(g.pointer + b.lowerBound, count: b.count) }
+            for b in bucketer.buckets { reduce(g.pointer + b.lowerBound, count: b.count) }
         }
         return monotonicSeconds() - t0
     }

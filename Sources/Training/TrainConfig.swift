@@ -13,6 +13,9 @@ public struct TrainConfig: Sendable {
     /// Micro-steps per optimizer step (gradient accumulation; key `accum_steps`, `--accum-steps`):
     /// the global batch of a step is `batch_size × ranks × accum_steps`. See ``StepLayout``.
     public var accumSteps = 1
+    /// Gradient buckets reduced in bf16 (key `grad_reduce: bf16`; default `fp32`): half the bytes
+    /// on the wire; master weights and AdamW stay float32 (see `BF16` in Distributed).
+    public var gradReduceBF16 = false
     public var maxLength = 25
     public var trainFiles: [String] = []
     public var lr = 1e-4
@@ -88,6 +91,12 @@ public struct TrainConfig: Sendable {
         model.embedDim = try r.opt("embed_dim") ?? model.embedDim
         batchSize = try r.opt("batch_size") ?? batchSize
         accumSteps = try r.opt("accum_steps") ?? accumSteps
+        if let g: String = try r.opt("grad_reduce") {
+            guard ["fp32", "bf16"].contains(g) else {
+                throw ConfigError.invalid(key: "grad_reduce", message: "must be fp32 or bf16, got \(g)", file: path)
+            }
+            gradReduceBF16 = g == "bf16"
+        }
         model.temp = Float(try r.opt("temp") as Double? ?? Double(model.temp))
         model.mlmProbability = try r.opt("mlm_probability") ?? model.mlmProbability
         model.queueSize = try r.opt("queue_size") ?? model.queueSize

@@ -91,6 +91,7 @@ public final class Trainer {
         sync = GradientSync(comm: comm, params: model.online!)
         sync.optimizer = optimizer
         sync.divisor = layout.slots
+        sync.reduceInBF16 = config.gradReduceBF16
         let lay = layout
         let slots = (0..<lay.accumSteps).map { lay.slot(rank: rank, micro: $0) }
         slotRngs = slots.map { RankStreams.step(seed: seed, rank: $0) }

@@ -168,6 +168,38 @@ final class MultiHostTests: XCTestCase {
         }
     }
 
+    /// Gradient buckets reduced in bf16 between two hosts: the bytes each host sends for the
+    /// same steps are about half of float32's (at most 0.6×), and the ranks stay bit-identical
+    /// (divergence check after every step).
+    func testBF16GradientBucketsHalveTheBytesBetweenHosts() throws {
+        try requireNamespaces()
+        let script = root.path + "/scripts/netns-cluster"
+        let bin = productsDirectory()
+        let (s0, o0) = try runCommand(script, ["start", "2"], timeout: 60, env: ["NETNS_CLUSTER_WATCH_PID": String(getpid())])
+        XCTAssertEqual(s0, 0, o0)
+        let cdir = try XCTUnwrap(exported("NETNS_CLUSTER_DIR", in: o0), o0)
+        defer { _ = try? runCommand(script, ["stop", cdir], timeout: 60) }
+        let env = ["NETNS_CLUSTER_DIR": cdir].merging(mpiEnvironment) { a, _ in a }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bf16wire-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var sent: [String: Int] = [:]
+        for mode in ["fp32", "bf16"] {
+            let cfg = try writeMicroConfig(in: dir.appendingPathComponent(mode).creatingDirectory(), extra: "grad_reduce: \(mode)")
+            let before = try counter(script, env, host: 2, "tx_bytes")
+            let (s, o) = try runCommand(script, ["mpirun", "-n", "2", "--map-by", "node", "-x", "OPENBLAS_NUM_THREADS",
+                                                 bin.appendingPathComponent("albef-worker").path, "train", "--config", cfg.path,
+                                                 "--synthetic", "20", "--output-dir", dir.path + "/run-" + mode, "--max-steps", "6",
+                                                 "--divergence-check-every", "1", "--no-tensorboard", "--log-every", "6"],
+                                        timeout: 120, env: env)
+            XCTAssertEqual(s, 0, o)
+            XCTAssertFalse(o.contains("diverge"), o)
+            sent[mode] = try counter(script, env, host: 2, "tx_bytes") - before
+        }
+        print("MultiHostTests: host 2 sent \(sent["fp32"]!) B with float32 buckets, \(sent["bf16"]!) B with bf16 buckets (6 steps)")
+        XCTAssertLessThanOrEqual(Double(sent["bf16"]!), 0.6 * Double(sent["fp32"]!), "\(sent)")
+    }
+
     /// `netns-cluster run`: dist-selftest with one rank per host (ranks bit-identical and equal to the
     /// single-process reference), and the cluster is gone afterwards.
     func testDistSelfTestAcrossTwoHostsWithRun() throws {
@@ -182,5 +214,13 @@ final class MultiHostTests: XCTestCase {
         XCTAssertTrue(tag.hasPrefix("nc") && tag.count == 8, o)
         let (_, left) = try runCommand("/bin/sh", ["-c", "ip netns list; ip link"], timeout: 20)
         XCTAssertFalse(left.contains(String(tag)), "left after run:\n\(left)")
+    }
+}
+
+extension URL {
+    /// Creates this directory (and its parents) and returns it.
+    func creatingDirectory() throws -> URL {
+        try FileManager.default.createDirectory(at: self, withIntermediateDirectories: true)
+        return self
     }
 }

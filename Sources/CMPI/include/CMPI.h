@@ -26,6 +26,13 @@ int CMPI_THREAD_FUNNELED(void);
 int CMPI_THREAD_SERIALIZED(void);
 int CMPI_MAX_ERROR_STRING(void);
 
+/// uint16 (the storage of a bf16 value).
+MPI_Datatype CMPI_UINT16(void);
+/// The sum of bf16 values (uint16 bit patterns): each pairwise sum is computed in float32 and
+/// rounded to bf16 (round to nearest, ties to even; NaN stays NaN). Commutative, so every rank
+/// gets the same result. Created on first use; call after MPI_Init.
+MPI_Op CMPI_BF16_SUM(void);
+
 /// Writes the text for an MPI error code into buf (NUL-terminated); returns its length.
 int CMPI_error_string(int code, char *buf, int cap);
 
