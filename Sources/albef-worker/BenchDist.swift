@@ -15,6 +15,11 @@ struct BenchDist: ParsableCommand {
     @Option(help: "Per-rank batch size.") var batchSize: Int?
     @Option(help: "Measured steps per mode.") var steps: Int = 5
     @Option(help: "Threads per rank.") var threads: Int = 1
+    @Option(help: "Gradient bucket reduction: fp32 or bf16 (default: the config's grad_reduce).") var gradReduce: String?
+
+    func validate() throws {
+        if let g = gradReduce, !["fp32", "bf16"].contains(g) { throw ValidationError("--grad-reduce must be fp32 or bf16, got \(g)") }
+    }
 
     func run() throws {
         let world = try WorldSetup()
@@ -22,6 +27,7 @@ struct BenchDist: ParsableCommand {
         Threading.setThreads(threads)
         var cfg = try TrainConfig.load(config)
         if let b = batchSize { cfg.batchSize = b }
+        if let g = gradReduce { cfg.gradReduceBF16 = g == "bf16" }
         let g = cfg.batchSize * comm.size
         if cfg.model.queueSize % g != 0 { cfg.model.queueSize = (cfg.model.queueSize / g + 1) * g }
         cfg.textInit = nil
@@ -46,7 +52,7 @@ struct BenchDist: ParsableCommand {
         if comm.rank == 0 {
             let label = name ?? URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
             let mb = Double(trainer.model.online!.count * 4) / 1e6
-            print(String(format: "%@: %d ranks × %d thread(s), batch %d/rank, gradients %.1f MB in %d buckets", label, comm.size, threads, cfg.batchSize, mb, trainer.sync.bucketer.buckets.count))
+            print(String(format: "%@: %d ranks × %d thread(s), batch %d/rank, gradients %.1f MB in %d buckets, reduced in %@", label, comm.size, threads, cfg.batchSize, mb, trainer.sync.bucketer.buckets.count, cfg.gradReduceBF16 ? "bf16" : "fp32"))
             print(String(format: "  step with communication %.3f s, without %.3f s (median of %d)", med(with), med(without), steps))
             print(String(format: "  allreduce of %.1f MB: ours (bucketed) %.1f ms, raw MPI_Allreduce %.1f ms", mb, med(ours) * 1e3, med(raw) * 1e3))
             print(String(format: "dist: config=%@ comm_fraction=%.3f allreduce_vs_raw=%.3f", label, max(0, med(with) - med(without)) / med(with), med(ours) / med(raw)))
