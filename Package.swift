@@ -39,9 +39,12 @@ let package = Package(
         .target(name: "CImage", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
         // Bandwidth-bound kernels (GELU, layer norm, softmax), AVX-512 / AVX2+FMA with a portable fallback.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=on"])]),
+        // oneDNN's bf16 matmul (Debian libdnnl-dev 2.6, which ships no pkg-config file): a C shim
+        // that caches primitives and returns status codes.
+        .target(name: "CDNNL", linkerSettings: [.linkedLibrary("dnnl")]),
 
         // Swift layers.
-        .target(name: "Tensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: swiftSettings),
+        .target(name: "Tensor", dependencies: ["CBLAS", "CKernels", "CDNNL"], swiftSettings: swiftSettings),
         .target(name: "NN", dependencies: ["Tensor"], swiftSettings: swiftSettings),
         .target(name: "ALBEF", dependencies: ["NN", "Tensor", "DataPipeline"], swiftSettings: swiftSettings),
         // The corpus index and the sample range: one definition for the data and control planes.

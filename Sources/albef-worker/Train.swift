@@ -65,6 +65,8 @@ struct Train: ParsableCommand {
     @Option(help: "Override the learning rate (optimizer.lr and the schedule's base).") var lr: Double?
     @Option(help: "Use synthetic random batches with this many iterations per epoch (no corpus; for smoke tests).") var synthetic: Int?
     @Option(help: "Data loader threads per rank.") var loaderThreads: Int = 1
+    @Option(help: "GEMM precision, fp32 or bf16 (bf16: linear layers and attention matmuls on bf16 operands with fp32 accumulation; falls back to fp32 with a warning on a CPU without bf16). Default: the config's precision (fp32).")
+    var precision: Precision?
 
     func validate() throws {
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be ≥ 1") }
@@ -87,6 +89,8 @@ struct Train: ParsableCommand {
         if let b = batchSize { cfg.batchSize = b }
         if let e = epochs { cfg.overrideEpochs(e) }
         if let lr { cfg.overrideLR(lr) }
+        if let precision { cfg.precision = precision }
+        cfg.precision = applyPrecision(cfg.precision, echo: comm.rank == 0)
         // The overrides and the world size, checked before anything is built.
         try cfg.validate(worldSize: comm.size)
         if comm.rank == 0 { cfg.notes.forEach { print($0) } }
