@@ -16,6 +16,15 @@ public struct CheckpointState: Codable, Sendable {
         /// With a coordinator: this rank's lease position as committed to it, and the lease
         /// samples it trained on since the previous checkpoint (absent in older checkpoints).
         public var leases: LeaseAccount? = nil
+        /// The random streams of each of this rank's slots (see ``StepLayout``); absent in older
+        /// checkpoints, whose `rng`/`dropoutRng` are the rank's one slot.
+        public var slots: [SlotStreams]? = nil
+    }
+    /// A slot's ITM/MLM and dropout streams after the checkpoint's step.
+    public struct SlotStreams: Codable, Sendable {
+        public var slot: Int
+        public var rng: RandomGenerator
+        public var dropoutRng: RandomGenerator
     }
     public var format = "albef-swift-checkpoint-v1"
     public var step: Int
@@ -29,6 +38,11 @@ public struct CheckpointState: Codable, Sendable {
     public var config: String
     public var ranks: [Rank]
     public var created: String
+    /// The step's split (ranks × micro-steps × batch) and the per-rank batch; absent in older checkpoints.
+    public var layout: StepLayout? = nil
+    public var batchSize: Int? = nil
+    /// The config this was trained with; absent in older checkpoints.
+    public var trainConfig: ConfigRecord? = nil
 }
 
 /// What one rank read from coordinator leases up to a checkpoint: the audit trail that lets the
@@ -85,8 +99,11 @@ public enum Checkpointer {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         }
         comm.barrier()
-        let mine = CheckpointState.Rank(rank: comm.rank, rng: trainer.rng, dropoutRng: trainer.model.dropoutRandom.generator,
-                                        dataPosition: dataPosition, leases: leases)
+        let streams = trainer.slots.enumerated().map { m, slot in
+            CheckpointState.SlotStreams(slot: slot, rng: trainer.slotRngs[m], dropoutRng: trainer.slotDropout[m])
+        }
+        let mine = CheckpointState.Rank(rank: comm.rank, rng: trainer.rng, dropoutRng: trainer.slotDropout[0],
+                                        dataPosition: dataPosition, leases: leases, slots: streams)
         try atomicWrite(JSONEncoder().encode(mine), to: tmp.appendingPathComponent(String(format: "rank_%05d.json", comm.rank)).path)
         comm.barrier()
         var failure: Error?
@@ -102,7 +119,9 @@ public enum Checkpointer {
                 }
                 let state = CheckpointState(step: trainer.globalStep, epoch: epoch, iteration: iteration, adamStep: trainer.optimizer.step,
                                             lr: Double(trainer.optimizer.lr), worldSize: comm.size, seed: trainer.seed,
-                                            config: trainer.config.path, ranks: ranks, created: ISO8601DateFormatter().string(from: Date()))
+                                            config: trainer.config.path, ranks: ranks, created: ISO8601DateFormatter().string(from: Date()),
+                                            layout: trainer.layout, batchSize: trainer.layout.batchSize,
+                                            trainConfig: ConfigRecord(trainer.config))
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try atomicWrite(enc.encode(state), to: tmp.appendingPathComponent("state.json").path)
@@ -180,13 +199,24 @@ public enum Checkpointer {
         try loadOptimizer(trainer.optimizer, from: dir.appendingPathComponent("optimizer.safetensors").path)
         trainer.optimizer.step = state.adamStep
         trainer.restoreStep(state.step)
-        if let mine = state.ranks.first(where: { $0.rank == trainer.comm.rank }), state.worldSize == trainer.comm.size {
-            trainer.rng = mine.rng
-            trainer.model.dropoutRandom.generator = mine.dropoutRng
-        } else {
-            trainer.rng = RankStreams.step(seed: trainer.seed, rank: trainer.comm.rank).split(UInt64(state.step))
-            trainer.model.dropoutRandom.generator = RankStreams.dropout(seed: trainer.seed, rank: trainer.comm.rank).split(UInt64(state.step))
+        // Each slot's streams continue where they were, whichever rank held the slot; a slot the
+        // checkpoint does not have (another slot count, or an older checkpoint of another world
+        // size) starts a stream derived from the step.
+        var saved: [Int: CheckpointState.SlotStreams] = [:]
+        for r in state.ranks {
+            if let slots = r.slots { for s in slots { saved[s.slot] = s } }
+            else if state.worldSize == trainer.comm.size { saved[r.rank] = .init(slot: r.rank, rng: r.rng, dropoutRng: r.dropoutRng) }
         }
+        for (m, slot) in trainer.slots.enumerated() {
+            if let s = saved[slot], (state.layout?.slots ?? state.worldSize) == trainer.layout.slots {
+                trainer.slotRngs[m] = s.rng
+                trainer.slotDropout[m] = s.dropoutRng
+            } else {
+                trainer.slotRngs[m] = RankStreams.step(seed: trainer.seed, rank: slot).split(UInt64(state.step))
+                trainer.slotDropout[m] = RankStreams.dropout(seed: trainer.seed, rank: slot).split(UInt64(state.step))
+            }
+        }
+        trainer.model.dropoutRandom.generator = trainer.slotDropout[0]
         return state
     }
 

@@ -12,7 +12,7 @@ enum ConfigKeys {
         "": ["bert_config", "bert", "image_res", "vision_width", "embed_dim", "batch_size", "temp", "mlm_probability",
              "queue_size", "momentum", "alpha", "max_length", "alpha_ramp_epochs", "train_file", "augment", "vocab",
              "text_init", "vision_init", "checkpoint", "vit", "optimizer", "schedular", "scheduler",
-             "max_image_pixels", "max_bad_fraction", "precision"],
+             "max_image_pixels", "max_bad_fraction", "accum_steps", "precision"],
         "augment": ["crop_scale", "flip", "randaugment", "flip_swaps_left_right"],
         "vit": ["patch_size", "depth", "num_heads", "mlp_ratio"],
         "optimizer": ["opt", "lr", "weight_decay", "in_backward", "pretrained_lr_mult"],
@@ -80,10 +80,11 @@ extension TrainConfig {
     public func validate(worldSize: Int) throws {
         guard batchSize >= 2 else { throw ConfigError.invalid(key: "batch_size", message: "must be ≥ 2 (ITM negatives need another sample), got \(batchSize)", file: path) }
         try validateRanges()
-        let global = batchSize * max(worldSize, 1)
+        let layout = StepLayout(batchSize: batchSize, ranks: max(worldSize, 1), accumSteps: accumSteps)
+        let global = layout.globalBatch
         guard model.queueSize % global == 0 else {
-            let sizes = (1...64).filter { model.queueSize % (batchSize * $0) == 0 }.prefix(8).map(String.init).joined(separator: ", ")
-            throw ConfigError.invalid(key: "queue_size", message: "\(model.queueSize) is not a multiple of the global batch \(global) (batch_size \(batchSize) × \(worldSize) ranks): each step enqueues one global batch; world sizes that work: \(sizes.isEmpty ? "none" : sizes)", file: path)
+            let sizes = (1...64).filter { model.queueSize % (batchSize * accumSteps * $0) == 0 }.prefix(8).map(String.init).joined(separator: ", ")
+            throw ConfigError.invalid(key: "queue_size", message: "\(model.queueSize) is not a multiple of the global batch \(global) (batch_size \(batchSize) × \(worldSize) ranks × accum_steps \(accumSteps)): each optimizer step enqueues one global batch; world sizes that work: \(sizes.isEmpty ? "none" : sizes)", file: path)
         }
     }
 
@@ -103,6 +104,7 @@ extension TrainConfig {
         guard model.queueSize % batchSize == 0 else {
             throw bad("queue_size", "\(model.queueSize) is not a multiple of batch_size \(batchSize) (each step enqueues whole batches; ALBEF asserts the same)")
         }
+        guard accumSteps >= 1 else { throw bad("accum_steps", "must be ≥ 1, got \(accumSteps)") }
         guard maxLength >= 2 else { throw bad("max_length", "must be ≥ 2 ([CLS] and one word piece), got \(maxLength)") }
         guard maxLength <= model.bert.maxPositionEmbeddings else {
             throw bad("max_length", "\(maxLength) exceeds the BERT config's max_position_embeddings \(model.bert.maxPositionEmbeddings); lower max_length or use a BERT with more positions")

@@ -38,6 +38,10 @@ public final class GradientSync {
     /// Seconds spent in bucket optimizer updates during the last backward (deferred layout).
     public private(set) var optimizerSeconds: Double = 0
     var fused: Bool { params.gradientLayout == .deferred }
+    /// The reduced gradients are divided by this: the number of micro-batches they sum (world
+    /// size × accumulation micro-steps; nil: the world size).
+    public var divisor: Int?
+    var scale: Float { 1 / Float(divisor ?? comm.size) }
     var bucketBuffers: [Storage?] = []
     let segmentsOfBucket: [Range<Int>]
 
@@ -78,10 +82,8 @@ public final class GradientSync {
     func complete(_ b: Int) {
         if bucketBuffers[b] == nil { bind(b) }  // untouched: zero gradients, as in the flat layout
         let buf = bucketBuffers[b]!, r = bucketer.buckets[b]
-        if enabled && comm.size > 1 {
-            comm.allReduceSum(buf.pointer, count: r.count)
-            sscal(r.count, alpha: 1 / Float(comm.size), x: buf.pointer)
-        }
+        if enabled && comm.size > 1 { comm.allReduceSum(buf.pointer, count: r.count) }
+        if scale != 1 { sscal(r.count, alpha: scale, x: buf.pointer) }
         let t0 = monotonicSeconds()
         guard let optimizer else { preconditionFailure("GradientSync: deferred gradients need an optimizer") }
         optimizer.update(segments: segmentsOfBucket[b], gradientBase: buf.pointer - r.lowerBound)
@@ -142,14 +144,19 @@ public final class GradientSync {
             waitSeconds = monotonicSeconds() - t0
             return
         }
-        guard enabled, comm.size > 1, let g = params.gradients else { waitSeconds = 0; return }
+        guard let g = params.gradients else { waitSeconds = 0; return }
+        guard enabled, comm.size > 1 else {
+            if scale != 1 { sscal(params.count, alpha: scale, x: g.pointer) }
+            waitSeconds = monotonicSeconds() - t0
+            return
+        }
         for b in 0..<bucketer.buckets.count where requests.indices.contains(b) && requests[b] == nil { start(b) }
         if requests.count != bucketer.buckets.count {  // backward ran without the hooks
             for r in bucketer.buckets { comm.allReduceSum(g.pointer + r.lowerBound, count: r.count) }
         }
         for r in requests { r?.wait() }
         requests = []
-        sscal(params.count, alpha: 1 / Float(comm.size), x: g.pointer)
+        sscal(params.count, alpha: scale, x: g.pointer)
         waitSeconds = monotonicSeconds() - t0
     }
 }

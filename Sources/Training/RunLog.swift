@@ -22,7 +22,7 @@ final class RunLog {
         // TensorBoard: a new event file per run (a resumed run adds one; TensorBoard merges them).
         board = rank0 && run.options.tensorBoard ? try TensorBoardWriter(directory: run.options.outputDir + "/tensorboard") : nil
         startStep = run.trainer.globalStep
-        globalBatch = run.trainer.config.batchSize * run.trainer.comm.size
+        globalBatch = run.trainer.layout.globalBatch
         totalSteps = run.options.maxSteps ?? (run.trainer.config.epochs * run.source.iterationsPerEpoch)
         windowStart = start
     }
@@ -47,7 +47,9 @@ final class RunLog {
             ("samples_per_s", "throughput/samples_per_s", sps), ("step_s", "time/step_s", m.stepSeconds),
             ("forward_s", "time/forward_s", m.forwardSeconds), ("backward_s", "time/backward_s", m.backwardSeconds),
             ("comm_wait_s", "time/comm_wait_s", m.commWaitSeconds), ("optimizer_s", "time/optimizer_s", m.optimizerSeconds)]
-        var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "elapsed_s": now - start]
+        var obj: [String: Any] = ["step": step, "epoch": epoch, "iteration": iteration, "elapsed_s": now - start,
+                                   "global_batch": globalBatch, "world_size": run.trainer.comm.size,
+                                   "accum_steps": run.trainer.layout.accumSteps]
         for s in scalars { obj[s.key] = s.value }
         let bad = run.source.badSampleCounts
         if !bad.isEmpty { obj["bad_samples"] = bad }

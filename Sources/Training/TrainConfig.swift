@@ -11,6 +11,9 @@ import Yams
 public struct TrainConfig: Sendable {
     public var model = ALBEFModelConfig()
     public var batchSize = 64
+    /// Micro-steps per optimizer step (gradient accumulation; key `accum_steps`, `--accum-steps`):
+    /// the global batch of a step is `batch_size × ranks × accum_steps`. See ``StepLayout``.
+    public var accumSteps = 1
     public var maxLength = 25
     public var trainFiles: [String] = []
     public var lr = 1e-4
@@ -94,6 +97,7 @@ public struct TrainConfig: Sendable {
         model.visionWidth = try r.opt("vision_width") ?? model.visionWidth
         model.embedDim = try r.opt("embed_dim") ?? model.embedDim
         batchSize = try r.opt("batch_size") ?? batchSize
+        accumSteps = try r.opt("accum_steps") ?? accumSteps
         model.temp = Float(try r.opt("temp") as Double? ?? Double(model.temp))
         model.mlmProbability = try r.opt("mlm_probability") ?? model.mlmProbability
         model.queueSize = try r.opt("queue_size") ?? model.queueSize

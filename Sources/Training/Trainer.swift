@@ -56,13 +56,23 @@ public final class Trainer {
     public let optimizer: AdamW
     public let sync: GradientSync
     public let seed: UInt64
-    /// This rank's stream for ITM negatives and MLM masks.
-    public var rng: RandomGenerator
+    /// How a step is split over ranks and micro-steps (gradient accumulation).
+    public let layout: StepLayout
+    /// The ITM-negative / MLM-mask stream of each of this rank's slots (micro-step order).
+    public var slotRngs: [RandomGenerator]
+    /// The dropout stream of each of this rank's slots (micro-step order).
+    public var slotDropout: [RandomGenerator]
+    /// This rank's first slot's stream for ITM negatives and MLM masks (its only one without accumulation).
+    public var rng: RandomGenerator {
+        get { slotRngs[0] }
+        set { slotRngs[0] = newValue }
+    }
     public private(set) var globalStep = 0
 
     /// Builds the model (same init on every rank, then rank 0's state is broadcast, as DDP does).
     public init(config: TrainConfig, comm: Communicator, seed: UInt64) throws {
-        let g = config.batchSize * comm.size
+        layout = StepLayout(batchSize: config.batchSize, ranks: comm.size, accumSteps: config.accumSteps)
+        let g = layout.globalBatch
         guard config.model.queueSize % g == 0 else { throw TrainingError.queueNotDivisible(queue: config.model.queueSize, globalBatch: g) }
         self.config = config
         self.comm = comm
@@ -70,7 +80,8 @@ public final class Trainer {
         model = ALBEFPretrain(config.model, seed: seed)
         let rank = comm.rank
         let pretrained = try model.loadInitialWeights(config) { if rank == 0 { print($0) } }
-        model.pack(gradients: config.optimizerInBackward ? .deferred : .flat)
+        // Accumulation sums whole micro-step gradients before one reduction: the flat layout.
+        model.pack(gradients: config.optimizerInBackward && layout.accumSteps == 1 ? .deferred : .flat)
         optimizer = AdamW(model.online!, lr: Float(config.lr), weightDecay: Float(config.weightDecay))
         if config.pretrainedLRMult != 1 {
             for (i, t) in model.online!.tensors.enumerated() where pretrained.contains(ObjectIdentifier(t)) {
@@ -79,10 +90,17 @@ public final class Trainer {
         }
         sync = GradientSync(comm: comm, params: model.online!)
         sync.optimizer = optimizer
-        rng = RankStreams.step(seed: seed, rank: comm.rank)
-        model.dropoutRandom.generator = RankStreams.dropout(seed: seed, rank: comm.rank)
+        sync.divisor = layout.slots
+        let lay = layout
+        let slots = (0..<lay.accumSteps).map { lay.slot(rank: rank, micro: $0) }
+        slotRngs = slots.map { RankStreams.step(seed: seed, rank: $0) }
+        slotDropout = slots.map { RankStreams.dropout(seed: seed, rank: $0) }
+        model.dropoutRandom.generator = slotDropout[0]
         broadcastState(root: 0)
     }
+
+    /// The slots of this rank, in micro-step order.
+    public var slots: [Int] { (0..<layout.accumSteps).map { layout.slot(rank: comm.rank, micro: $0) } }
 
     /// Copies `root`'s parameters, momentum parameters, queues and queue pointer to every rank.
     public func broadcastState(root: Int) {
@@ -104,36 +122,86 @@ public final class Trainer {
         return out
     }
 
-    /// One training iteration on this rank's `batch`.
+    /// One training iteration on this rank's `batch` (no accumulation).
     public func step(_ batch: PretrainBatch, epoch: Int, iteration: Int, iterationsPerEpoch: Int,
                      injection: StepInjection = StepInjection()) throws -> StepMetrics {
+        try step([batch], epoch: epoch, iteration: iteration, iterationsPerEpoch: iterationsPerEpoch, injection: injection)
+    }
+
+    /// One optimizer step on this rank's micro-batches (one per micro-step, in order).
+    ///
+    /// One micro-step: ALBEF's forward and backward (`accumSteps` = 1: with each gradient bucket
+    /// reduced — and, optimizer-in-backward, applied — as backward finishes it). Several: each
+    /// micro-step's forward/backward on its slot's streams, the momentum encoders updated once
+    /// (at the first, as each DDP rank does once per step), every micro-step seeing the queue as
+    /// it was at the start of the step; the micro-step gradients summed in a separate buffer, one
+    /// allreduce, scaled by 1/(ranks × micro-steps), one AdamW step, then the momentum features of
+    /// every slot enqueued in slot order. That is DDP over `slots` ranks computed on fewer.
+    public func step(_ micro: [PretrainBatch], epoch: Int, iteration: Int, iterationsPerEpoch: Int,
+                     injection: StepInjection = StepInjection()) throws -> StepMetrics {
+        precondition(micro.count == layout.accumSteps, "Trainer.step: \(micro.count) micro-batches for \(layout.accumSteps) micro-steps")
         let t0 = monotonicSeconds()
         let (lr, alpha) = config.rates(epoch: epoch, iteration: iteration, globalStep: globalStep, iterationsPerEpoch: iterationsPerEpoch)
         optimizer.lr = Float(lr)
-        model.online!.zeroGradients()
-        let out = model.forwardStep(batch, alpha: alpha, rng: &rng, injection: injection, allGather: allGather)
-        let t1 = monotonicSeconds()
-        let temp = Double(model.temp.item)
-        guard out.total.item.isFinite else { throw TrainingError.nonFinite(step: globalStep, what: "loss \(out.total.item)") }
-        let fused = model.online!.gradientLayout == .deferred
-        if fused { optimizer.beginStep() }  // buckets are applied as backward finishes them
-        out.total.backward(prepare: sync.prepare, afterNode: sync.afterNode)
-        model.commitEnqueue()
-        var t2 = monotonicSeconds()
+        var sums: [Double] = [0, 0, 0]
+        var forward = 0.0, backward = 0.0, inBackward = 0.0
+        var temp = 0.0
+        let on = model.online!
+        let fused = on.gradientLayout == .deferred
+        if micro.count == 1 {
+            on.zeroGradients()
+            model.dropoutRandom.generator = slotDropout[0]
+            let out = model.forwardStep(micro[0], alpha: alpha, rng: &slotRngs[0], injection: injection, allGather: allGather)
+            slotDropout[0] = model.dropoutRandom.generator
+            let t1 = monotonicSeconds()
+            temp = Double(model.temp.item)
+            guard out.total.item.isFinite else { throw TrainingError.nonFinite(step: globalStep, what: "loss \(out.total.item)") }
+            if fused { optimizer.beginStep() }  // buckets are applied as backward finishes them
+            out.total.backward(prepare: sync.prepare, afterNode: sync.afterNode)
+            model.commitEnqueue()
+            forward = t1 - t0
+            backward = monotonicSeconds() - t1
+            sums = [Double(out.lossITA.item), Double(out.lossITM.item), Double(out.lossMLM.item)]
+        } else {
+            let acc = Storage(count: on.count)
+            var features: [(Tensor, Tensor)] = []
+            for (m, batch) in micro.enumerated() {
+                let ta = monotonicSeconds()
+                on.zeroGradients()
+                model.dropoutRandom.generator = slotDropout[m]
+                let out = model.forwardStep(batch, alpha: alpha, rng: &slotRngs[m], injection: injection, updateMomentum: m == 0,
+                                            allGather: allGather)
+                slotDropout[m] = model.dropoutRandom.generator
+                let tb = monotonicSeconds()
+                temp = Double(model.temp.item)
+                guard out.total.item.isFinite else { throw TrainingError.nonFinite(step: globalStep, what: "loss \(out.total.item) (micro-step \(m))") }
+                out.total.backward()
+                if let f = model.pendingEnqueue { features.append(f) }
+                model.pendingEnqueue = nil
+                let g = on.gradients!.pointer
+                if m == 0 { acc.pointer.update(from: g, count: on.count) } else { for i in 0..<on.count { acc.pointer[i] += g[i] } }
+                sums[0] += Double(out.lossITA.item)
+                sums[1] += Double(out.lossITM.item)
+                sums[2] += Double(out.lossMLM.item)
+                forward += tb - ta
+                backward += monotonicSeconds() - tb
+            }
+            on.gradients!.pointer.update(from: acc.pointer, count: on.count)
+            model.enqueue(imageFeatures: Tensor.concat(features.map(\.0)), textFeatures: Tensor.concat(features.map(\.1)))
+        }
+        let t2 = monotonicSeconds()
         sync.finish()
         let t3 = monotonicSeconds()
         if !fused { optimizer.update() }
         let t4 = monotonicSeconds()
         // Optimizer-in-backward: report the bucket updates as optimizer time, not backward.
-        let inBackward = fused ? sync.optimizerSeconds : 0
-        t2 -= inBackward
-        var sums: [Double] = [Double(out.lossITA.item), Double(out.lossITM.item), Double(out.lossMLM.item)]
+        if fused { inBackward = sync.optimizerSeconds; backward -= inBackward }
         sums.withUnsafeMutableBufferPointer { comm.allReduceSum($0.baseAddress!, count: 3) }
-        let w = Double(comm.size)
+        let w = Double(layout.slots)
         globalStep += 1
         return StepMetrics(step: globalStep, epoch: epoch, iteration: iteration, lossITA: sums[0] / w, lossITM: sums[1] / w,
                            lossMLM: sums[2] / w, loss: (sums[0] + sums[1] + sums[2]) / w, lr: lr, alpha: Double(alpha), temp: temp,
-                           forwardSeconds: t1 - t0, backwardSeconds: t2 - t1, commWaitSeconds: t3 - t2,
+                           forwardSeconds: forward, backwardSeconds: backward, commWaitSeconds: t3 - t2,
                            optimizerSeconds: t4 - t3 + inBackward, stepSeconds: monotonicSeconds() - t0)
     }
 

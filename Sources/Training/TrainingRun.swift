@@ -18,6 +18,8 @@ public struct RunOptions: Sendable {
     /// With `resume`: the step of the checkpoint to resume from (with a coordinator, the last one
     /// it committed); nil: the latest checkpoint.
     public var resumeStep: Int? = nil
+    /// `--record-samples`: rank 0 writes every step's samples to this JSON-lines file.
+    public var recordSamples: String? = nil
     public init() {}
 }
 
@@ -55,6 +57,12 @@ public final class TrainingRun {
     public var stopSignal: (() -> Int32)?
     /// The signal that ended the run early (after its checkpoint), or 0.
     public private(set) var stoppedBySignal: Int32 = 0
+    /// `--record-samples`: rank 0 writes the samples of every optimizer step here.
+    public private(set) var sampleRecord: SampleRecord?
+    /// Names a sample number in the record (the loader's `shard#index`).
+    public var sampleName: ((Int64) -> String)?
+    /// The checkpoint this run resumed from, if any.
+    public private(set) var resumedFrom: CheckpointState?
 
     public init(trainer: Trainer, source: BatchSource, options: RunOptions) {
         self.trainer = trainer
@@ -109,6 +117,11 @@ public final class TrainingRun {
         var (epoch, iteration) = try resumeIfAsked()
         let log = try RunLog(run: self)
         defer { log.close() }
+        if let path = options.recordSamples {
+            sampleRecord = try SampleRecord(path: path, rank: trainer.comm.rank, resumedStep: resumedFrom?.step ?? 0,
+                                            name: sampleName ?? { String($0) })
+        }
+        defer { sampleRecord?.close() }
         let epochs = trainer.config.epochs
         if let mx = options.maxSteps, trainer.globalStep >= mx {
             // A resumed (e.g. requeued) run that already reached --max-steps trains nothing more.
@@ -123,8 +136,11 @@ public final class TrainingRun {
         outer: while epoch < epochs {
             try source.start(epoch: epoch, iteration: iteration)
             while true {
-                let batch = try source.next()
-                let b = try agree(hasBatch: batch != nil)
+                // The step's micro-batches (one per micro-step), read before the boundary.
+                var micro: [PretrainBatch] = []
+                while micro.count < trainer.layout.accumSteps, let m = try source.next() { micro.append(m) }
+                let complete = micro.count == trainer.layout.accumSteps
+                let b = try agree(hasBatch: complete)
                 if b.endOfData {
                     // The epoch's end, agreed: its checkpoint stores the start of the next epoch.
                     epochsDone = epoch + 1
@@ -143,8 +159,8 @@ public final class TrainingRun {
                 if (periodic || b.command == .checkpoint) && checkpointedStep != trainer.globalStep {
                     try checkpoint(epoch: epoch, iteration: iteration)
                 }
-                guard let batch else { throw TrainingError.data("rank \(trainer.comm.rank): no batch after the ranks agreed every rank had one") }
-                let m = try trainStep(batch, epoch: epoch, iteration: iteration)
+                guard complete else { throw TrainingError.data("rank \(trainer.comm.rank): no batch after the ranks agreed every rank had one") }
+                let m = try trainStep(micro, epoch: epoch, iteration: iteration)
                 iteration += 1
                 log.record(m, epoch: epoch, iteration: iteration)
             }
@@ -161,16 +177,19 @@ public final class TrainingRun {
             return (0, 0)
         }
         let st = try Checkpointer.readState(dir)
-        if st.worldSize != trainer.comm.size && !source.reshardsOnResume {
-            throw TrainingError.checkpoint("\(dir.path) was written by \(st.worldSize) rank(s) and this run has \(trainer.comm.size): static sharding cannot resume on another world size without training samples twice; resume with \(st.worldSize) ranks, or run with a coordinator (--coordinator)")
+        try st.checkCompatible(with: trainer.config, path: dir.path) { if self.rank0 { print($0) } }
+        if let global = st.layout?.globalBatch, global != trainer.layout.globalBatch {
+            throw TrainingError.checkpoint("\(dir.path) was trained with the global batch \(global) (\(st.layout!)); this run's is \(trainer.layout.globalBatch) (\(trainer.layout)). World sizes that continue it: \(st.layout!.worldSizesThatWork().map(String.init).joined(separator: ", "))")
         }
+        try source.resume(from: st, rank: trainer.comm.rank, layout: trainer.layout)
         _ = try Checkpointer.load(dir, into: trainer)
-        if st.worldSize == trainer.comm.size, let mine = st.ranks.first(where: { $0.rank == trainer.comm.rank }) {
-            try source.restore(position: mine.dataPosition)
-        }
         epochsDone = st.epoch
         checkpointedStep = st.step
-        if rank0 { print("resumed from \(dir.path): step \(st.step), epoch \(st.epoch), iteration \(st.iteration)") }
+        resumedFrom = st
+        if rank0 {
+            let change = st.worldSize == trainer.comm.size ? "" : "; world size \(st.worldSize) → \(trainer.comm.size) (\(trainer.layout))"
+            print("resumed from \(dir.path): step \(st.step), epoch \(st.epoch), iteration \(st.iteration)\(change)")
+        }
         return (st.epoch, st.iteration)
     }
 
@@ -198,10 +217,12 @@ public final class TrainingRun {
         return Boundary.decide(sums, localSignal: signal)
     }
 
-    /// One ALBEF step on `batch`, then the per-step bookkeeping (history, hooks, divergence check).
-    func trainStep(_ batch: PretrainBatch, epoch: Int, iteration: Int) throws -> StepMetrics {
-        let m = try trainer.step(batch, epoch: epoch, iteration: iteration, iterationsPerEpoch: source.iterationsPerEpoch)
+    /// One ALBEF step on this rank's micro-batches, then the per-step bookkeeping (history,
+    /// hooks, the sample record, divergence check).
+    func trainStep(_ micro: [PretrainBatch], epoch: Int, iteration: Int) throws -> StepMetrics {
+        let m = try trainer.step(micro, epoch: epoch, iteration: iteration, iterationsPerEpoch: source.iterationsPerEpoch)
         source.markTrained()
+        try sampleRecord?.record(step: trainer.globalStep, epoch: epoch, micro: micro, layout: trainer.layout, comm: trainer.comm)
         history.append(m)
         onStep?(m)
         let step = trainer.globalStep

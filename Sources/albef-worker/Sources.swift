@@ -50,6 +50,6 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
     c.useRandAugment = config.randAugment
     c.flipSwapsLeftRight = config.flipSwapsLeftRight
     return try LoaderSource(index: index, tokenizer: tokenizer, configuration: c, rank: rank, worldSize: worldSize, ranges: ranges,
-                            iterationsPerEpoch: iterationsPerEpoch)
+                            iterationsPerEpoch: iterationsPerEpoch, accumSteps: config.accumSteps)
 }
 

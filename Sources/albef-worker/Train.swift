@@ -60,7 +60,11 @@ struct Train: ParsableCommand {
     @Option(help: "Job id the coordinator was started with (albef-coord serve --job-id).") var jobId: String = "albef"
     @Option(help: "Job token (albef-coord serve --token); default: $ALBEF_JOB_TOKEN.") var token: String?
     @Option(name: .customLong("curve-keys"), help: "Directory of CURVE keys from `albef-coord keygen` (server.pub, client.pub, client.key).") var curveKeys: String?
-    @Option(help: "Override the config's batch_size (per rank).") var batchSize: Int?
+    @Option(help: "Override the config's batch_size (per rank and micro-step).") var batchSize: Int?
+    @Option(help: "Override the config's accum_steps (micro-steps per optimizer step; global batch = batch_size × ranks × accum_steps).")
+    var accumSteps: Int?
+    @Option(help: "Rank 0 writes, per optimizer step, the epoch and the samples of the global batch to this JSON-lines file (the audit trail: no sample twice in an epoch).")
+    var recordSamples: String?
     @Option(help: "Override the config's epochs.") var epochs: Int?
     @Option(help: "Override the learning rate (optimizer.lr and the schedule's base).") var lr: Double?
     @Option(help: "Use synthetic random batches with this many iterations per epoch (no corpus; for smoke tests).") var synthetic: Int?
@@ -70,6 +74,7 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be ≥ 1") }
+        if let a = accumSteps, a < 1 { throw ValidationError("--accum-steps must be ≥ 1, got \(a)") }
         if let b = batchSize, b < 2 { throw ValidationError("--batch-size must be ≥ 2 (ITM draws each sample's negative from another sample of the batch), got \(b)") }
         if let e = epochs, e < 1 { throw ValidationError("--epochs must be ≥ 1, got \(e)") }
         if let v = lr, !(v > 0 && v.isFinite) { throw ValidationError("--lr must be > 0, got \(v)") }
@@ -87,10 +92,22 @@ struct Train: ParsableCommand {
         Threading.setThreads(model.threads)
         var cfg = try TrainConfig.load(model.config)
         if let b = batchSize { cfg.batchSize = b }
+        if let a = accumSteps { cfg.accumSteps = a }
         if let e = epochs { cfg.overrideEpochs(e) }
         if let lr { cfg.overrideLR(lr) }
         if let precision { cfg.precision = precision }
         cfg.precision = applyPrecision(cfg.precision, echo: comm.rank == 0)
+        // On resume, the checkpoint's global batch is split over this world size.
+        func adoptLayout(resumingFrom dir: URL?) throws {
+            guard let dir else { return }
+            let st = try Checkpointer.readState(dir)
+            let (layout, note) = try StepLayout.forRun(config: cfg, worldSize: comm.size, resuming: st,
+                                                       explicitAccum: accumSteps != nil, explicitBatch: batchSize != nil)
+            cfg.batchSize = layout.batchSize
+            cfg.accumSteps = layout.accumSteps
+            if let note, comm.rank == 0 { print(note) }
+        }
+        if resume && coordinator == nil { try adoptLayout(resumingFrom: Checkpointer.latest(outputDir)) }
         // The overrides and the world size, checked before anything is built.
         try cfg.validate(worldSize: comm.size)
         if comm.rank == 0 { cfg.notes.forEach { print($0) } }
@@ -99,7 +116,8 @@ struct Train: ParsableCommand {
         var committedResumeStep = 0
         if let n = synthetic {
             source = SyntheticSource(SyntheticBatches(batchSize: cfg.batchSize, length: cfg.maxLength, imageRes: cfg.model.imageRes,
-                                                      vocabSize: cfg.model.bert.vocabSize, seed: model.seed), rank: comm.rank, iterationsPerEpoch: n)
+                                                      vocabSize: cfg.model.bert.vocabSize, seed: model.seed), rank: comm.rank, iterationsPerEpoch: n,
+                                     layout: StepLayout(batchSize: cfg.batchSize, ranks: comm.size, accumSteps: cfg.accumSteps))
         } else if let endpoint = coordinator {
             var auth = ClientAuth.none
             if let dir = curveKeys {
@@ -121,12 +139,20 @@ struct Train: ParsableCommand {
                 world.abort(2)
             }
             committedResumeStep = agreed.resumeStep
+            if resume {
+                let committedDir = agreed.resumeStep > 0
+                    ? Checkpointer.directory(outputDir).appendingPathComponent(String(format: "step_%08d", agreed.resumeStep)) : Checkpointer.latest(outputDir)
+                if let d = committedDir, FileManager.default.fileExists(atPath: d.appendingPathComponent("state.json").path) {
+                    try adoptLayout(resumingFrom: d)
+                    try cfg.validate(worldSize: comm.size)
+                }
+            }
             if agreed.epochs > 0 && agreed.epochs != cfg.epochs {
                 if comm.rank == 0 { print("the coordinator plans \(agreed.epochs) epochs (the config says \(cfg.epochs)): training \(agreed.epochs)") }
                 cfg.overrideEpochs(agreed.epochs)
             }
             // Every rank's stream holds ⌊N/W⌋ samples of each epoch (see LeasePlanner).
-            let perEpoch = max(1, index.totalSamples / comm.size / max(cfg.batchSize, 1))
+            let perEpoch = max(1, index.totalSamples / comm.size / max(cfg.batchSize * cfg.accumSteps, 1))
             source = try makeCorpusSource(config: cfg, corpus: corpus, rank: comm.rank, worldSize: comm.size, seed: model.seed,
                                           threads: loaderThreads, outputDir: outputDir, ranges: { [ranges = l.ranges] in ranges.source(epoch: $0) },
                                           iterationsPerEpoch: perEpoch, onBadSample: l.badSampleReporter)
@@ -136,7 +162,7 @@ struct Train: ParsableCommand {
         }
         let trainer = try Trainer(config: cfg, comm: comm, seed: model.seed)
         if comm.rank == 0 {
-            print("albef-worker: \(comm.size) rank(s) × \(model.threads) thread(s); config \(model.config); \(trainer.model.online!.count) trainable parameters; global batch \(cfg.batchSize * comm.size); \(source.iterationsPerEpoch) iterations/epoch")
+            print("albef-worker: \(comm.size) rank(s) × \(model.threads) thread(s); config \(model.config); \(trainer.model.online!.count) trainable parameters; \(trainer.layout); \(source.iterationsPerEpoch) iterations/epoch")
         }
         var opts = RunOptions()
         opts.outputDir = outputDir
@@ -148,6 +174,7 @@ struct Train: ParsableCommand {
         opts.tensorBoard = tensorboard
         opts.divergenceCheckEvery = divergenceCheckEvery
         opts.resume = resume
+        opts.recordSamples = recordSamples
         if link != nil {
             let committed = committedResumeStep
             if resume && committed > 0 {
@@ -159,6 +186,7 @@ struct Train: ParsableCommand {
             }
         }
         let run = TrainingRun(trainer: trainer, source: source, options: opts)
+        if let ls = source as? LoaderSource { run.sampleName = ls.sampleName }
         if let link, let ls = source as? LoaderSource { link.attach(to: run, source: ls) }
         installStopSignalHandlers()
         run.stopSignal = { trainStopSignal }

@@ -9,7 +9,7 @@ final class CoordinatorIntegrationTests: XCTestCase {
 
     /// A small synthetic corpus (32 px) and a micro model config in a fresh temporary directory.
     func makeCorpusAndConfig(samples: Int, batchSize: Int = 4,
-                             schedular: String = "{sched: constant, epochs: 50}") throws -> (URL, URL) {
+                             schedular: String = "{sched: constant, epochs: 50}", queueSize: Int = 64) throws -> (URL, URL) {
         let bin = productsDirectory()
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coordint-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -17,7 +17,7 @@ final class CoordinatorIntegrationTests: XCTestCase {
                                       ["synth", "--out", dir.path + "/corpus", "--samples", String(samples), "--heldout", "10",
                                        "--image-size", "32", "--shard-size", "100"])
         XCTAssertEqual(s0, 0, o0)
-        let cfg = try writeMicroConfig(in: dir, batchSize: batchSize, schedular: schedular)
+        let cfg = try writeMicroConfig(in: dir, batchSize: batchSize, schedular: schedular, queueSize: queueSize)
         return (dir, cfg)
     }
 

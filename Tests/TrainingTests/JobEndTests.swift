@@ -273,9 +273,9 @@ extension CoordinatorIntegrationTests {
     }
 
     /// Static sharding (no coordinator) run to its natural end: a checkpoint at each epoch's end,
-    /// the last one final, exit 0; resuming it on another world size is refused (it would train
-    /// samples twice) with an error naming both sizes.
-    func testStaticShardingRunsToTheEndAndRefusesAnotherWorldSize() throws {
+    /// the last one final, exit 0; resuming it on a world size that cannot split its global batch
+    /// (one slot of 16) is refused with an error listing the world sizes that can.
+    func testStaticShardingRunsToTheEndAndRefusesAWorldSizeThatCannotSplitItsBatch() throws {
         let (dir, cfg) = try makeJobEndCorpus(samples: 200)
         defer { try? FileManager.default.removeItem(at: dir) }
         let worker = productsDirectory().appendingPathComponent("albef-worker").path
@@ -307,6 +307,6 @@ extension CoordinatorIntegrationTests {
         let (s2, o2) = try runCommand("/usr/bin/mpirun", ["--allow-run-as-root", "--oversubscribe", "-n", "2", worker] + common + ["--resume"],
                                       timeout: 120, env: mpiEnvironment)
         XCTAssertNotEqual(s2, 0, o2)
-        XCTAssertTrue(o2.contains("written by 1 rank(s) and this run has 2"), o2)
+        XCTAssertTrue(o2.contains("2 rank(s) cannot split its 1 slots") && o2.contains("World sizes that work: 1"), o2)
     }
 }

@@ -118,7 +118,8 @@ final class MPIRunTests: XCTestCase {
 
 /// Writes `micro.yaml` in `dir`: the micro ALBEF (32 px, 2 ViT blocks, 4 BERT layers fused from
 /// layer 2, queue 64) the multi-process tests train.
-func writeMicroConfig(in dir: URL, batchSize: Int = 4, schedular: String = "{sched: constant, epochs: 50}") throws -> URL {
+func writeMicroConfig(in dir: URL, batchSize: Int = 4, schedular: String = "{sched: constant, epochs: 50}", queueSize: Int = 64,
+                      extra: String = "") throws -> URL {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
     let cfg = dir.appendingPathComponent("micro.yaml")
     try """
@@ -130,9 +131,10 @@ func writeMicroConfig(in dir: URL, batchSize: Int = 4, schedular: String = "{sch
     vit: {patch_size: 16, depth: 2, num_heads: 2, mlp_ratio: 4}
     embed_dim: 16
     batch_size: \(batchSize)
-    queue_size: 64
+    queue_size: \(queueSize)
     optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
     schedular: \(schedular)
+    \(extra)
     """.write(to: cfg, atomically: true, encoding: .utf8)
     return cfg
 }

@@ -9,11 +9,14 @@ extension ALBEFPretrain {
     ///   - alpha: distillation weight for this iteration (the ramp is the caller's).
     ///   - rng: source of the ITM negatives and the MLM mask (in that order).
     ///   - injection: externally supplied negatives / MLM mask (parity tests).
+    ///   - updateMomentum: apply the EMA update of the momentum encoders first (ALBEF does at
+    ///     every forward; with gradient accumulation, only the first micro-step of a step does).
     ///   - allGather: gathers `[B, E]` momentum features from every rank in rank order
     ///     (identity for a single process).
     ///   - keepActivations: keep named intermediates in the output (selfcheck).
     public func forwardStep(_ batch: PretrainBatch, alpha: Float, rng: inout RandomGenerator,
                             injection: StepInjection = StepInjection(),
+                            updateMomentum: Bool = true,
                             allGather: (Tensor) -> Tensor = { $0 },
                             keepActivations: Bool = false) -> StepOutput {
         let b = batch.batchSize, l = batch.length
@@ -30,7 +33,7 @@ extension ALBEFPretrain {
 
         // 4. Momentum features and soft ITC targets (no grad).
         let (imageEmbedsM, targetsI2T, targetsT2I, imageFeatM, textFeatM) = withNoGrad {
-            momentumUpdate()
+            if updateMomentum { momentumUpdate() }
             let xm = visualEncoderM(batch.images)
             let im = visionProjM(xm.select(axis: 1, 0)).l2Normalized()
             let hm = textEncoderM.bert(ids: batch.inputIds, attentionMask: batch.attentionMask, batch: b, length: l, mode: .text)

@@ -26,7 +26,10 @@ public struct PretrainBatch {
     public var attentionMask: [Int32]
     public var batchSize: Int
     public var length: Int
-    public init(images: Tensor, inputIds: [Int32], attentionMask: [Int32], batchSize: Int, length: Int) {
+    /// The samples' numbers in the corpus (shard offset + index in file order; empty for
+    /// synthetic batches): the audit trail of `--record-samples`.
+    public var sampleIDs: [Int64] = []
+    public init(images: Tensor, inputIds: [Int32], attentionMask: [Int32], batchSize: Int, length: Int, sampleIDs: [Int64] = []) {
         precondition(inputIds.count == batchSize * length && attentionMask.count == batchSize * length,
                      "PretrainBatch: ids/mask must be [\(batchSize), \(length)]")
         self.images = images
@@ -34,6 +37,7 @@ public struct PretrainBatch {
         self.attentionMask = attentionMask
         self.batchSize = batchSize
         self.length = length
+        self.sampleIDs = sampleIDs
     }
 }
 

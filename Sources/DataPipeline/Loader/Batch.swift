@@ -15,16 +15,20 @@ public struct LoaderPosition: Codable, Equatable, Sendable {
     public var batches: Int
     public var pending: [SampleRange]
     public var rangesCompleted: Int
+    /// Static sharding: the epoch's slot layout the cursor counts in (nil: one slot per rank
+    /// from the epoch's start, as before slot layouts existed).
+    public var plan: SlotPlan?
 
-    public init(epoch: Int, cursor: Int = 0, batches: Int = 0, pending: [SampleRange] = [], rangesCompleted: Int = 0) {
+    public init(epoch: Int, cursor: Int = 0, batches: Int = 0, pending: [SampleRange] = [], rangesCompleted: Int = 0, plan: SlotPlan? = nil) {
         self.epoch = epoch
         self.cursor = cursor
         self.batches = batches
         self.pending = pending
         self.rangesCompleted = rangesCompleted
+        self.plan = plan
     }
 
-    enum CodingKeys: String, CodingKey { case epoch, cursor, batches, pending, rangesCompleted }
+    enum CodingKeys: String, CodingKey { case epoch, cursor, batches, pending, rangesCompleted, plan }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -33,6 +37,7 @@ public struct LoaderPosition: Codable, Equatable, Sendable {
         batches = try c.decode(Int.self, forKey: .batches)
         pending = try c.decodeIfPresent([SampleRange].self, forKey: .pending) ?? []
         rangesCompleted = try c.decodeIfPresent(Int.self, forKey: .rangesCompleted) ?? 0
+        plan = try c.decodeIfPresent(SlotPlan.self, forKey: .plan)
     }
 }
 

@@ -136,22 +136,38 @@ public final class DataLoader: @unchecked Sendable {
     var threads: [Thread] = []
     let quarantine: FileHandle?
 
-    /// Static sharding over the whole index for (rank, worldSize, epoch), optionally resuming.
+    /// Static sharding over the whole index for (rank, worldSize, epoch), optionally resuming:
+    /// rank `rank` reads its slots of `plan` (default: one slot per rank, `DistributedSampler`'s
+    /// layout) from the epoch's permutation of the usable samples.
     public convenience init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: Configuration,
-                            rank: Int, worldSize: Int, epoch: Int, resumeFrom: LoaderPosition? = nil) throws {
+                            rank: Int, worldSize: Int, epoch: Int, resumeFrom: LoaderPosition? = nil, plan: SlotPlan? = nil) throws {
         precondition(rank >= 0 && rank < worldSize, "DataLoader: rank \(rank) not in 0..<\(worldSize)")
+        let plan = plan ?? SlotPlan(slots: worldSize, batchSize: configuration.batchSize)
+        precondition(plan.batchSize == configuration.batchSize && plan.slots % worldSize == 0,
+                     "DataLoader: plan of \(plan.slots) slots × \(plan.batchSize) does not fit \(worldSize) ranks × batch \(configuration.batchSize)")
         let (usable, excluded) = try DataLoader.usableSamples(index: index, configuration: configuration)
-        var permRNG = RandomGenerator(seed: configuration.seed).split(0xE90C).split(UInt64(epoch))
+        let order = DataLoader.epochOrder(usable: usable, seed: configuration.seed, epoch: epoch)
+        let steps = plan.steps(samples: order.count)
+        guard steps > 0 || plan.origins.contains(where: { $0 > 0 }) else {
+            throw DataError.notEnoughSamples(available: order.count, needed: plan.slots * configuration.batchSize)
+        }
+        let sequence = plan.sequence(count: order.count, rank: rank, ranks: worldSize).map { order[$0] }
+        try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
+                      epoch: epoch, plan: .staticShard(sequence: sequence), batches: steps * (plan.slots / worldSize),
+                      start: resumeFrom, excludedByIndex: excluded)
+    }
+
+    /// The epoch's permutation of the usable samples (global sample numbers), the same on every rank.
+    static func epochOrder(usable: [Int], seed: UInt64, epoch: Int) -> [Int] {
+        var permRNG = RandomGenerator(seed: seed).split(0xE90C).split(UInt64(epoch))
         var order = usable
         permRNG.shuffle(&order)
-        let perRank = order.count / worldSize
-        guard perRank >= configuration.batchSize else {
-            throw DataError.notEnoughSamples(available: order.count, needed: configuration.batchSize * worldSize)
-        }
-        let sequence = (0..<perRank).map { order[rank + worldSize * $0] }
-        try self.init(index: index, tokenizer: tokenizer, configuration: configuration, rank: rank, worldSize: worldSize,
-                      epoch: epoch, plan: .staticShard(sequence: sequence), batches: perRank / configuration.batchSize,
-                      start: resumeFrom, excludedByIndex: excluded)
+        return order
+    }
+
+    /// How many samples of the index are usable (not marked bad by it): |S| of ``SlotPlan``.
+    public static func usableCount(index: CorpusIndex, configuration: Configuration) throws -> Int {
+        try usableSamples(index: index, configuration: configuration).usable.count
     }
 
     /// Global indices of the samples not marked bad in the index, and how many were excluded.
@@ -334,7 +350,10 @@ public final class DataLoader: @unchecked Sendable {
     func ref(at p: Int) throws -> (SampleRef, Int)? {
         switch plan {
         case .staticShard(let seq):
-            let g = seq[p % seq.count]
+            // The rank's sequence ends here (its spare tail used up by skipped samples): never
+            // wrap around, which would train samples of this epoch twice.
+            guard p < seq.count else { sequenceEnd = seq.count; return nil }
+            let g = seq[p]
             var lo = 0, hi = shardOffsets.count - 1
             while lo < hi {
                 let mid = (lo + hi + 1) / 2
