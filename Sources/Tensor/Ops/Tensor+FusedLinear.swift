@@ -17,7 +17,7 @@ extension Tensor {
         let act = gelu ? Storage(count: a.count, zeroed: false) : nil
         if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
         Tensor.linearForwardInPrecision(out: out, inp: act?.pointer ?? a.data, weight: weight, bias: bias?.data, n: n,
-                      inFeatures: inF, outFeatures: outF)
+                                        inFeatures: inF, outFeatures: outF)
     }
 
     /// Backward of `linearOfActivation` given d(out): the GELU output recomputed from `a`, then the
@@ -28,7 +28,7 @@ extension Tensor {
         if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
         let dact = gelu && a.requiresGrad ? Storage(count: a.count) : nil  // zeroed: linearBackward accumulates
         Tensor.linearBackwardInPrecision(dinp: gelu ? dact?.pointer : a.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                       dout: dout, inp: act?.pointer ?? a.data, weight: weight, n: n, inFeatures: inF, outFeatures: outF)
+                                         dout: dout, inp: act?.pointer ?? a.data, weight: weight, n: n, inFeatures: inF, outFeatures: outF)
         if let dact, let da = a.gradIfNeeded { geluBackward(dinp: da, dout: dact.pointer, inp: a.data, count: a.count) }
     }
 
@@ -67,7 +67,7 @@ extension Tensor {
             let normed = Storage(count: count, zeroed: false)
             normalise(into: normed)
             Tensor.linearForwardInPrecision(out: out.data, inp: normed.pointer, weight: weight, bias: bias?.data, n: rows,
-                          inFeatures: c, outFeatures: outF)
+                                            inFeatures: c, outFeatures: outF)
         }
         if Tensor.needsGrad(self, gamma, beta, weight, bias) {
             out.record([self, gamma, beta, weight] + (bias.map { [$0] } ?? [])) { o in
@@ -76,8 +76,8 @@ extension Tensor {
                 let needNormGrad = x.requiresGrad || gamma.requiresGrad || beta.requiresGrad
                 let dnormed = needNormGrad ? Storage(count: x.count) : nil  // zeroed: linearBackward accumulates
                 Tensor.linearBackwardInPrecision(dinp: dnormed?.pointer, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                               dout: o.gradPointer, inp: normed.pointer, weight: weight, n: rows,
-                               inFeatures: c, outFeatures: outF)
+                                                 dout: o.gradPointer, inp: normed.pointer, weight: weight, n: rows,
+                                                 inFeatures: c, outFeatures: outF)
                 if let dnormed {
                     layerNormBackward(dinp: x.gradIfNeeded, dweight: gamma.gradIfNeeded, dbias: beta.gradIfNeeded,
                                       dout: dnormed.pointer, inp: x.data, weight: gamma.data,

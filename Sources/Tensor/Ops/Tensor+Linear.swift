@@ -5,12 +5,12 @@ extension Tensor {
         let (inF, outF, n) = Tensor.linearDimensions("linear", input: shape, weight, bias)
         let out = Tensor(uninitialized: Array(shape.dropLast()) + [outF])
         Tensor.linearForwardInPrecision(out: out.data, inp: data, weight: weight, bias: bias?.data, n: n,
-                      inFeatures: inF, outFeatures: outF)
+                                        inFeatures: inF, outFeatures: outF)
         if Tensor.needsGrad(self, weight, bias) {
             out.record([self, weight] + (bias.map { [$0] } ?? [])) { o in
                 Tensor.linearBackwardInPrecision(dinp: self.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                               dout: o.gradPointer, inp: self.data, weight: weight, n: n,
-                               inFeatures: inF, outFeatures: outF)
+                                                 dout: o.gradPointer, inp: self.data, weight: weight, n: n,
+                                                 inFeatures: inF, outFeatures: outF)
             }
         }
         return out
