@@ -31,8 +31,11 @@ final class PrecisionConfigTests: XCTestCase {
     func testDataParallelBF16StaysInSync() throws {
         guard MatmulPrecision.set(.bf16) == nil else { throw XCTSkip("no bf16 GEMM backend: \(MatmulPrecision.cpu)") }
         defer { MatmulPrecision.set(.fp32) }
-        var config = TrainConfig.testMicro(batchSize: 4, queueSize: 32, dropout: 0.1)
-        config.precision = .bf16
+        let config: TrainConfig = {
+            var c = TrainConfig.testMicro(batchSize: 4, queueSize: 32, dropout: 0.1)
+            c.precision = .bf16
+            return c
+        }()
         let data = SyntheticBatches(batchSize: 4, length: 9, imageRes: 32, vocabSize: 1200, seed: 77)
         let world = LocalWorld(size: 2)
         let lock = NSLock()
