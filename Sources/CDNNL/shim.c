@@ -5,6 +5,7 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,20 +37,99 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 // OpenMP's team size for the calling thread, resolved from the libgomp that libdnnl loads.
 static void (*omp_set_threads)(int) = NULL;
 
+// libdnnl is opened at the first use (dlopen), not linked: libgomp, which it loads, reads
+// OMP_WAIT_POLICY once when it is loaded, and its default (spin after every parallel region)
+// keeps a core busy after each GEMM that our own kernels' threads then wait for (measured on the
+// base step: 5.16 s spinning vs 4.53 s passive). So PASSIVE is set first unless the user set a
+// policy. Processes that stay fp32 never load oneDNN or OpenMP at all.
+static void *lib = NULL;
+static char lib_error[256] = "";
+static __typeof__(&dnnl_engine_create) p_dnnl_engine_create;
+static __typeof__(&dnnl_get_effective_cpu_isa) p_dnnl_get_effective_cpu_isa;
+static __typeof__(&dnnl_matmul_desc_init) p_dnnl_matmul_desc_init;
+static __typeof__(&dnnl_memory_create) p_dnnl_memory_create;
+static __typeof__(&dnnl_memory_desc_get_size) p_dnnl_memory_desc_get_size;
+static __typeof__(&dnnl_memory_desc_init_by_strides) p_dnnl_memory_desc_init_by_strides;
+static __typeof__(&dnnl_memory_destroy) p_dnnl_memory_destroy;
+static __typeof__(&dnnl_post_ops_append_sum) p_dnnl_post_ops_append_sum;
+static __typeof__(&dnnl_post_ops_create) p_dnnl_post_ops_create;
+static __typeof__(&dnnl_post_ops_destroy) p_dnnl_post_ops_destroy;
+static __typeof__(&dnnl_primitive_attr_create) p_dnnl_primitive_attr_create;
+static __typeof__(&dnnl_primitive_attr_destroy) p_dnnl_primitive_attr_destroy;
+static __typeof__(&dnnl_primitive_attr_set_output_scales) p_dnnl_primitive_attr_set_output_scales;
+static __typeof__(&dnnl_primitive_attr_set_post_ops) p_dnnl_primitive_attr_set_post_ops;
+static __typeof__(&dnnl_primitive_attr_set_scratchpad_mode) p_dnnl_primitive_attr_set_scratchpad_mode;
+static __typeof__(&dnnl_primitive_create) p_dnnl_primitive_create;
+static __typeof__(&dnnl_primitive_desc_create) p_dnnl_primitive_desc_create;
+static __typeof__(&dnnl_primitive_desc_destroy) p_dnnl_primitive_desc_destroy;
+static __typeof__(&dnnl_primitive_desc_query) p_dnnl_primitive_desc_query;
+static __typeof__(&dnnl_primitive_desc_query_md) p_dnnl_primitive_desc_query_md;
+static __typeof__(&dnnl_primitive_execute) p_dnnl_primitive_execute;
+static __typeof__(&dnnl_status2str) p_dnnl_status2str;
+static __typeof__(&dnnl_stream_create) p_dnnl_stream_create;
+static __typeof__(&dnnl_stream_wait) p_dnnl_stream_wait;
+static __typeof__(&dnnl_version) p_dnnl_version;
+
+static int load_symbols(void) {
+    if (!(p_dnnl_engine_create = (__typeof__(&dnnl_engine_create))dlsym(lib, "dnnl_engine_create"))) return 0;
+    if (!(p_dnnl_get_effective_cpu_isa = (__typeof__(&dnnl_get_effective_cpu_isa))dlsym(lib, "dnnl_get_effective_cpu_isa"))) return 0;
+    if (!(p_dnnl_matmul_desc_init = (__typeof__(&dnnl_matmul_desc_init))dlsym(lib, "dnnl_matmul_desc_init"))) return 0;
+    if (!(p_dnnl_memory_create = (__typeof__(&dnnl_memory_create))dlsym(lib, "dnnl_memory_create"))) return 0;
+    if (!(p_dnnl_memory_desc_get_size = (__typeof__(&dnnl_memory_desc_get_size))dlsym(lib, "dnnl_memory_desc_get_size"))) return 0;
+    if (!(p_dnnl_memory_desc_init_by_strides = (__typeof__(&dnnl_memory_desc_init_by_strides))dlsym(lib, "dnnl_memory_desc_init_by_strides"))) return 0;
+    if (!(p_dnnl_memory_destroy = (__typeof__(&dnnl_memory_destroy))dlsym(lib, "dnnl_memory_destroy"))) return 0;
+    if (!(p_dnnl_post_ops_append_sum = (__typeof__(&dnnl_post_ops_append_sum))dlsym(lib, "dnnl_post_ops_append_sum"))) return 0;
+    if (!(p_dnnl_post_ops_create = (__typeof__(&dnnl_post_ops_create))dlsym(lib, "dnnl_post_ops_create"))) return 0;
+    if (!(p_dnnl_post_ops_destroy = (__typeof__(&dnnl_post_ops_destroy))dlsym(lib, "dnnl_post_ops_destroy"))) return 0;
+    if (!(p_dnnl_primitive_attr_create = (__typeof__(&dnnl_primitive_attr_create))dlsym(lib, "dnnl_primitive_attr_create"))) return 0;
+    if (!(p_dnnl_primitive_attr_destroy = (__typeof__(&dnnl_primitive_attr_destroy))dlsym(lib, "dnnl_primitive_attr_destroy"))) return 0;
+    if (!(p_dnnl_primitive_attr_set_output_scales = (__typeof__(&dnnl_primitive_attr_set_output_scales))dlsym(lib, "dnnl_primitive_attr_set_output_scales"))) return 0;
+    if (!(p_dnnl_primitive_attr_set_post_ops = (__typeof__(&dnnl_primitive_attr_set_post_ops))dlsym(lib, "dnnl_primitive_attr_set_post_ops"))) return 0;
+    if (!(p_dnnl_primitive_attr_set_scratchpad_mode = (__typeof__(&dnnl_primitive_attr_set_scratchpad_mode))dlsym(lib, "dnnl_primitive_attr_set_scratchpad_mode"))) return 0;
+    if (!(p_dnnl_primitive_create = (__typeof__(&dnnl_primitive_create))dlsym(lib, "dnnl_primitive_create"))) return 0;
+    if (!(p_dnnl_primitive_desc_create = (__typeof__(&dnnl_primitive_desc_create))dlsym(lib, "dnnl_primitive_desc_create"))) return 0;
+    if (!(p_dnnl_primitive_desc_destroy = (__typeof__(&dnnl_primitive_desc_destroy))dlsym(lib, "dnnl_primitive_desc_destroy"))) return 0;
+    if (!(p_dnnl_primitive_desc_query = (__typeof__(&dnnl_primitive_desc_query))dlsym(lib, "dnnl_primitive_desc_query"))) return 0;
+    if (!(p_dnnl_primitive_desc_query_md = (__typeof__(&dnnl_primitive_desc_query_md))dlsym(lib, "dnnl_primitive_desc_query_md"))) return 0;
+    if (!(p_dnnl_primitive_execute = (__typeof__(&dnnl_primitive_execute))dlsym(lib, "dnnl_primitive_execute"))) return 0;
+    if (!(p_dnnl_status2str = (__typeof__(&dnnl_status2str))dlsym(lib, "dnnl_status2str"))) return 0;
+    if (!(p_dnnl_stream_create = (__typeof__(&dnnl_stream_create))dlsym(lib, "dnnl_stream_create"))) return 0;
+    if (!(p_dnnl_stream_wait = (__typeof__(&dnnl_stream_wait))dlsym(lib, "dnnl_stream_wait"))) return 0;
+    if (!(p_dnnl_version = (__typeof__(&dnnl_version))dlsym(lib, "dnnl_version"))) return 0;
+    return 1;
+}
+
+static int load_library(void) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    lib = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) lib = dlopen("libdnnl.so", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        const char *e = dlerror();
+        snprintf(lib_error, sizeof lib_error, "cannot load oneDNN (%s); install libdnnl-dev (scripts/setup)", e ? e : "libdnnl.so.2 not found");
+        return CDNNL_ERR_NO_LIBRARY;
+    }
+    if (!load_symbols()) {
+        snprintf(lib_error, sizeof lib_error, "libdnnl lacks a function this build calls (needs oneDNN 2.x)");
+        return CDNNL_ERR_NO_LIBRARY;
+    }
+    omp_set_threads = (void (*)(int))dlsym(lib, "omp_set_num_threads");
+    return 0;
+}
+
 static _Thread_local dnnl_stream_t tl_stream = NULL;
 static _Thread_local void *tl_scratch = NULL;
 static _Thread_local size_t tl_scratch_bytes = 0;
 static _Thread_local int tl_threads = 0;
 
 static void do_init(void) {
-    omp_set_threads = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
-    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if ((init_status = load_library())) return;
+    dnnl_cpu_isa_t isa = p_dnnl_get_effective_cpu_isa();
     if (((int)isa & (int)dnnl_cpu_isa_avx512_core_bf16) != (int)dnnl_cpu_isa_avx512_core_bf16) {
         init_status = CDNNL_ERR_NO_BF16_ISA;
         return;
     }
     // The user scratchpad keeps concurrent executions from different threads apart.
-    init_status = (int)dnnl_engine_create(&engine, dnnl_cpu, 0);
+    init_status = (int)p_dnnl_engine_create(&engine, dnnl_cpu, 0);
 }
 
 int CDNNL_init(void) {
@@ -57,10 +137,15 @@ int CDNNL_init(void) {
     return init_status;
 }
 
-int CDNNL_effective_isa(void) { return (int)dnnl_get_effective_cpu_isa(); }
+int CDNNL_effective_isa(void) {
+    pthread_once(&init_once, do_init);
+    return lib ? (int)p_dnnl_get_effective_cpu_isa() : 0;
+}
 
 int CDNNL_version(void) {
-    const dnnl_version_t *v = dnnl_version();
+    pthread_once(&init_once, do_init);
+    if (!lib) return 0;
+    const dnnl_version_t *v = p_dnnl_version();
     return v->major * 10000 + v->minor * 100 + v->patch;
 }
 
@@ -70,7 +155,8 @@ const char *CDNNL_status_string(int status) {
     case CDNNL_ERR_CACHE_FULL: return "oneDNN primitive cache full (too many distinct GEMM shapes)";
     case CDNNL_ERR_OUT_OF_MEMORY: return "out of memory";
     case CDNNL_ERR_BAD_ARGUMENT: return "bad GEMM argument";
-    default: return dnnl_status2str((dnnl_status_t)status);
+    case CDNNL_ERR_NO_LIBRARY: return lib_error[0] ? lib_error : "oneDNN is not loaded";
+    default: return lib ? p_dnnl_status2str((dnnl_status_t)status) : "oneDNN is not loaded";
     }
 }
 
@@ -110,10 +196,10 @@ static unsigned long hash_key(const gemm_key *key) {
 static int md_init(dnnl_memory_desc_t *md, long batch, long d0, long d1, long s_b, long s0, long s1, dnnl_data_type_t dt) {
     if (batch > 1) {
         dnnl_dims_t dims = {batch, d0, d1}, strides = {s_b, s0, s1};
-        return (int)dnnl_memory_desc_init_by_strides(md, 3, dims, dt, strides);
+        return (int)p_dnnl_memory_desc_init_by_strides(md, 3, dims, dt, strides);
     }
     dnnl_dims_t dims = {d0, d1}, strides = {s0, s1};
-    return (int)dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
+    return (int)p_dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
 }
 
 // Creates the entry's primitive (cache lock held).
@@ -125,24 +211,24 @@ static int create_entry(gemm_entry *e, const gemm_key *key) {
     if ((st = md_init(&e->wei_md, key->batch, key->k, key->n, key->sb0, key->sb1, key->sb2, dnnl_bf16))) return st;
     if ((st = md_init(&e->dst_md, key->batch, key->m, key->n, key->sc0, key->sc1, key->sc2, dnnl_f32))) return st;
     dnnl_matmul_desc_t desc;
-    if ((st = (int)dnnl_matmul_desc_init(&desc, &e->src_md, &e->wei_md, NULL, &e->dst_md))) return st;
+    if ((st = (int)p_dnnl_matmul_desc_init(&desc, &e->src_md, &e->wei_md, NULL, &e->dst_md))) return st;
     dnnl_primitive_attr_t attr;
-    if ((st = (int)dnnl_primitive_attr_create(&attr))) return st;
-    st = (int)dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (!st && key->alpha != 1.0f) st = (int)dnnl_primitive_attr_set_output_scales(attr, 1, 0, &key->alpha);
+    if ((st = (int)p_dnnl_primitive_attr_create(&attr))) return st;
+    st = (int)p_dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (!st && key->alpha != 1.0f) st = (int)p_dnnl_primitive_attr_set_output_scales(attr, 1, 0, &key->alpha);
     if (!st && key->beta != 0.0f) {
         dnnl_post_ops_t po;
-        st = (int)dnnl_post_ops_create(&po);
-        if (!st) st = (int)dnnl_post_ops_append_sum(po, key->beta);
-        if (!st) st = (int)dnnl_primitive_attr_set_post_ops(attr, po);
-        dnnl_post_ops_destroy(po);
+        st = (int)p_dnnl_post_ops_create(&po);
+        if (!st) st = (int)p_dnnl_post_ops_append_sum(po, key->beta);
+        if (!st) st = (int)p_dnnl_primitive_attr_set_post_ops(attr, po);
+        p_dnnl_post_ops_destroy(po);
     }
-    if (!st) st = (int)dnnl_primitive_desc_create(&e->pd, &desc, attr, engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
+    if (!st) st = (int)p_dnnl_primitive_desc_create(&e->pd, &desc, attr, engine, NULL);
+    p_dnnl_primitive_attr_destroy(attr);
     if (st) return st;
-    if ((st = (int)dnnl_primitive_create(&e->prim, e->pd))) { dnnl_primitive_desc_destroy(e->pd); return st; }
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(e->pd, dnnl_query_scratchpad_md, 0);
-    if (smd) { e->scratch_md = *smd; e->scratch_bytes = dnnl_memory_desc_get_size(smd); }
+    if ((st = (int)p_dnnl_primitive_create(&e->prim, e->pd))) { p_dnnl_primitive_desc_destroy(e->pd); return st; }
+    const dnnl_memory_desc_t *smd = p_dnnl_primitive_desc_query_md(e->pd, dnnl_query_scratchpad_md, 0);
+    if (smd) { e->scratch_md = *smd; e->scratch_bytes = p_dnnl_memory_desc_get_size(smd); }
     e->used = 1;
     return 0;
 }
@@ -183,7 +269,7 @@ int CDNNL_gemm_bf16_implementation(int ta, int tb, long m, long n, long k, float
     gemm_entry *e;
     if ((st = lookup(&key, &e))) return st;
     const char *impl = NULL;
-    if ((st = (int)dnnl_primitive_desc_query(e->pd, dnnl_query_impl_info_str, 0, &impl))) return st;
+    if ((st = (int)p_dnnl_primitive_desc_query(e->pd, dnnl_query_impl_info_str, 0, &impl))) return st;
     if (len > 0) { strncpy(name, impl ? impl : "?", len - 1); name[len - 1] = 0; }
     return 0;
 }
@@ -198,7 +284,7 @@ int CDNNL_gemm_bf16(int ta, int tb, long m, long n, long k, float alpha,
     gemm_key key = make_key(ta, tb, m, n, k, alpha, lda, sa, ldb, sb, beta, ldc, sc, batch, threads);
     gemm_entry *e;
     if ((st = lookup(&key, &e))) return st;
-    if (!tl_stream && (st = (int)dnnl_stream_create(&tl_stream, engine, dnnl_stream_default_flags))) { tl_stream = NULL; return st; }
+    if (!tl_stream && (st = (int)p_dnnl_stream_create(&tl_stream, engine, dnnl_stream_default_flags))) { tl_stream = NULL; return st; }
     if (e->scratch_bytes > tl_scratch_bytes) {
         free(tl_scratch);
         size_t bytes = (e->scratch_bytes + 4095) & ~(size_t)4095;
@@ -207,18 +293,18 @@ int CDNNL_gemm_bf16(int ta, int tb, long m, long n, long k, float alpha,
         if (!tl_scratch) return CDNNL_ERR_OUT_OF_MEMORY;
     }
     dnnl_memory_t ms = NULL, mw = NULL, md = NULL, mp = NULL;
-    st = (int)dnnl_memory_create(&ms, &e->src_md, engine, (void *)a);
-    if (!st) st = (int)dnnl_memory_create(&mw, &e->wei_md, engine, (void *)b);
-    if (!st) st = (int)dnnl_memory_create(&md, &e->dst_md, engine, c);
-    if (!st && e->scratch_bytes) st = (int)dnnl_memory_create(&mp, &e->scratch_md, engine, tl_scratch);
+    st = (int)p_dnnl_memory_create(&ms, &e->src_md, engine, (void *)a);
+    if (!st) st = (int)p_dnnl_memory_create(&mw, &e->wei_md, engine, (void *)b);
+    if (!st) st = (int)p_dnnl_memory_create(&md, &e->dst_md, engine, c);
+    if (!st && e->scratch_bytes) st = (int)p_dnnl_memory_create(&mp, &e->scratch_md, engine, tl_scratch);
     if (!st) {
         dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}, {DNNL_ARG_SCRATCHPAD, mp}};
-        st = (int)dnnl_primitive_execute(e->prim, tl_stream, e->scratch_bytes ? 4 : 3, args);
-        if (!st) st = (int)dnnl_stream_wait(tl_stream);
+        st = (int)p_dnnl_primitive_execute(e->prim, tl_stream, e->scratch_bytes ? 4 : 3, args);
+        if (!st) st = (int)p_dnnl_stream_wait(tl_stream);
     }
-    if (mp) dnnl_memory_destroy(mp);
-    if (md) dnnl_memory_destroy(md);
-    if (mw) dnnl_memory_destroy(mw);
-    if (ms) dnnl_memory_destroy(ms);
+    if (mp) p_dnnl_memory_destroy(mp);
+    if (md) p_dnnl_memory_destroy(md);
+    if (mw) p_dnnl_memory_destroy(mw);
+    if (ms) p_dnnl_memory_destroy(ms);
     return st;
 }

@@ -1,4 +1,5 @@
-// oneDNN (Debian libdnnl-dev 2.6) bf16 matrix multiply behind a few C functions: primitives are
+// oneDNN (Debian libdnnl-dev 2.6) bf16 matrix multiply behind a few C functions, libdnnl opened
+// with dlopen at the first call (after setting OMP_WAIT_POLICY=PASSIVE unless set; see shim.c); primitives are
 // created once per shape and cached, errors come back as status codes (0 = success; otherwise a
 // dnnl_status_t value or one of the CDNNL_ERR_* codes below), turned into Swift errors in one
 // place (Sources/Tensor/Kernels/OneDNN.swift). Nothing else in the project includes dnnl.h.
@@ -20,9 +21,12 @@ extern "C" {
 #define CDNNL_ERR_OUT_OF_MEMORY 102
 /// A dimension or leading dimension is out of range.
 #define CDNNL_ERR_BAD_ARGUMENT 103
+/// libdnnl.so.2 could not be opened (or lacks a function); the message says which.
+#define CDNNL_ERR_NO_LIBRARY 104
 
-/// Creates the CPU engine (once; later calls return the first result). 0 when bf16 matmul is
-/// usable on this CPU, CDNNL_ERR_NO_BF16_ISA when oneDNN reports no bf16 ISA.
+/// Loads libdnnl and creates the CPU engine (once; later calls return the first result). 0 when
+/// bf16 matmul is usable on this CPU, CDNNL_ERR_NO_LIBRARY without libdnnl, CDNNL_ERR_NO_BF16_ISA
+/// when oneDNN reports no bf16 ISA.
 int CDNNL_init(void);
 
 /// oneDNN's effective ISA (dnnl_cpu_isa_t as an int, e.g. 0xe7 avx512_core_bf16, 0x3e7 AMX).
