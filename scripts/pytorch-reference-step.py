@@ -3,7 +3,9 @@
 under torch.autocast("cpu", dtype=torch.bfloat16), on synthetic batches: the baseline the bf16
 issue compares against. Never a test dependency: run by hand (see README, "bf16 mixed precision").
 
-  python3 -m venv vendor/torch-venv && . vendor/torch-venv/bin/activate
+  # transformers 4.8.1 (what ALBEF's xbert.py imports) has tokenizers wheels up to Python 3.9:
+  # use a Python 3.8/3.9 (e.g. conda or pyenv); Debian 12's 3.11 would build tokenizers from Rust.
+  python3.9 -m venv vendor/torch-venv && . vendor/torch-venv/bin/activate
   pip install torch --index-url https://download.pytorch.org/whl/cpu
   pip install transformers==4.8.1 timm==0.4.9 ruamel.yaml
   git clone https://github.com/salesforce/ALBEF vendor/ALBEF
