@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "Tensor", targets: ["Tensor"]),
         .library(name: "NN", targets: ["NN"]),
         .library(name: "ALBEF", targets: ["ALBEF"]),
+        .library(name: "ALBEFSelfCheck", targets: ["ALBEFSelfCheck"]),
         .library(name: "Corpus", targets: ["Corpus"]),
         .library(name: "DataPipeline", targets: ["DataPipeline"]),
         .library(name: "Distributed", targets: ["Distributed"]),
@@ -47,7 +48,9 @@ let package = Package(
         // Swift layers.
         .target(name: "Tensor", dependencies: ["CBLAS", "CKernels", "CDNNL"], swiftSettings: swiftSettings),
         .target(name: "NN", dependencies: ["Tensor"], swiftSettings: swiftSettings),
-        .target(name: "ALBEF", dependencies: ["NN", "Tensor", "DataPipeline"], swiftSettings: swiftSettings),
+        .target(name: "ALBEF", dependencies: ["NN", "Tensor"], swiftSettings: swiftSettings),
+        // Parity harnesses against PyTorch fixtures (`albef-worker selfcheck DIR`), beside the model.
+        .target(name: "ALBEFSelfCheck", dependencies: ["ALBEF", "NN", "Tensor"], swiftSettings: swiftSettings),
         // The corpus index and the sample range: one definition for the data and control planes.
         .target(name: "Corpus", swiftSettings: swiftSettings),
         .target(name: "DataPipeline", dependencies: ["Corpus", "Tensor", "CImage"], swiftSettings: swiftSettings),
@@ -58,7 +61,7 @@ let package = Package(
 
         // Executables (thin).
         .executableTarget(name: "albef-worker", dependencies: [
-            "Training", "ALBEF", "NN", "Tensor", "CKernels", "DataPipeline", "Distributed", "Control",
+            "Training", "ALBEF", "ALBEFSelfCheck", "NN", "Tensor", "CKernels", "DataPipeline", "Distributed", "Control", "Yams",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "albef-coord", dependencies: [
@@ -71,7 +74,7 @@ let package = Package(
         // Tests.
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Tensor"]),
-        .testTarget(name: "ALBEFTests", dependencies: ["ALBEF", "NN", "Tensor"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ALBEFTests", dependencies: ["ALBEF", "ALBEFSelfCheck", "NN", "Tensor"], resources: [.copy("Fixtures")]),
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "Tensor", "CImage"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed", "Tensor", "CMPI"]),

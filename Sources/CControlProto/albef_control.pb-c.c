@@ -2618,7 +2618,7 @@ const ProtobufCMessageDescriptor albef__control__v1__checkpoint_info__descriptor
   (ProtobufCMessageInit) albef__control__v1__checkpoint_info__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor albef__control__v1__status_reply__field_descriptors[22] =
+static const ProtobufCFieldDescriptor albef__control__v1__status_reply__field_descriptors[24] =
 {
   {
     "job_id",
@@ -2884,8 +2884,33 @@ static const ProtobufCFieldDescriptor albef__control__v1__status_reply__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "attempt",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Albef__Control__V1__StatusReply, attempt),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "events",
+    24,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Albef__Control__V1__StatusReply, n_events),
+    offsetof(Albef__Control__V1__StatusReply, events),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned albef__control__v1__status_reply__field_indices_by_name[] = {
+  22,   /* field[22] = attempt */
   19,   /* field[19] = bad_by_kind */
   12,   /* field[12] = bad_samples_indexed */
   13,   /* field[13] = bad_samples_reported */
@@ -2895,6 +2920,7 @@ static const unsigned albef__control__v1__status_reply__field_indices_by_name[] 
   3,   /* field[3] = epochs */
   21,   /* field[21] = epochs_done */
   9,   /* field[9] = eta_seconds */
+  23,   /* field[23] = events */
   15,   /* field[15] = failure_reason */
   17,   /* field[17] = granted_samples */
   0,   /* field[0] = job_id */
@@ -2912,7 +2938,7 @@ static const unsigned albef__control__v1__status_reply__field_indices_by_name[] 
 static const ProtobufCIntRange albef__control__v1__status_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 22 }
+  { 0, 24 }
 };
 const ProtobufCMessageDescriptor albef__control__v1__status_reply__descriptor =
 {
@@ -2922,7 +2948,7 @@ const ProtobufCMessageDescriptor albef__control__v1__status_reply__descriptor =
   "Albef__Control__V1__StatusReply",
   "albef.control.v1",
   sizeof(Albef__Control__V1__StatusReply),
-  22,
+  24,
   albef__control__v1__status_reply__field_descriptors,
   albef__control__v1__status_reply__field_indices_by_name,
   1,  albef__control__v1__status_reply__number_ranges,

@@ -3,7 +3,8 @@
 ///
 /// - Text: `PreCaption.apply` (ALBEF `pre_caption`), `BertTokenizer` (basic + WordPiece,
 ///   `encodeBatch`: `[CLS]` + ≤ 24 pieces, no `[SEP]`, padding to the longest),
-///   `TokenizerSelfCheck.run(fixtureDirectory:)`, `maskTokens(...)` (MLM masking, spec §2.4).
+///   `TokenizerSelfCheck.run(fixtureDirectory:)`. MLM masking (spec §2.4, the reference's
+///   `ALBEF.mask`) is the model's: `ALBEF.maskTokens(...)`.
 /// - Images (`CImage` underneath): `ImageDecoder`, `JPEGEncoder`, `ImageTransform` (pretrain:
 ///   RandomResizedCrop → flip → RandAugment(2, 7) → CLIP normalization; eval: bicubic resize).
 /// - Corpus: `CorpusSpec` (brace ranges, lists, directories), `TarFile` + `WebDatasetShard`,
@@ -22,10 +23,7 @@
 /// let loader = try DataLoader(index: index, tokenizer: tokenizer, configuration: cfg,
 ///                             rank: rank, worldSize: world, epoch: epoch, resumeFrom: saved)
 /// while let batch = try loader.next() {
-///     var rng = maskRNG
-///     let (ids, labels) = maskTokens(ids: batch.inputIds, batch: batch.batchSize,
-///                                    length: batch.textLength, vocabSize: 30522, rng: &rng)
-///     // … train; checkpoint `batch.position` to resume after this batch.
+///     // … train (ALBEF masks the ids itself); checkpoint `batch.position` to resume after this batch.
 /// }
 /// ```
 /// A loader's worker threads run until the epoch (or range stream) ends; call `stop()` when

@@ -91,6 +91,7 @@ public struct TrainConfig: Sendable {
             }
         }
         if let b = y["bert"] as? [String: Any] {
+            try BertConfig.checkKeys(b, file: path + " (key bert)")
             model.bert = try JSONDecoder().decode(BertConfig.self, from: JSONSerialization.data(withJSONObject: b))
         }
         model.imageRes = try r.opt("image_res") ?? model.imageRes

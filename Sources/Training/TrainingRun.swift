@@ -222,12 +222,27 @@ public final class TrainingRun {
     func trainStep(_ micro: [PretrainBatch], epoch: Int, iteration: Int) throws -> StepMetrics {
         let m = try trainer.step(micro, epoch: epoch, iteration: iteration, iterationsPerEpoch: source.iterationsPerEpoch)
         source.markTrained()
+        if !recoveryReported { recoveryReported = true; reportRecovery() }
         try sampleRecord?.record(step: trainer.globalStep, epoch: epoch, micro: micro, layout: trainer.layout, comm: trainer.comm)
         history.append(m)
         onStep?(m)
         let step = trainer.globalStep
         if options.divergenceCheckEvery > 0, step % options.divergenceCheckEvery == 0 { try trainer.checkDivergence() }
         return m
+    }
+
+    var recoveryReported = false
+
+    /// After an automatic restart (`cluster/albef-launch`, `pretrain.sbatch`: ALBEF_RESTART_COUNT
+    /// > 0), rank 0 logs the recovery at the first step: the restart, its reason, the step and
+    /// world size it resumed at, and the time from the failure to this first new step.
+    func reportRecovery() {
+        let env = ProcessInfo.processInfo.environment
+        guard rank0, let n = env["ALBEF_RESTART_COUNT"].flatMap(Int.init), n > 0 else { return }
+        let failed = env["ALBEF_FAILURE_TIME"].flatMap(Double.init)
+        let elapsed = failed.map { String(format: "%.1f s", Date().timeIntervalSince1970 - $0) } ?? "unknown"
+        let was = resumedFrom.map { " (the checkpoint at step \($0.step) had \($0.worldSize))" } ?? " (no checkpoint: from the start)"
+        print("recovery: restart \(n) after \(env["ALBEF_RESTART_REASON"] ?? "a failure"); resumed at step \(resumedFrom?.step ?? 0) with \(trainer.comm.size) rank(s)\(was); first new step \(trainer.globalStep) done \(elapsed) after the failure")
     }
 
     /// Records why the run stops (command or signal) at a boundary that stops it.

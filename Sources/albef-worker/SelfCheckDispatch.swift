@@ -1,4 +1,4 @@
-import ALBEF
+import ALBEFSelfCheck
 import DataPipeline
 import Foundation
 
@@ -10,6 +10,8 @@ func runFixture(directory: URL, weights: String?, report: SelfCheckReport) throw
     switch kind {
     case "albef-pretrain-step":
         try PretrainStepSelfCheck.run(directory: directory, report: report)
+    case "albef-retrieval-step":
+        try RetrievalStepSelfCheck.run(directory: directory, report: report)
     case "bert-encoder":
         let roots = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
                      URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
@@ -25,6 +27,6 @@ func runFixture(directory: URL, weights: String?, report: SelfCheckReport) throw
         for l in lines { report.note(l) }
         report.record(name: "tokenizer (pre_caption, tokens, ids, batch ids/masks)", passed: passed)
     default:
-        throw SelfCheckError.invalid("unknown fixture kind '\(kind)' (known: albef-pretrain-step, bert-encoder, pytorch-checkpoints, tokenizer)")
+        throw SelfCheckError.invalid("unknown fixture kind '\(kind)' (known: albef-pretrain-step, albef-retrieval-step, bert-encoder, pytorch-checkpoints, tokenizer)")
     }
 }

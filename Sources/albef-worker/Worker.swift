@@ -1,4 +1,5 @@
 import ALBEF
+import ALBEFSelfCheck
 import ArgumentParser
 import Foundation
 import Tensor
@@ -18,7 +19,7 @@ struct Worker: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "albef-worker",
         abstract: "ALBEF pretraining rank (run under mpirun), fixture selfchecks and evaluation.",
-        subcommands: [Train.self, Eval.self, SelfCheck.self, Convert.self, MPISelfTest.self, DistSelfTest.self, BenchStep.self, BenchKernels.self, BenchDist.self])
+        subcommands: [Train.self, Eval.self, FinetuneRetrieval.self, EvalRetrieval.self, SelfCheck.self, Convert.self, MPISelfTest.self, DistSelfTest.self, BenchStep.self, BenchKernels.self, BenchDist.self])
 }
 
 struct SelfCheck: ParsableCommand {

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import ALBEF
+@testable import ALBEFSelfCheck
 @testable import NN
 @testable import Tensor
 

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import ALBEF
+@testable import ALBEFSelfCheck
 @testable import NN
 
 /// The `pytorch-checkpoints` selfcheck on `../shared/fixtures/pth-visible`, and on edited copies

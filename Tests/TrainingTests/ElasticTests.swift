@@ -42,6 +42,22 @@ final class StepLayoutTests: XCTestCase {
         XCTAssertEqual(SlotPlan(slots: 2, batchSize: 2).sequence(count: 8, rank: 0, ranks: 1), [0, 2, 1, 3, 4, 6, 5, 7])
     }
 
+    /// `accum_steps: 2` with per-rank batch B/2 reads the same samples per step as B in one
+    /// micro-step (the step's slots interleave the same slice of the epoch's permutation).
+    func testHalfBatchWithTwoMicroStepsReadsTheSameSamplesPerStep() {
+        let count = 103
+        let whole = SlotPlan(slots: 1, batchSize: 8).sequence(count: count, rank: 0, ranks: 1)
+        let halves = SlotPlan(slots: 2, batchSize: 4).sequence(count: count, rank: 0, ranks: 1)
+        for k in 0..<(count / 8) {
+            XCTAssertEqual(Set(whole[(k * 8)..<((k + 1) * 8)]), Set(halves[(k * 8)..<((k + 1) * 8)]), "step \(k)")
+        }
+        // And on two ranks (B/2 each, one micro-step) the same again.
+        let two = (0..<2).map { SlotPlan(slots: 2, batchSize: 4).sequence(count: count, rank: $0, ranks: 2) }
+        for k in 0..<(count / 8) {
+            XCTAssertEqual(Set(whole[(k * 8)..<((k + 1) * 8)]), Set(two[0][(k * 4)..<((k + 1) * 4)] + two[1][(k * 4)..<((k + 1) * 4)]))
+        }
+    }
+
     /// The global batch is kept on resume; a world size that cannot split it is an error listing
     /// the ones that can.
     func testLayoutResizeKeepsTheGlobalBatchOrListsWorldSizesThatWork() throws {
@@ -224,5 +240,113 @@ extension CoordinatorIntegrationTests {
         let (s3, o3) = try runCommand(worker, common + ["--config", cfg.path, "--resume", "--lr", "5e-5", "--max-steps", "3"], timeout: 120)
         XCTAssertEqual(s3, 0, o3)
         XCTAssertTrue(o3.contains("optimizer.lr changed since the checkpoint: 0.0001 → 5e-05"), o3)
+    }
+}
+
+/// Automatic recovery: `cluster/albef-launch` restarts the job after a failure.
+extension CoordinatorIntegrationTests {
+    var launcher: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../cluster/albef-launch").standardized.path
+    }
+
+    /// A rank killed with SIGKILL mid-epoch (between checkpoints): the launcher restarts the job
+    /// by itself from the last committed checkpoint and it runs to its natural end; the steps
+    /// trained after that checkpoint were rolled back, so the audit trail holds every step once
+    /// and every sample at most once per epoch; the log names the failure, the restart and the
+    /// recovery time.
+    func testLauncherRestartsAfterARankIsKilledAndEverySampleIsTrainedOnce() throws {
+        let (dir, cfg) = try makeCorpusAndConfig(samples: 250, batchSize: 2, schedular: "{sched: constant, epochs: 2}", queueSize: 48)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = dir.appendingPathComponent("launch.log")
+        let run = dir.appendingPathComponent("run")
+        let p = try launch(URL(fileURLWithPath: launcher),
+                           ["-n", "2", "--bin", productsDirectory().appendingPathComponent("albef-worker").path, "--",
+                            "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--output-dir", run.path,
+                            "--log-every", "1", "--checkpoint-every", "20", "--record-samples", run.path + "/samples.jsonl"],
+                           log: log, environment: mpiEnvironment.merging(["ALBEF_LAUNCH_BACKOFF": "0"]) { $1 })
+        // Wait for step 24 (checkpoint 20 committed, steps after it), then kill rank 1 (before step 40).
+        let deadline = Date().addingTimeInterval(120)
+        var killed: Int32 = 0
+        while Date() < deadline && killed == 0 {
+            let last = (try? String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8))?.split(separator: "\n").last
+            let step = last.flatMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["step"] as? Int } ?? 0
+            if step >= 24 {
+                let (_, pids) = try runCommand("/usr/bin/pgrep", ["-f", "^[^ ]*albef-worker train --resume --config " + cfg.path])
+                if let pid = pids.split(separator: "\n").compactMap({ Int32($0) }).max() { kill(pid, SIGKILL); killed = pid }
+            }
+            usleep(50_000)
+        }
+        XCTAssertNotEqual(killed, 0, "never reached step 24")
+        XCTAssertTrue(finishes(p, within: 240), "the launcher did not finish")
+        let out = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        XCTAssertEqual(p.terminationStatus, 0, out)
+        XCTAssertTrue(out.contains("failure: exit status") && out.contains("restarting from checkpoint step"), out)
+        XCTAssertTrue(out.contains("recovery: restart 1 after exit status"), out)
+        XCTAssertTrue(out.contains("after the failure"), out)
+        XCTAssertTrue(out.contains("finished: 2 epoch(s) at step 124"), out)
+        XCTAssertTrue(out.contains("training ended normally after 1 restart(s)"), out)
+        let perEpoch = try assertAuditTrail(run.appendingPathComponent("samples.jsonl"), steps: 124, global: 4, out)
+        XCTAssertEqual(perEpoch[0]?.count, 248)
+        // Steps trained after the checkpoint the restart resumed from were rolled back: kept aside.
+        func number(after marker: String) -> Int? {
+            out.range(of: marker).flatMap { Int(out[$0.upperBound...].prefix { $0.isNumber }) }
+        }
+        if let logged = number(after: "last logged step "), let from = number(after: "restarting from checkpoint step "), logged > from {
+            let aside = try records(URL(fileURLWithPath: run.path + "/samples.jsonl.rolled-back")).compactMap { $0["step"] as? Int }
+            XCTAssertEqual(aside.first, from + 1, out)
+        }
+    }
+
+    /// A job that fails every time stops after MAX_RESTARTS restarts with a clear message and the
+    /// failure's status, not a loop.
+    func testLauncherGivesUpAfterMaxRestarts() throws {
+        let (dir, cfg) = try makeCorpusAndConfig(samples: 20, batchSize: 2, schedular: "{sched: constant, epochs: 1}", queueSize: 48)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (s, out) = try runCommand(launcher, ["-n", "1", "--max-restarts", "2", "--bin", productsDirectory().appendingPathComponent("albef-worker").path, "--",
+                                                 "--config", cfg.path, "--corpus", dir.path + "/missing/index.json", "--output-dir", dir.path + "/run"],
+                                      timeout: 120, env: mpiEnvironment.merging(["ALBEF_LAUNCH_BACKOFF": "0"]) { $1 })
+        XCTAssertNotEqual(s, 0, out)
+        XCTAssertEqual(out.components(separatedBy: "albef-launch: launch ").count - 1, 3, out)
+        XCTAssertTrue(out.contains("giving up: the job failed 3 time(s) (MAX_RESTARTS=2)"), out)
+    }
+}
+
+/// Elastic world size with a coordinator.
+extension CoordinatorIntegrationTests {
+    /// A coordinated 2-rank job loses a rank (SIGKILL) in epoch 1 and is relaunched as one rank
+    /// (a node gone): the coordinator rolls back to the last committed checkpoint and re-plans the
+    /// unconsumed rest of the epoch for the new world; the rank takes the checkpoint's global
+    /// batch as 2 micro-steps. The job finishes with the same number of steps, the ledger and the
+    /// audit trail hold every sample of each epoch exactly once, and the coordinator's history
+    /// names the world size change.
+    func testCoordinatedJobContinuesOnFewerRanksAfterLosingOne() throws {
+        let (dir, cfg) = try makeJobEndCorpus()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let endpoint = "tcp://127.0.0.1:\(freePort())"
+        let coord = try startJobCoordinator(dir: dir, endpoint: endpoint, extra: ["--linger", "0"])
+        defer { if coord.isRunning { coord.terminate() } }
+        let record = dir.path + "/run/samples.jsonl"
+        let flags = ["--checkpoint-every", "4", "--record-samples", record]
+        let (train, logURL) = try startJobTraining(dir: dir, cfg: cfg, endpoint: endpoint, output: "run", log: "train.log", extra: flags)
+        let log = { (try? String(contentsOf: logURL, encoding: .utf8)) ?? "" }
+        XCTAssertTrue(waitForText("epoch 0 step 6 |", log, while: train, timeout: 240), log())
+        let ranks = processTree(train.processIdentifier).filter { $0 != train.processIdentifier && commandName($0) == "albef-worker" }
+        if let victim = ranks.last { kill(victim, SIGKILL) }
+        XCTAssertTrue(finishes(train, within: 60), "mpirun did not end after a rank died\n\(log())")
+        let worker = productsDirectory().appendingPathComponent("albef-worker").path
+        let (s, out) = try runCommand(worker, ["train", "--config", cfg.path, "--corpus", dir.path + "/corpus/index.json", "--coordinator", endpoint,
+                                               "--output-dir", dir.path + "/run", "--log-every", "1", "--resume"] + flags, timeout: 300)
+        XCTAssertEqual(s, 0, out)
+        XCTAssertTrue(out.contains("continuing with 1 rank(s) × 2 micro-step(s) × batch 16 = global batch 32"), out)
+        XCTAssertTrue(out.contains("finished: 2 epoch(s) at step 18"), out)
+        let st = try savedState(dir)
+        assertEveryEpochExactlyOnce(st, epochs: 2, samples: 300, out)
+        XCTAssertTrue(st.events.contains { $0.contains("world size 2 → 1") }, "\(st.events)")
+        let perEpoch = try assertAuditTrail(URL(fileURLWithPath: record), steps: 18, global: 32, log() + out)
+        XCTAssertEqual(perEpoch[0]?.count, 9 * 32)
+        // The ledger's trained samples of each epoch are the audit trail's.
+        for e in 0..<2 {
+            XCTAssertEqual(SampleRange.total(st.ledger.filter { $0.epoch == e }), perEpoch[e]?.count, "epoch \(e): ledger vs record")
+        }
     }
 }

@@ -1,3 +1,4 @@
+import ALBEF
 import DataPipeline
 import Foundation
 import NN
@@ -309,6 +310,30 @@ final class InputHardeningTests: XCTestCase {
             try Data(b).write(to: URL(fileURLWithPath: fz))
             let f = try SafeTensorsFile(path: fz)
             for k in f.keys where f.entries[k]?.dtype == "F32" { _ = try f.floats(k) }
+        }
+    }
+}
+
+extension InputHardeningTests {
+    /// The BERT config is strict too: a typo in `config_bert.json` (or the YAML's inline `bert:`)
+    /// is an error naming the key and the nearest known one; the file metadata HF writes loads.
+    func testBertConfigTypoIsAnErrorWithSuggestion() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bertkeys-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+        let good = try String(contentsOf: root.appendingPathComponent("configs/config_bert.json"), encoding: .utf8)
+        XCTAssertNoThrow(try BertConfig.load(root.appendingPathComponent("configs/config_bert.json").path))
+        let bad = dir.appendingPathComponent("config_bert.json")
+        try good.replacingOccurrences(of: "\"num_hidden_layers\"", with: "\"num_hiden_layers\"").write(to: bad, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try BertConfig.load(bad.path)) { e in
+            XCTAssertTrue("\(e)".contains("num_hiden_layers") && "\(e)".contains("did you mean 'num_hidden_layers'") && "\(e)".contains(bad.path), "\(e)")
+        }
+        let yaml = dir.appendingPathComponent("inline.yaml")
+        try "bert: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, encoder_widht: 32}\n"
+            .write(to: yaml, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try TrainConfig.load(yaml.path)) { e in
+            XCTAssertTrue("\(e)".contains("encoder_widht") && "\(e)".contains("did you mean 'encoder_width'"), "\(e)")
         }
     }
 }

@@ -18,7 +18,7 @@ public struct BertConfig: Codable, Equatable, Sendable {
     public var fusionLayer: Int
     public var encoderWidth: Int
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
         case intermediateSize = "intermediate_size", hiddenAct = "hidden_act", hiddenDropoutProb = "hidden_dropout_prob"
         case attentionProbsDropoutProb = "attention_probs_dropout_prob", maxPositionEmbeddings = "max_position_embeddings"
@@ -74,10 +74,52 @@ public struct BertConfig: Codable, Equatable, Sendable {
     /// Reads a `config_bert.json`.
     public static func load(_ path: String) throws -> BertConfig {
         guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path) }
+        if let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] { try checkKeys(o, file: path) }
         do { return try JSONDecoder().decode(BertConfig.self, from: data) } catch let e as ConfigError { throw e.in(path) } catch {
             throw ConfigError.parse(file: path, message: "\(error)")
         }
     }
+}
+
+extension BertConfig {
+    /// Keys of Hugging Face / ALBEF BERT config files that describe the file, not the model, or
+    /// that this implementation does not use (their defaults are what it does).
+    public static let ignoredKeys: Set<String> = [
+        "architectures", "model_type", "transformers_version", "gradient_checkpointing", "position_embedding_type",
+        "use_cache", "torch_dtype", "classifier_dropout", "is_decoder", "add_cross_attention", "bos_token_id",
+        "eos_token_id", "directionality", "pooler_fc_size", "pooler_num_attention_heads", "pooler_num_fc_layers",
+        "pooler_size_per_head", "pooler_type", "output_past", "id2label", "label2id",
+    ]
+
+    /// Strict keys: a key neither read nor known-and-ignored is an error naming it and the
+    /// nearest known key (`hidden_szie` → `hidden_size`), so a typo never leaves a default in place.
+    public static func checkKeys(_ o: [String: Any], file: String?) throws {
+        let known = CodingKeys.allCases.map(\.rawValue)
+        for key in o.keys.sorted() where !known.contains(key) && !ignoredKeys.contains(key) {
+            let near = known.min { editDistance(key, $0) < editDistance(key, $1) }
+            let hint = near.flatMap { editDistance(key, $0) <= max(2, key.count / 3) ? "; did you mean '\($0)'?" : nil }
+                ?? "; known keys: \(known.sorted().joined(separator: ", "))"
+            throw ConfigError.invalid(key: key, message: "unknown BERT config key\(hint)", file: file)
+        }
+    }
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions): the nearest-key suggestions of
+/// the strict configs.
+public func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    if a.isEmpty { return b.count }
+    var row = Array(0...b.count)
+    for i in 1...a.count {
+        var prev = row[0]
+        row[0] = i
+        for j in stride(from: 1, through: b.count, by: 1) {
+            let cur = row[j]
+            row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] == b[j - 1] ? 0 : 1))
+            prev = cur
+        }
+    }
+    return row[b.count]
 }
 
 /// Configuration errors name the file and key, and say what to fix.

@@ -1,4 +1,3 @@
-import DataPipeline
 import NN
 import Tensor
 
@@ -26,40 +25,28 @@ extension ALBEFPretrain {
         temp.data[0] = min(max(temp.data[0], 0.001), 0.5)
 
         // 2–3. Online image and text features.
-        let imageEmbeds = visualEncoder(batch.images)
-        let imageFeat = visionProj(imageEmbeds.select(axis: 1, 0)).l2Normalized()
-        let textEmbeds = textEncoder.bert(ids: batch.inputIds, attentionMask: batch.attentionMask, batch: b, length: l, mode: .text)
-        let textFeat = textProj(textEmbeds.select(axis: 1, 0)).l2Normalized()
+        let (imageEmbeds, imageFeat) = encodeImage(batch.images)
+        let (textEmbeds, textFeat) = encodeText(ids: batch.inputIds, attentionMask: batch.attentionMask, batch: b, length: l)
 
-        // 4. Momentum features and soft ITC targets (no grad).
+        // 4. Momentum features and soft ITC targets (no grad); the positives are the diagonal.
         let (imageEmbedsM, targetsI2T, targetsT2I, imageFeatM, textFeatM) = withNoGrad {
             if updateMomentum { momentumUpdate() }
-            let xm = visualEncoderM(batch.images)
-            let im = visionProjM(xm.select(axis: 1, 0)).l2Normalized()
-            let hm = textEncoderM.bert(ids: batch.inputIds, attentionMask: batch.attentionMask, batch: b, length: l, mode: .text)
-            let tm = textProjM(hm.select(axis: 1, 0)).l2Normalized()
+            let (xm, im, hm, tm) = momentumFeatures(images: batch.images, ids: batch.inputIds, attentionMask: batch.attentionMask,
+                                                    batch: b, length: l)
             if keepActivations { acts["image_embeds_m"] = xm; acts["text_embeds_m"] = hm }
             let tempValue = Tensor(scalar: temp.data[0])
-            let simI2TM = im.similarity(local: tm, queue: textQueue) / tempValue   // [B, B+Q]
-            let simT2IM = tm.similarity(local: im, queue: imageQueue) / tempValue
+            let simI2TM = ContrastiveLoss.similarities(im, momentum: tm, queue: textQueue, temp: tempValue)   // [B, B+Q]
+            let simT2IM = ContrastiveLoss.similarities(tm, momentum: im, queue: imageQueue, temp: tempValue)
             func targets(_ s: Tensor) -> Tensor {
-                let p = s.softmax()
-                let n = s.shape[1]
-                for r in 0..<b {
-                    for j in 0..<n { p.data[r * n + j] *= alpha }
-                    p.data[r * n + r] += 1 - alpha
-                }
-                return p
+                ContrastiveLoss.distilledTargets(momentumSimilarities: s, alpha: alpha, hardWeight: 1 - alpha, positives: .diagonal)
             }
             return (xm, targets(simI2TM), targets(simT2IM), im, tm)
         }
 
         // 5–6. ITC against the momentum features + queue (constants).
-        let simI2T = imageFeat.similarity(local: textFeatM, queue: textQueue) / temp
-        let simT2I = textFeat.similarity(local: imageFeatM, queue: imageQueue) / temp
-        let lossI2T = simI2T.softCrossEntropy(targets: targetsI2T)
-        let lossT2I = simT2I.softCrossEntropy(targets: targetsT2I)
-        let lossITA = (lossI2T + lossT2I) * 0.5
+        let simI2T = ContrastiveLoss.similarities(imageFeat, momentum: textFeatM, queue: textQueue, temp: temp)
+        let simT2I = ContrastiveLoss.similarities(textFeat, momentum: imageFeatM, queue: imageQueue, temp: temp)
+        let (lossI2T, lossT2I, lossITA) = ContrastiveLoss.loss(simI2T: simI2T, simT2I: simT2I, targetsI2T: targetsI2T, targetsT2I: targetsT2I)
 
         // 7. Enqueue the gathered momentum features. Nothing after ITC reads the queue, so the
         // write is deferred to `commitEnqueue()` (after backward, whose ITC gradient reads the
@@ -67,55 +54,19 @@ extension ALBEFPretrain {
         precondition(pendingEnqueue == nil, "forwardStep: the previous step's enqueue was not committed (call commitEnqueue() after backward)")
         pendingEnqueue = withNoGrad { (allGather(imageFeatM), allGather(textFeatM)) }
 
-        // 8. Positive pairs through the fusion layers.
+        // 8–12. ITM: positive pairs, hard negatives sampled from the in-batch similarities
+        // (diagonal excluded; or injected), negative pairs.
         let crossKV = CrossAttentionCache()
-        let outputPos = textEncoder.bert(hidden: textEmbeds, attentionMask: batch.attentionMask, batch: b, length: l,
-                                         image: imageEmbeds, mode: .fusion, cache: crossKV)
-        // 9–10. Hard negatives sampled from the in-batch similarities (diagonal excluded).
-        let negImage: [Int], negText: [Int]
-        if let ni = injection.negativeImageIndex, let nt = injection.negativeTextIndex {
-            negImage = ni
-            negText = nt
-        } else {
-            (negImage, negText) = withNoGrad {
-                let n = simI2T.shape[1]
-                func weights(_ s: Tensor) -> [[Float]] {
-                    (0..<b).map { r in
-                        var row = Array(UnsafeBufferPointer(start: s.data + r * n, count: b))
-                        let mx = row.max() ?? 0
-                        var sum: Float = 0
-                        for j in 0..<b { row[j] = expf(row[j] - mx); sum += row[j] }
-                        for j in 0..<b { row[j] /= sum }
-                        row[r] = 0
-                        return row
-                    }
-                }
-                let wI2T = weights(simI2T), wT2I = weights(simT2I)
-                func draw(_ w: [Float], _ r: Int) -> Int {
-                    if let k = rng.categorical(weights: w) { return k }
-                    // Degenerate weights (all zero or NaN; the reference raises here): pick any other index.
-                    return b > 1 ? (r + 1 + rng.int(below: b - 1)) % b : r
-                }
-                let ni = (0..<b).map { draw(wT2I[$0], $0) }
-                let nt = (0..<b).map { draw(wI2T[$0], $0) }
-                return (ni, nt)
+        let itm = ImageTextMatching.forward(bert: textBert, head: itmHead, textEmbeds: textEmbeds, attentionMask: batch.attentionMask,
+                                            imageEmbeds: imageEmbeds, batch: b, length: l, cache: crossKV) {
+            if let ni = injection.negativeImageIndex, let nt = injection.negativeTextIndex { return (ni, nt) }
+            return withNoGrad {
+                HardNegativeSampler.sample(simI2T: simI2T, simT2I: simT2I, batch: b, exclusion: .diagonal, rng: &rng)
             }
         }
-        // 11. Negative pairs: (text b, negative image) then (negative text, image b).
-        let textEmbedsNeg = textEmbeds.gatherRows(negText)
-        var textAttsNeg = [Int32]()
-        textAttsNeg.reserveCapacity(b * l)
-        for k in negText { textAttsNeg += batch.attentionMask[(k * l)..<((k + 1) * l)] }
-        let textAll = Tensor.concat([textEmbeds, textEmbedsNeg], axis: 0)
-        // Images [negative images ; images] = imageEmbeds[rows]; their cross-attention keys and
-        // values are the positive pass's, gathered (no re-projection of the image tokens).
-        crossKV.rows = negImage + Array(0..<b)
-        let outputNeg = textEncoder.bert(hidden: textAll, attentionMask: batch.attentionMask + textAttsNeg, batch: 2 * b,
-                                         length: l, image: imageEmbeds, mode: .fusion, cache: crossKV)
-        let vl = Tensor.concat([outputPos.select(axis: 1, 0), outputNeg.select(axis: 1, 0)], axis: 0)
-        let itmLogits = itmHead(vl)
-        let itmLabels = [Int32](repeating: 1, count: b) + [Int32](repeating: 0, count: 2 * b)
-        let lossITM = itmLogits.crossEntropy(labels: itmLabels)
+        let itmLogits = itm.logits
+        let lossITM = itm.loss
+        let negImage = itm.negativeImage, negText = itm.negativeText
 
         // 13. MLM mask.
         let mlmIds: [Int32], labels: [Int32]
@@ -167,19 +118,14 @@ extension ALBEFPretrain {
         diag["loss_t2i"] = lossT2I.item
         diag["num_masked_tokens"] = Float(masked.count)
         diag["temp_used"] = temp.data[0]
-        var correct = 0
-        for r in 0..<(3 * b) {
-            let pred: Int32 = itmLogits.data[r * 2 + 1] > itmLogits.data[r * 2] ? 1 : 0
-            if pred == itmLabels[r] { correct += 1 }
-        }
-        diag["itm_accuracy"] = Float(correct) / Float(3 * b)
+        diag["itm_accuracy"] = itm.accuracy
 
         if keepActivations {
             acts["image_embeds"] = imageEmbeds; acts["text_embeds"] = textEmbeds
             acts["image_feat"] = imageFeat; acts["text_feat"] = textFeat
             acts["image_feat_m"] = imageFeatM; acts["text_feat_m"] = textFeatM
             acts["sim_i2t"] = simI2T; acts["sim_t2i"] = simT2I
-            acts["fusion_pos_cls"] = outputPos.select(axis: 1, 0); acts["fusion_neg_cls"] = outputNeg.select(axis: 1, 0)
+            acts["fusion_pos_cls"] = itm.positiveCLS; acts["fusion_neg_cls"] = itm.negativeCLS
             acts["itm_logits"] = itmLogits; acts["mlm_last_hidden"] = hidden
         }
         let total = lossMLM + lossITA + lossITM
@@ -189,7 +135,3 @@ extension ALBEFPretrain {
         return out
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -8,7 +8,7 @@ extension ALBEFPretrain {
     /// report for the online encoder.
     @discardableResult
     public func loadPlainBert(_ file: WeightFile) throws -> LoadReport {
-        let map = BertEncoderSelfCheck.bertKeyMap(in: file)
+        let map = BertModel.checkpointKeyMap(in: file)
         let r = try textEncoder.bert.load(from: file, keyMap: map, strict: false)
         let bad = r.shapeMismatches
         guard bad.isEmpty else {

@@ -56,7 +56,7 @@ public struct StepOutput {
 /// Keys are exactly the reference state_dict's: `temp`, `image_queue`, `text_queue`,
 /// `queue_ptr`, `visual_encoder.*`, `text_encoder.*`, `vision_proj.*`, `text_proj.*`,
 /// `itm_head.*` and the `_m` copies.
-public final class ALBEFPretrain: Module {
+public final class ALBEFPretrain: Module, ALBEFEncoders {
     public let config: ALBEFModelConfig
     public let visualEncoder: VisionTransformer
     public let textEncoder: BertForMaskedLM
@@ -106,7 +106,7 @@ public final class ALBEFPretrain: Module {
         itmHead.initDefault(rng: &rng)
         for q in [imageQueue, textQueue] {
             for i in 0..<q.count { q.data[i] = rng.normal() }
-            normalizeColumns(q)
+            FeatureQueue.normalizeColumns(q)
         }
         copyOnlineToMomentum()
         for (_, t) in momentumModules.flatMap({ $0.1.namedParameters() }) { t.requiresGrad = false }
@@ -124,68 +124,24 @@ public final class ALBEFPretrain: Module {
         [("visual_encoder_m", visualEncoderM), ("vision_proj_m", visionProjM), ("text_encoder_m", textEncoderM),
          ("text_proj_m", textProjM)]
     }
-    /// (online, momentum) module pairs in the reference's `model_pairs` order.
-    var pairs: [(Module, Module, String)] {
+    /// (online, momentum, name) module pairs in the reference's `model_pairs` order.
+    public var momentumPairs: [(online: Module, momentum: Module, name: String)] {
         [(visualEncoder, visualEncoderM, "visual_encoder"), (visionProj, visionProjM, "vision_proj"),
          (textEncoder, textEncoderM, "text_encoder"), (textProj, textProjM, "text_proj")]
     }
+    public var textBert: BertModel { textEncoder.bert }
+    public var textBertM: BertModel { textEncoderM.bert }
+    public var momentumCoefficient: Float { config.momentum }
 
-    /// Online trainables: the momentum-paired ones first (pair order), then `itm_head`, `temp`.
-    public func trainableParameters() -> [(String, Tensor)] {
-        var out: [(String, Tensor)] = []
-        for (o, _, name) in pairs { out += o.uniqueParameters().map { (name + "." + $0.0, $0.1) } }
-        out += itmHead.uniqueParameters().map { ("itm_head." + $0.0, $0.1) }
-        out.append(("temp", temp))
-        return out
-    }
-
-    /// Momentum parameters in the same order as the paired prefix of `trainableParameters()`.
-    public func momentumParameters() -> [(String, Tensor)] {
-        pairs.flatMap { _, m, name in m.uniqueParameters().map { (name + "_m." + $0.0, $0.1) } }
-    }
-
-    /// Packs parameters, gradients and momentum weights into flat buffers (once, after construction).
+    /// Packs parameters, gradients and momentum weights into flat buffers (once, after construction):
+    /// online trainables in `trainableParameters()` order, the momentum copies in the same
+    /// layout as the online prefix so the EMA is one saxpby.
     /// `gradients: .deferred` leaves the gradient buffers to an optimizer-in-backward driver.
     public func pack(gradients layout: FlatParameters.GradientLayout = .flat) {
         guard online == nil else { return }
-        online = FlatParameters(trainableParameters(), gradients: layout)
-        momentum = FlatParameters(momentumParameters(), withGradients: false)
-        BufferPool.shared.trim()  // the pre-packing copies are garbage now
-        precondition(online!.segments.prefix(momentum!.segments.count).map(\.shape) == momentum!.segments.map(\.shape),
-                     "ALBEFPretrain.pack: momentum layout differs from the online prefix")
-    }
-
-    /// Exact copy of every online paired parameter into its momentum partner (`copy_params`).
-    public func copyOnlineToMomentum() {
-        for (o, m, _) in pairs {
-            for ((_, a), (_, b)) in zip(o.uniqueParameters(), m.uniqueParameters()) { b.data.update(from: a.data, count: a.count) }
-        }
-    }
-
-    /// θ_m ← m·θ_m + (1 − m)·θ over every pair: one saxpby on the packed buffers.
-    public func momentumUpdate() {
-        let m = config.momentum
-        let w = Float(1 - Double(m))
-        if let on = online, let mo = momentum {
-            saxpby(mo.count, alpha: w, x: on.values.pointer, beta: m, y: mo.values.pointer)
-        } else {
-            for (o, mm, _) in pairs {
-                for ((_, a), (_, b)) in zip(o.uniqueParameters(), mm.uniqueParameters()) {
-                    saxpby(a.count, alpha: w, x: a.data, beta: m, y: b.data)
-                }
-            }
-        }
-    }
-
-    /// Makes every column of a `[E, Q]` queue a unit vector (`F.normalize(q, dim=0)`).
-    func normalizeColumns(_ q: Tensor) {
-        let e = q.shape[0], n = q.shape[1]
-        for j in 0..<n {
-            var s: Float = 0
-            for i in 0..<e { let v = q.data[i * n + j]; s += v * v }
-            let nrm = max(s.squareRoot(), 1e-12)
-            for i in 0..<e { q.data[i * n + j] /= nrm }
-        }
+        let packed = makePackedBuffers(gradients: layout)
+        online = packed.online
+        momentum = packed.momentum
     }
 
     /// Applies the enqueue recorded by the last `forwardStep` (call after its backward).
@@ -197,12 +153,11 @@ public final class ALBEFPretrain: Module {
 
     /// Writes gathered features `[G, E]` into queue columns [ptr, ptr+G) and advances ptr mod Q.
     public func enqueue(imageFeatures: Tensor, textFeatures: Tensor) {
-        let g = imageFeatures.shape[0], e = config.embedDim, q = config.queueSize
+        let g = imageFeatures.shape[0], q = config.queueSize
         let ptr = Int(queuePtr.value.values[0])
-        precondition(q % g == 0, "enqueue: queue_size \(q) is not divisible by the global batch \(g)")
-        for (feat, queue) in [(imageFeatures, imageQueue), (textFeatures, textQueue)] {
-            for b in 0..<g { for i in 0..<e { queue.data[i * q + ptr + b] = feat.data[b * e + i] } }
-        }
-        queuePtr.value = IntTensor([Int64((ptr + g) % q)], shape: [1])
+        let next = FeatureQueue.advance(ptr, by: g, size: q)
+        FeatureQueue.writeColumns(imageFeatures, into: imageQueue, at: ptr)
+        FeatureQueue.writeColumns(textFeatures, into: textQueue, at: ptr)
+        queuePtr.value = IntTensor([Int64(next)], shape: [1])
     }
 }

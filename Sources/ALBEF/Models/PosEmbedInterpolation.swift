@@ -50,14 +50,16 @@ public func interpolatePosEmbed(_ pos: [Float], channels c: Int, oldGrid gOld: I
     return out
 }
 
-extension ALBEFPretrain {
+extension ALBEFEncoders {
     /// Loads a checkpoint whose ViT grid may differ from this model's (e.g. 224 → 256 px, or
     /// 256 → 384 px for fine-tuning), resizing `visual_encoder(_m).pos_embed` with
-    /// `interpolatePosEmbed` as ALBEF does for non-resume loads. Other keys load as usual.
+    /// `interpolatePosEmbed` as ALBEF does for non-resume loads. Other keys load as usual,
+    /// through `keyMap` (model key → file key; nil skips it).
     @discardableResult
-    public func loadInterpolatingPosEmbed(_ file: WeightFile, strict: Bool = false) throws -> LoadReport {
+    public func loadInterpolatingPosEmbed(_ file: WeightFile, strict: Bool = false,
+                                          keyMap: (String) -> String? = { $0 }) throws -> LoadReport {
         let keys = ["visual_encoder.pos_embed", "visual_encoder_m.pos_embed"]
-        var r = try load(from: file, keyMap: { keys.contains($0) ? nil : $0 }, strict: false)
+        var r = try load(from: file, keyMap: { keys.contains($0) ? nil : keyMap($0) }, strict: false)
         r.unexpected.removeAll { keys.contains($0) }
         for (k, t) in [(keys[0], visualEncoder.posEmbed), (keys[1], visualEncoderM.posEmbed)] {
             guard let eShape = file.shape(of: k) else { continue }

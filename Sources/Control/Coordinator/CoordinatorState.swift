@@ -125,6 +125,9 @@ public struct CoordinatorState: Codable, Sendable {
     public private(set) var receivedMessages: UInt64 = 0
     /// Incremented when the job starts over from a checkpoint.
     public private(set) var attempt: UInt32 = 1
+    /// What happened to the job, oldest first: ranks lost (at which step, from which host), the
+    /// restarts from committed checkpoints, world size changes (`albef-coord status` shows them).
+    public private(set) var events: [String] = []
     /// Bumped by every change that must be on disk before replies go out.
     public private(set) var durableVersion: UInt64 = 0
     /// Bumped by changes worth saving eventually (metrics, heartbeats).
@@ -224,6 +227,8 @@ public struct CoordinatorState: Codable, Sendable {
             let ck = checkpoints.last.map { "checkpoint step \($0.step) (\($0.path))" } ?? "the start (no checkpoint committed)"
             jobState = .failed
             failureReason = "rank \(lost.map(String.init).joined(separator: ", ")) silent for more than \(config.heartbeatTimeout) s; restart the job to resume from \(ck)"
+            let who = lost.map { r in "rank \(r)" + (ranks[r].map { " (\($0.host), at step \($0.step))" } ?? "") }.joined(separator: ", ")
+            note(now: now, "lost \(who): silent for more than \(config.heartbeatTimeout) s; the job rolls back to \(ck) when its ranks register again")
         }
         durableVersion &+= 1
         return []
@@ -264,6 +269,12 @@ public struct CoordinatorState: Codable, Sendable {
         durableVersion &+= 1
     }
 
+    /// Records an event of the job's history (kept to the newest 100).
+    mutating func note(now: Double, _ text: String) {
+        events.append(ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: now)) + " " + text)
+        if events.count > 100 { events.removeFirst(events.count - 100) }
+    }
+
     // MARK: - Registration
 
     private mutating func handleRegistration(_ r: Registration, _ env: Envelope, _ peer: Peer, _ now: Double) -> [Outgoing] {
@@ -271,7 +282,17 @@ public struct CoordinatorState: Codable, Sendable {
             return reject(peer, env, .badRequest, "rank \(env.rank) outside world size \(config.worldSize)")
         }
         if config.worldSize != 0 && r.worldSize != config.worldSize {
-            return reject(peer, env, .badRequest, "world size \(r.worldSize) != the job's \(config.worldSize); start the coordinator with --world-size \(r.worldSize) or a new --job-id")
+            // A new world (fewer ranks after a lost node, more after a resubmission) takes over a
+            // job that failed, that waits for ranks none of which is alive, or whose ranks are
+            // being relaunched: a new attempt from the last committed checkpoint, the unconsumed
+            // remainder of the epoch re-planned for the new ranks.
+            let idle = ranks.values.allSatisfy { $0.health != .alive }
+            guard r.worldSize > 0, jobState == .failed || (jobState == .waiting && idle) || isRelaunch(env.rank, r) else {
+                return reject(peer, env, .badRequest, "world size \(r.worldSize) != the job's \(config.worldSize) while its ranks are alive; start the coordinator with --world-size \(r.worldSize) or a new --job-id")
+            }
+            let from = config.worldSize
+            changeWorldSize(to: r.worldSize)
+            note(now: now, "world size \(from) → \(r.worldSize): attempt \(attempt) resumes from \(checkpoints.last.map { "checkpoint step \($0.step)" } ?? "the start"), the rest of the epoch re-planned")
         }
         if !r.corpusFingerprint.isEmpty && r.corpusFingerprint != corpusFingerprint {
             return reject(peer, env, .badRequest, "rank \(env.rank)'s corpus index (fingerprint \(r.corpusFingerprint)) is not the coordinator's (fingerprint \(corpusFingerprint): \(shardPaths.count) shards, \(planner.samplesPerEpoch) samples, first shard \(shardPaths.first ?? "-")); start the ranks with --corpus set to the index `albef-coord serve --corpus` reads, or the coordinator with the ranks' index")
@@ -284,7 +305,11 @@ public struct CoordinatorState: Codable, Sendable {
                 return reject(peer, env, .badRequest, "rank \(env.rank) outside world size \(config.worldSize)")
             }
         }
-        if jobState == .failed || isRelaunch(env.rank, r) { rollback() }
+        if jobState == .failed || isRelaunch(env.rank, r) {
+            let why = jobState == .failed ? "after the failure" : "rank \(env.rank) relaunched (new process on \(r.host)) before the heartbeat timeout"
+            rollback()
+            note(now: now, "restart \(attempt - 1) \(why): attempt \(attempt) resumes from \(checkpoints.last.map { "checkpoint step \($0.step)" } ?? "the start") with \(config.worldSize) rank(s)")
+        }
         if var existing = ranks[env.rank], Self.sameProcess(existing, r), env.seq <= existing.lastSeq {
             // A duplicate (resent after a reconnect): answer the same, change nothing but the route.
             existing.peer = peer
@@ -628,6 +653,8 @@ public struct CoordinatorState: Codable, Sendable {
         s.badSamplesReported = UInt64(badSamplesReported.count)
         s.droppedMessages = droppedMessages
         s.failureReason = failureReason
+        s.attempt = attempt
+        s.events = events
         s.worldSize = config.worldSize
         s.grantedSamples = UInt64(max(0, planner.issued[Int(s.epoch)] ?? 0))
         s.phases = metrics.phases.isEmpty ? meanTimings() : metrics.phases

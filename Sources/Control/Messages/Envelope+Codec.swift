@@ -310,6 +310,9 @@ extension Envelope {
             })
             p.pointee.dropped_samples = s.droppedSamples
             p.pointee.epochs_done = s.epochsDone
+            p.pointee.attempt = s.attempt
+            p.pointee.n_events = s.events.count
+            p.pointee.events = a.array(s.events.map { a.string($0) })
             e.pointee.body_case = ALBEF__CONTROL__V1__ENVELOPE__BODY_STATUS_REPLY
             e.pointee.status_reply = p
         case .error(let err):
@@ -407,6 +410,8 @@ extension Envelope {
             r.badByKind = list(s.bad_by_kind, s.n_bad_by_kind) { BadSampleCount(kind: str($0.kind), count: $0.count) }
             r.droppedSamples = s.dropped_samples
             r.epochsDone = s.epochs_done
+            r.attempt = s.attempt
+            r.events = (0..<s.n_events).map { str(s.events[$0]) }
             return .statusReply(r)
         case ALBEF__CONTROL__V1__ENVELOPE__BODY_ERROR:
             guard let err = e.error?.pointee else { return nil }

@@ -295,6 +295,9 @@ public struct StatusReply: Codable, Hashable, Sendable {
     public var badSamplesReported: UInt64 = 0
     public var droppedMessages: UInt64 = 0
     public var failureReason: String = ""
+    /// 1 + the restarts from a committed checkpoint; the job's recovery history, oldest first.
+    public var attempt: UInt32 = 0
+    public var events: [String] = []
     public var worldSize: UInt32 = 0
     public var grantedSamples: UInt64 = 0
     public var phases: [PhaseTime] = []

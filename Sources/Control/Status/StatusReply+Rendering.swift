@@ -10,7 +10,8 @@ extension StatusReply {
             "samples_per_second": samplesPerSecond, "eta_seconds": etaSeconds,
             "bad_samples_indexed": badSamplesIndexed, "bad_samples_reported": badSamplesReported,
             "dropped_messages": droppedMessages, "failure_reason": failureReason, "world_size": worldSize,
-            "epochs_done": epochsDone, "dropped_samples": droppedSamples,
+            "epochs_done": epochsDone, "dropped_samples": droppedSamples, "attempt": attempt, "restarts": max(Int(attempt) - 1, 0),
+            "events": events,
             "bad_samples_by_kind": Dictionary(uniqueKeysWithValues: badByKind.map { ($0.kind, $0.count) }),
             "phases": phases.map { ["name": $0.name, "seconds": $0.seconds] },
             "ranks": ranks.map {
@@ -70,6 +71,10 @@ extension StatusReply {
                 lines.append(String(format: "  %4d  %-6@  %-10llu  %-4llu  %6.3f  %7.1fs   %-6u  %@:%u", r.rank, health, r.step, r.lag,
                                     r.stepSeconds, r.heartbeatAgeSeconds, r.outstandingLeases, r.host, r.pid))
             }
+        }
+        if !events.isEmpty {
+            lines.append("history (attempt \(attempt), \(max(Int(attempt) - 1, 0)) restart(s)):")
+            for e in events.suffix(10) { lines.append("  " + e) }
         }
         return lines.joined(separator: "\n")
     }

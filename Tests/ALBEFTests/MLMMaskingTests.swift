@@ -1,6 +1,6 @@
 import XCTest
 import Tensor
-@testable import DataPipeline
+@testable import ALBEF
 
 final class MLMMaskingTests: XCTestCase {
     /// Replays the documented draw order with a copy of the generator and checks every position.

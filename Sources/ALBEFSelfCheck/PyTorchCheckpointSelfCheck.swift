@@ -1,3 +1,4 @@
+import ALBEF
 import Foundation
 import NN
 import Tensor

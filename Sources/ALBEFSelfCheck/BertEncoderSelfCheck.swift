@@ -1,3 +1,4 @@
+import ALBEF
 import Foundation
 import NN
 import Tensor
@@ -69,20 +70,9 @@ public enum BertEncoderSelfCheck {
         }
     }
 
-    /// Maps our `BertModel` keys to the file's: plain BERT files use `embeddings.*`/`encoder.*`,
-    /// some prefix `bert.`; old ones name LayerNorm parameters `gamma`/`beta`.
-    public static func bertKeyMap(in file: WeightFile) -> (String) -> String? {
-        let keys = Set(file.keys)
-        return { k in
-            for cand in [k, "bert." + k] {
-                if keys.contains(cand) { return cand }
-                let old = cand.replacingOccurrences(of: "LayerNorm.weight", with: "LayerNorm.gamma")
-                    .replacingOccurrences(of: "LayerNorm.bias", with: "LayerNorm.beta")
-                if keys.contains(old) { return old }
-            }
-            return k
-        }
-    }
+    /// The key map of `BertModel.checkpointKeyMap(in:)` (plain, `bert.`-prefixed or old
+    /// `gamma`/`beta` BERT files).
+    public static func bertKeyMap(in file: WeightFile) -> (String) -> String? { BertModel.checkpointKeyMap(in: file) }
 }
 
 extension SelfCheckReport {
