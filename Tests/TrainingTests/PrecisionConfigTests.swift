@@ -59,5 +59,32 @@ final class PrecisionConfigTests: XCTestCase {
         XCTAssertEqual(a.1, b.1)
         XCTAssertTrue(a.1.allSatisfy(\.isFinite), "\(a.1)")
     }
-}
 
+    /// The bf16 weight cache never serves stale weights across steps: training with the cache
+    /// dropped before every step (every weight converted fresh) ends with bit-identical weights
+    /// to training with it (the generation rule reconverting after each optimizer step).
+    func testWeightCacheMatchesFreshConversionEveryStep() throws {
+        guard MatmulPrecision.set(.bf16) == nil else { throw XCTSkip("no bf16 GEMM backend: \(MatmulPrecision.cpu)") }
+        defer { MatmulPrecision.set(.fp32) }
+        Threading.setThreads(1)
+        let config = TrainConfig.testMicro(batchSize: 4, queueSize: 32, dropout: 0.1)
+        let data = SyntheticBatches(batchSize: 4, length: 9, imageRes: 32, vocabSize: 1200, seed: 77)
+        func train(clearing: Bool) throws -> ([Float], [Double]) {
+            let comm = LocalWorld(size: 1).communicators()[0]
+            let trainer = try Trainer(config: config, comm: comm, seed: 5)
+            var losses: [Double] = []
+            for s in 0..<4 {
+                if clearing { BF16Weights.clear() }
+                losses.append(try trainer.step(data.batch(rank: 0, step: s), epoch: 0, iteration: s, iterationsPerEpoch: 10).loss)
+            }
+            let on = trainer.model.online!
+            return (Array(UnsafeBufferPointer(start: on.values.pointer, count: on.count)), losses)
+        }
+        let cached = try train(clearing: false)
+        let c = BF16Weights.counters
+        let fresh = try train(clearing: true)
+        XCTAssertGreaterThan(c.hits, 0, "the cache was used")
+        XCTAssertEqual(cached.1, fresh.1, "losses")
+        XCTAssertTrue(cached.0 == fresh.0, "weights differ: the cache served a stale copy")
+    }
+}
