@@ -40,9 +40,13 @@ let package = Package(
         .target(name: "CImage", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
         // Bandwidth-bound kernels (GELU, layer norm, softmax), AVX-512 / AVX2+FMA with a portable fallback.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=on"])]),
+        // oneDNN's bf16 matmul (Debian libdnnl-dev 2.6, which ships no pkg-config file): a C shim
+        // that opens libdnnl.so.2 on first use (so OMP_WAIT_POLICY can be set before libgomp
+        // loads, and fp32 runs never load it), caches primitives and returns status codes.
+        .target(name: "CDNNL", linkerSettings: [.linkedLibrary("dl")]),
 
         // Swift layers.
-        .target(name: "Tensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: swiftSettings),
+        .target(name: "Tensor", dependencies: ["CBLAS", "CKernels", "CDNNL"], swiftSettings: swiftSettings),
         .target(name: "NN", dependencies: ["Tensor"], swiftSettings: swiftSettings),
         .target(name: "ALBEF", dependencies: ["NN", "Tensor"], swiftSettings: swiftSettings),
         // Parity harnesses against PyTorch fixtures (`albef-worker selfcheck DIR`), beside the model.

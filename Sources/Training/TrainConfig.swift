@@ -1,5 +1,6 @@
 import ALBEF
 import Foundation
+import Tensor
 import Yams
 
 /// A training configuration in ALBEF's `Pretrain.yaml` format. ALBEF's keys are read as they
@@ -53,6 +54,10 @@ public struct TrainConfig: Sendable {
     public var maxImagePixels = 89_478_485
     /// A run aborts once more than this fraction of the samples read were bad; key `max_bad_fraction`.
     public var maxBadFraction = 0.1
+    /// GEMM arithmetic (key `precision: fp32 | bf16`, flag `--precision`; default fp32). bf16 runs
+    /// the linear layers, attention matmuls and their backward on bf16 operands with fp32
+    /// accumulation (see `Precision`); everything else stays fp32.
+    public var precision: Precision = .fp32
     /// Notes about known keys this build ignores (printed by the worker).
     public var notes: [String] = []
     /// Path of the file this came from.
@@ -76,6 +81,12 @@ public struct TrainConfig: Sendable {
         let r = YAMLReader(y, file: path)
         maxImagePixels = try r.opt("max_image_pixels") ?? maxImagePixels
         maxBadFraction = try r.opt("max_bad_fraction") ?? maxBadFraction
+        if let p: String = try r.opt("precision") {
+            guard let v = Precision(rawValue: p.lowercased()) else {
+                throw ConfigError.invalid(key: "precision", message: "must be one of \(Precision.allCases.map(\.rawValue).joined(separator: ", ")), got '\(p)'", file: path)
+            }
+            precision = v
+        }
         if let bertPath: String = try r.opt("bert_config") {
             let p = bertPath.hasPrefix("/") ? bertPath : dir.appendingPathComponent(bertPath).path
             do { model.bert = try BertConfig.load(p) } catch let e as ConfigError { throw e } catch {

@@ -100,6 +100,11 @@ struct BenchKernels: ParsableCommand {
         }
 
         var fwdRatios: [Double] = [], bwdRatios: [Double] = []
+        // bf16 GEMMs where the CPU has them (oneDNN), timed beside sgemm.
+        let bf16Available = MatmulPrecision.set(.bf16) == nil
+        MatmulPrecision.set(.fp32)
+        print("bf16: \(MatmulPrecision.cpu)\(bf16Available ? "" : " (bf16 lines skipped)")")
+        var bf16Speedups: [Double] = []
         for (m, k, nOut) in [(4096, 768, 3072), (4096, 3072, 768)] {
             let a = buffer(m * k, seed: 3), w = buffer(nOut * k, seed: 4), b = buffer(nOut, seed: 5)
             let o = buffer(m * nOut, seed: 6), dout = buffer(m * nOut, seed: 7)
@@ -120,6 +125,30 @@ struct BenchKernels: ParsableCommand {
             bwdRatios.append(bk.ratio)
             print(String(format: "linear %dx%d→%d forward   ours %7.1f GFLOP/s  raw sgemm %7.1f GFLOP/s (medians)  median ratio %.3f", m, k, nOut, flops / ourF / 1e9, flops / rawF / 1e9, f.ratio))
             print(String(format: "linear %dx%d→%d backward  ours %7.1f GFLOP/s  raw sgemm %7.1f GFLOP/s (medians)  median ratio %.3f", m, k, nOut, 2 * flops / ourB / 1e9, 2 * flops / rawB / 1e9, bk.ratio))
+            if bf16Available {
+                // bf16 beside sgemm in the same rounds: raw oneDNN matmul on operands already in
+                // bf16, and our bf16 linear (which also rounds the activations, and dout, per call).
+                let ab = BF16Buffer(converting: a, count: m * k), wb = BF16Buffer(converting: w, count: nOut * k)
+                let gb = BF16Buffer(converting: dout, count: m * nOut)
+                let rf = pairedRounds(
+                    raw: { sgemm(transB: true, m: m, n: nOut, k: k, a: a, lda: k, b: w, ldb: k, c: o, ldc: nOut) },
+                    ours: { bf16gemm(transB: true, m: m, n: nOut, k: k, a: ab.pointer, lda: k, b: wb.pointer, ldb: k, c: o, ldc: nOut) })
+                let lf = pairedRounds(
+                    raw: { linearForward(out: o, inp: a, weight: w, bias: b, n: m, inFeatures: k, outFeatures: nOut) },
+                    ours: { linearForwardBF16(out: o, inp: a, weight: wb.pointer, bias: b, n: m, inFeatures: k, outFeatures: nOut) })
+                let lb = pairedRounds(
+                    raw: { linearBackward(dinp: da, dweight: dw, dbias: db, dout: dout, inp: a, weight: w, n: m, inFeatures: k, outFeatures: nOut) },
+                    ours: { linearBackwardBF16(dinp: da, dweight: dw, dbias: db, dout: dout, inp: a, weight: wb.pointer, n: m, inFeatures: k, outFeatures: nOut) })
+                let impl = (try? OneDNN.implementation(transB: true, m: m, n: nOut, k: k, lda: k, ldb: k, ldc: nOut)) ?? "?"
+                print(String(format: "bf16 gemm %dx%dx%d (%@)  %7.1f GFLOP/s  sgemm %7.1f GFLOP/s (medians)  median speed-up %.3f", m, nOut, k, impl as NSString,
+                             flops / rf.ours / 1e9, flops / rf.raw / 1e9, rf.ratio))
+                print(String(format: "bf16 linear %dx%d→%d forward   %7.1f GFLOP/s  fp32 linear %7.1f GFLOP/s  median speed-up %.3f", m, k, nOut,
+                             flops / lf.ours / 1e9, flops / lf.raw / 1e9, lf.ratio))
+                print(String(format: "bf16 linear %dx%d→%d backward  %7.1f GFLOP/s  fp32 linear %7.1f GFLOP/s  median speed-up %.3f", m, k, nOut,
+                             2 * flops / lb.ours / 1e9, 2 * flops / lb.raw / 1e9, lb.ratio))
+                bf16Speedups.append(rf.ratio)
+                withExtendedLifetime((ab, wb, gb)) {}
+            }
             for p in [a, w, b, o, dout, da, dw, db] { p.deallocate() }
         }
 
@@ -132,6 +161,11 @@ struct BenchKernels: ParsableCommand {
             let tf = median { attentionForward(out: out, probs: probs, q: qkv, ldq: 3 * c, k: qkv + c, ldk: 3 * c, v: qkv + 2 * c, ldv: 3 * c, mask: nil, batch: bsz, heads: h, lq: l, lk: l, headDim: d, scale: 0.125) }
             let tb = median { attentionBackward(dq: dqkv, dk: dqkv + c, dv: dqkv + 2 * c, dout: dout, probs: probs, q: qkv, ldq: 3 * c, k: qkv + c, ldk: 3 * c, v: qkv + 2 * c, ldv: 3 * c, batch: bsz, heads: h, lq: l, lk: l, headDim: d, scale: 0.125) }
             print(String(format: "attention 16x12x257x64 forward  %7.1f GFLOP/s (%.2f ms); backward %7.1f GFLOP/s (%.2f ms)", flops / tf / 1e9, tf * 1e3, 2 * flops / tb / 1e9, tb * 1e3))
+            if bf16Available {
+                let tf16 = median { attentionForwardBF16(out: out, probs: probs, q: qkv, ldq: 3 * c, k: qkv + c, ldk: 3 * c, v: qkv + 2 * c, ldv: 3 * c, mask: nil, batch: bsz, heads: h, lq: l, lk: l, headDim: d, scale: 0.125) }
+                let tb16 = median { attentionBackwardBF16(dq: dqkv, dk: dqkv + c, dv: dqkv + 2 * c, dout: dout, probs: probs, q: qkv, ldq: 3 * c, k: qkv + c, ldk: 3 * c, v: qkv + 2 * c, ldv: 3 * c, batch: bsz, heads: h, lq: l, lk: l, headDim: d, scale: 0.125) }
+                print(String(format: "attention 16x12x257x64 bf16 forward  %7.1f GFLOP/s (%.2f ms); backward %7.1f GFLOP/s (%.2f ms)", flops / tf16 / 1e9, tf16 * 1e3, 2 * flops / tb16 / 1e9, tb16 * 1e3))
+            }
         }
 
         // Bytes counted: forward reads x and writes y (2 arrays), backward reads x (or y), dy and dx
@@ -166,9 +200,19 @@ struct BenchKernels: ParsableCommand {
             forward: { geluForward(out: gy, inp: gx, count: gn) },
             backward: { geluBackward(dinp: gdx, dout: gdy, inp: gx, count: gn) })
         report("gelu 4096x3072", ge)
+        // fp32 → bf16 rounding over 4096 × 3072 (reads 4 B, writes 2 B per element); "backward"
+        // is the same conversion again (it has none), so the line reads like the others.
+        let cb = BF16Buffer(count: gn)
+        let cv = sideBySide(bytes: Double(gn) * 6 * 2,
+            forward: { convertToBF16(cb.pointer, gx, count: gn) },
+            backward: { convertToBF16(cb.pointer, gy, count: gn) })
+        report("fp32→bf16 4096x3072 (×2)", cv)
         print("code path: \(["portable", "?", "avx2+fma", "avx-512"][Int(ck_simd_level())])")
 
         print(String(format: "kernels: linear_fwd_vs_sgemm=%.3f linear_bwd_vs_sgemm=%.3f layernorm_vs_bw=%.3f softmax_vs_bw=%.3f gelu_vs_bw=%.3f",
                      fwdRatios.min()!, bwdRatios.min()!, ln.ratio, sm.ratio, ge.ratio))
+        if !bf16Speedups.isEmpty {
+            print(String(format: "kernels: bf16_gemm_vs_sgemm=%.3f", bf16Speedups.min()!))
+        }
     }
 }

@@ -18,8 +18,23 @@ struct BenchStep: ParsableCommand {
     @Option(help: "Warm-up steps.") var warmup: Int = 2
     @Option(help: "Threads for BLAS and kernels.") var threads: Int = 2
 
+    @Option(help: "GEMM precision: fp32, bf16, or both (each round runs one fp32 and one bf16 step on the same trainer, side by side; ratios are medians of the per-round ratios).")
+    var precision: String = "fp32"
+
     func run() throws {
         Threading.setThreads(threads)
+        let precisions: [Precision]
+        switch precision.lowercased() {
+        case "both": precisions = [.fp32, .bf16]
+        default:
+            guard let p = Precision(rawValue: precision.lowercased()) else { throw ValidationError("--precision must be fp32, bf16 or both, got '\(precision)'") }
+            precisions = [p]
+        }
+        for p in precisions where p == .bf16 {
+            if let warning = MatmulPrecision.set(.bf16) { throw ValidationError("--precision bf16: \(warning)") }
+            print("bf16 backend: \(MatmulPrecision.cpu)")
+        }
+        MatmulPrecision.set(precisions[0])
         var cfg = try TrainConfig.load(config)
         if let b = batchSize { cfg.batchSize = b }
         let l = textLength ?? cfg.maxLength
@@ -30,26 +45,35 @@ struct BenchStep: ParsableCommand {
         let data = SyntheticBatches(batchSize: cfg.batchSize, length: l, imageRes: cfg.model.imageRes, vocabSize: cfg.model.bert.vocabSize, seed: 2)
         let batches = (0..<2).map { data.batch(rank: 0, step: $0) }
         print(String(format: "after init: rss %.0f MiB, peak %.0f MiB", residentMiB(), peakResidentMiB()))
-        var times: [Double] = [], fwd: [Double] = [], bwd: [Double] = [], opt: [Double] = []
-        var flops = 0
+        var times: [Precision: [Double]] = [:], fwd: [Precision: [Double]] = [:], bwd: [Precision: [Double]] = [:], opt: [Precision: [Double]] = [:]
+        var flops: [Precision: Int] = [:]
+        var ratios: [Double] = []
         for s in 0..<(warmup + steps) {
             if s == warmup {
                 FlopCounter.enabled = true
                 FlopCounter.byShape = ProcessInfo.processInfo.environment["ALBEF_GEMM_SHAPES"] != nil
                 _ = FlopCounter.take()
             }
-            let m = try trainer.step(batches[s % 2], epoch: 1, iteration: s, iterationsPerEpoch: 1000)
-            if s >= warmup {
-                times.append(m.stepSeconds); fwd.append(m.forwardSeconds); bwd.append(m.backwardSeconds); opt.append(m.optimizerSeconds)
+            var round: [Precision: Double] = [:]
+            for p in precisions {
+                MatmulPrecision.set(p)
+                let m = try trainer.step(batches[s % 2], epoch: 1, iteration: s, iterationsPerEpoch: 1000)
+                if s >= warmup {
+                    times[p, default: []].append(m.stepSeconds); fwd[p, default: []].append(m.forwardSeconds)
+                    bwd[p, default: []].append(m.backwardSeconds); opt[p, default: []].append(m.optimizerSeconds)
+                    flops[p, default: 0] += FlopCounter.take()
+                    round[p] = m.stepSeconds
+                }
+                let tag = precisions.count > 1 ? " [\(p.rawValue)]" : ""
+                print(String(format: "step %d%@: %.3f s (forward %.3f, backward %.3f, optimizer %.3f) loss %.4f rss %.0f MiB peak %.0f MiB; pool: peak live %.0f MiB, from system %.0f MiB",
+                             s, tag, m.stepSeconds, m.forwardSeconds, m.backwardSeconds, m.optimizerSeconds, m.loss, residentMiB(), peakResidentMiB(),
+                             Double(BufferPool.shared.peakLiveBytes) / 1048576, Double(BufferPool.shared.systemBytes) / 1048576))
             }
-            print(String(format: "step %d: %.3f s (forward %.3f, backward %.3f, optimizer %.3f) loss %.4f rss %.0f MiB peak %.0f MiB; pool: peak live %.0f MiB, from system %.0f MiB",
-                         s, m.stepSeconds, m.forwardSeconds, m.backwardSeconds, m.optimizerSeconds, m.loss, residentMiB(), peakResidentMiB(),
-                         Double(BufferPool.shared.peakLiveBytes) / 1048576, Double(BufferPool.shared.systemBytes) / 1048576))
+            if let a = round[.fp32], let b = round[.bf16] { ratios.append(b / a) }
         }
-        flops = FlopCounter.take()
         if FlopCounter.byShape {
             for (k, v) in FlopCounter.shapes.sorted(by: { $0.value.flops > $1.value.flops }).prefix(25) {
-                print(String(format: "  gemm %@: %d calls, %.2f GFLOP/step", k, v.calls / steps, Double(v.flops) / Double(steps) / 1e9))
+                print(String(format: "  gemm %@: %d calls, %.2f GFLOP/step", k, v.calls / (steps * precisions.count), Double(v.flops) / Double(steps * precisions.count) / 1e9))
             }
         }
         if getenv("ALBEF_POOL_TRACE") != nil {
@@ -57,17 +81,27 @@ struct BenchStep: ParsableCommand {
                 print(String(format: "  pool at peak: %d × %d floats = %.1f MiB", n, cap, Double(n * cap * 4) / 1048576))
             }
         }
-        let total = times.reduce(0, +)
-        let sorted = times.sorted()
-        let median = sorted[sorted.count / 2]
         let rssMiB = peakResidentMiB()
         func med(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
         let label = name ?? URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
         print(String(format: "params: %d trainable; batch %d, text length %d, image %d, threads %d", trainer.model.online!.count, cfg.batchSize, l,
                      cfg.model.imageRes, threads))
-        print(String(format: "split (median): forward %.3f s, backward %.3f s, optimizer+EMA %.3f s", med(fwd), med(bwd), med(opt)))
-        print(String(format: "step: config=%@ median_s=%.3f min_s=%.3f max_s=%.3f peak_rss_mib=%.0f gflops=%.1f", label, median, sorted.first!,
-                     sorted.last!, rssMiB, Double(flops) / total / 1e9))
+        if precisions.contains(.bf16) {
+            print(String(format: "bf16 weight cache: %.0f MiB; conversions %d, hits %d; oneDNN primitives %d", Double(BF16Weights.cachedBytes) / 1048576,
+                         BF16Weights.counters.conversions, BF16Weights.counters.hits, OneDNN.primitiveCount))
+        }
+        for p in precisions {
+            let t = times[p]!, sorted = t.sorted()
+            let suffix = precisions.count > 1 || p != .fp32 ? " precision=\(p.rawValue)" : ""
+            print(String(format: "split%@ (median): forward %.3f s, backward %.3f s, optimizer+EMA %.3f s", suffix, med(fwd[p]!), med(bwd[p]!), med(opt[p]!)))
+            print(String(format: "step: config=%@%@ median_s=%.3f min_s=%.3f max_s=%.3f peak_rss_mib=%.0f gflops=%.1f", label, suffix, med(t), sorted.first!,
+                         sorted.last!, rssMiB, Double(flops[p] ?? 0) / t.reduce(0, +) / 1e9))
+        }
+        if !ratios.isEmpty {
+            print(String(format: "step: config=%@ bf16_vs_fp32 median_ratio=%.3f (per-round ratios %@)", label, med(ratios),
+                         ratios.map { String(format: "%.3f", $0) }.joined(separator: " ")))
+        }
+        MatmulPrecision.set(.fp32)
     }
 }
 

@@ -69,6 +69,8 @@ struct Train: ParsableCommand {
     @Option(help: "Override the learning rate (optimizer.lr and the schedule's base).") var lr: Double?
     @Option(help: "Use synthetic random batches with this many iterations per epoch (no corpus; for smoke tests).") var synthetic: Int?
     @Option(help: "Data loader threads per rank.") var loaderThreads: Int = 1
+    @Option(help: "GEMM precision, fp32 or bf16 (bf16: linear layers and attention matmuls on bf16 operands with fp32 accumulation; falls back to fp32 with a warning on a CPU without bf16). Default: the config's precision (fp32).")
+    var precision: Precision?
 
     func validate() throws {
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be ≥ 1") }
@@ -93,6 +95,8 @@ struct Train: ParsableCommand {
         if let a = accumSteps { cfg.accumSteps = a }
         if let e = epochs { cfg.overrideEpochs(e) }
         if let lr { cfg.overrideLR(lr) }
+        if let precision { cfg.precision = precision }
+        cfg.precision = applyPrecision(cfg.precision, echo: comm.rank == 0)
         // On resume, the checkpoint's global batch is split over this world size.
         func adoptLayout(resumingFrom dir: URL?) throws {
             guard let dir else { return }

@@ -43,6 +43,20 @@ void ck_softmax_forward(float *out, const float *inp, long lo, long hi, long col
 /// dx += y ⊙ (dy − Σ dy·y) for rows [lo, hi).
 void ck_softmax_backward(float *dinp, const float *dout, const float *out, long lo, long hi, long cols);
 
+/// bfloat16 (bit patterns in uint16_t) conversions, AVX-512 with a portable fallback; every
+/// path gives the same bits. fp32 → bf16 rounds to nearest even (NaN stays NaN, quieted;
+/// ±Inf and overflow to ±Inf as IEEE rounding gives); bf16 → fp32 is exact (bits << 16).
+/// dst[i] = bf16(src[i]) for i in [lo, hi).
+void ck_f32_to_bf16(unsigned short *dst, const float *src, long lo, long hi);
+/// Rows [lo, hi) of a strided [rows, cols] matrix: dst[r·ldd + c] = bf16(src[r·lds + c]).
+void ck_f32_to_bf16_rows(unsigned short *dst, long ldd, const float *src, long lds, long cols, long lo, long hi);
+/// dst[i] = float(src[i]) for i in [lo, hi).
+void ck_bf16_to_f32(float *dst, const unsigned short *src, long lo, long hi);
+/// What the CPU reports (CPUID, with the OS's AVX-512 / AMX state enabled in XCR0):
+/// AVX512_BF16 (vdpbf16ps) and AMX-BF16 (tile matmul).
+int ck_cpu_has_avx512_bf16(void);
+int ck_cpu_has_amx_bf16(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,8 +16,8 @@ extension Tensor {
                                    n: Int, inF: Int, outF: Int) {
         let act = gelu ? Storage(count: a.count, zeroed: false) : nil
         if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
-        linearForward(out: out, inp: act?.pointer ?? a.data, weight: weight.data, bias: bias?.data, n: n,
-                      inFeatures: inF, outFeatures: outF)
+        Tensor.linearForwardInPrecision(out: out, inp: act?.pointer ?? a.data, weight: weight, bias: bias?.data, n: n,
+                                        inFeatures: inF, outFeatures: outF)
     }
 
     /// Backward of `linearOfActivation` given d(out): the GELU output recomputed from `a`, then the
@@ -27,8 +27,8 @@ extension Tensor {
         let act = gelu ? Storage(count: a.count, zeroed: false) : nil
         if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
         let dact = gelu && a.requiresGrad ? Storage(count: a.count) : nil  // zeroed: linearBackward accumulates
-        linearBackward(dinp: gelu ? dact?.pointer : a.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                       dout: dout, inp: act?.pointer ?? a.data, weight: weight.data, n: n, inFeatures: inF, outFeatures: outF)
+        Tensor.linearBackwardInPrecision(dinp: gelu ? dact?.pointer : a.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
+                                         dout: dout, inp: act?.pointer ?? a.data, weight: weight, n: n, inFeatures: inF, outFeatures: outF)
         if let dact, let da = a.gradIfNeeded { geluBackward(dinp: da, dout: dact.pointer, inp: a.data, count: a.count) }
     }
 
@@ -66,8 +66,8 @@ extension Tensor {
         do {
             let normed = Storage(count: count, zeroed: false)
             normalise(into: normed)
-            linearForward(out: out.data, inp: normed.pointer, weight: weight.data, bias: bias?.data, n: rows,
-                          inFeatures: c, outFeatures: outF)
+            Tensor.linearForwardInPrecision(out: out.data, inp: normed.pointer, weight: weight, bias: bias?.data, n: rows,
+                                            inFeatures: c, outFeatures: outF)
         }
         if Tensor.needsGrad(self, gamma, beta, weight, bias) {
             out.record([self, gamma, beta, weight] + (bias.map { [$0] } ?? [])) { o in
@@ -75,9 +75,9 @@ extension Tensor {
                 normalise(into: normed)
                 let needNormGrad = x.requiresGrad || gamma.requiresGrad || beta.requiresGrad
                 let dnormed = needNormGrad ? Storage(count: x.count) : nil  // zeroed: linearBackward accumulates
-                linearBackward(dinp: dnormed?.pointer, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                               dout: o.gradPointer, inp: normed.pointer, weight: weight.data, n: rows,
-                               inFeatures: c, outFeatures: outF)
+                Tensor.linearBackwardInPrecision(dinp: dnormed?.pointer, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
+                                                 dout: o.gradPointer, inp: normed.pointer, weight: weight, n: rows,
+                                                 inFeatures: c, outFeatures: outF)
                 if let dnormed {
                     layerNormBackward(dinp: x.gradIfNeeded, dweight: gamma.gradIfNeeded, dbias: beta.gradIfNeeded,
                                       dout: dnormed.pointer, inp: x.data, weight: gamma.data,

@@ -37,17 +37,33 @@ extension Tensor {
         // P is kept for the backward only when asked (`Tensor.keepAttentionProbabilities`);
         // otherwise the backward recomputes it.
         let probs = grad && Tensor.keepAttentionProbabilities ? Storage(count: batch * heads * lq * lk, zeroed: false) : nil
-        attentionForward(out: out.data, probs: probs?.pointer, q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk,
-                         v: v.data + vOff, ldv: ldv, mask: mask?.data, batch: batch, heads: heads, lq: lq, lk: lk,
-                         headDim: d, scale: scale, dropout: dropout)
+        // The GEMM precision is read once: forward and backward use the same one.
+        let bf16 = MatmulPrecision.isBF16
+        if bf16 {
+            attentionForwardBF16(out: out.data, probs: probs?.pointer, q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk,
+                                 v: v.data + vOff, ldv: ldv, mask: mask?.data, batch: batch, heads: heads, lq: lq, lk: lk,
+                                 headDim: d, scale: scale, dropout: dropout)
+        } else {
+            attentionForward(out: out.data, probs: probs?.pointer, q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk,
+                             v: v.data + vOff, ldv: ldv, mask: mask?.data, batch: batch, heads: heads, lq: lq, lk: lk,
+                             headDim: d, scale: scale, dropout: dropout)
+        }
         if grad {
             let inputs = [q, k, v].reduce(into: [Tensor]()) { acc, t in if !acc.contains(where: { $0 === t }) { acc.append(t) } }
             out.record(inputs) { o in
-                attentionBackward(dq: q.gradIfNeeded.map { $0 + qOff }, dk: k.gradIfNeeded.map { $0 + kOff },
-                                  dv: v.gradIfNeeded.map { $0 + vOff }, dout: o.gradPointer, probs: probs.map { UnsafePointer($0.pointer) },
-                                  q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk, v: v.data + vOff, ldv: ldv,
-                                  mask: mask.map { UnsafePointer($0.data) },
-                                  batch: batch, heads: heads, lq: lq, lk: lk, headDim: d, scale: scale, dropout: dropout)
+                if bf16 {
+                    attentionBackwardBF16(dq: q.gradIfNeeded.map { $0 + qOff }, dk: k.gradIfNeeded.map { $0 + kOff },
+                                          dv: v.gradIfNeeded.map { $0 + vOff }, dout: o.gradPointer, probs: probs.map { UnsafePointer($0.pointer) },
+                                          q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk, v: v.data + vOff, ldv: ldv,
+                                          mask: mask.map { UnsafePointer($0.data) },
+                                          batch: batch, heads: heads, lq: lq, lk: lk, headDim: d, scale: scale, dropout: dropout)
+                } else {
+                    attentionBackward(dq: q.gradIfNeeded.map { $0 + qOff }, dk: k.gradIfNeeded.map { $0 + kOff },
+                                      dv: v.gradIfNeeded.map { $0 + vOff }, dout: o.gradPointer, probs: probs.map { UnsafePointer($0.pointer) },
+                                      q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk, v: v.data + vOff, ldv: ldv,
+                                      mask: mask.map { UnsafePointer($0.data) },
+                                      batch: batch, heads: heads, lq: lq, lk: lk, headDim: d, scale: scale, dropout: dropout)
+                }
             }
         }
         return out

@@ -4,13 +4,13 @@ extension Tensor {
     public func linear(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
         let (inF, outF, n) = Tensor.linearDimensions("linear", input: shape, weight, bias)
         let out = Tensor(uninitialized: Array(shape.dropLast()) + [outF])
-        linearForward(out: out.data, inp: data, weight: weight.data, bias: bias?.data, n: n,
-                      inFeatures: inF, outFeatures: outF)
+        Tensor.linearForwardInPrecision(out: out.data, inp: data, weight: weight, bias: bias?.data, n: n,
+                                        inFeatures: inF, outFeatures: outF)
         if Tensor.needsGrad(self, weight, bias) {
             out.record([self, weight] + (bias.map { [$0] } ?? [])) { o in
-                linearBackward(dinp: self.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                               dout: o.gradPointer, inp: self.data, weight: weight.data, n: n,
-                               inFeatures: inF, outFeatures: outF)
+                Tensor.linearBackwardInPrecision(dinp: self.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
+                                                 dout: o.gradPointer, inp: self.data, weight: weight, n: n,
+                                                 inFeatures: inF, outFeatures: outF)
             }
         }
         return out

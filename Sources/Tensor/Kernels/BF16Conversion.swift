@@ -1,0 +1,62 @@
+import CKernels
+
+/// bfloat16 values (bit patterns) in pooled memory: a `Storage` of ⌈count/2⌉ floats, so the
+/// buffer pool's reuse and its live/peak accounting cover bf16 temporaries too.
+public final class BF16Buffer {
+    let storage: Storage
+    /// Number of bf16 elements.
+    public let count: Int
+    /// Element pointer (64-byte aligned).
+    public var pointer: UnsafeMutablePointer<UInt16> {
+        UnsafeMutableRawPointer(storage.pointer).assumingMemoryBound(to: UInt16.self)
+    }
+
+    /// Uninitialised room for `count` bf16 values.
+    public init(count: Int) {
+        self.count = count
+        storage = Storage(count: (count + 1) / 2, zeroed: false)
+    }
+
+    /// `src[0..<count]` rounded to bf16 (threads over chunks).
+    public convenience init(converting src: UnsafePointer<Float>, count: Int) {
+        self.init(count: count)
+        convertToBF16(pointer, src, count: count)
+    }
+
+    /// The `[rows, cols]` matrix at `src` with leading dimension `lds`, rounded to bf16 into a
+    /// dense `[rows, cols]` buffer (the columns a strided view reads, packed).
+    public convenience init(converting src: UnsafePointer<Float>, rows: Int, cols: Int, lds: Int) {
+        self.init(count: rows * cols)
+        convertToBF16(pointer, ldd: cols, src, lds: lds, rows: rows, cols: cols)
+    }
+
+    /// The values as Float32 (exact).
+    public var floats: [Float] {
+        var out = [Float](repeating: 0, count: count)
+        out.withUnsafeMutableBufferPointer { ck_bf16_to_f32($0.baseAddress!, pointer, 0, count) }
+        return out
+    }
+}
+
+/// dst[i] = bf16(src[i]), round to nearest even (C core `ck_f32_to_bf16`, AVX-512 or portable,
+/// same bits), split over threads. PyTorch counterpart: `x.to(torch.bfloat16)`.
+public func convertToBF16(_ dst: UnsafeMutablePointer<UInt16>, _ src: UnsafePointer<Float>, count: Int) {
+    Threading.parallelFor(count, grain: 1 << 15) { r in ck_f32_to_bf16(dst, src, r.lowerBound, r.upperBound) }
+}
+
+/// Strided rows: dst[r·ldd + c] = bf16(src[r·lds + c]) for r < rows, c < cols, split over threads.
+public func convertToBF16(_ dst: UnsafeMutablePointer<UInt16>, ldd: Int, _ src: UnsafePointer<Float>, lds: Int,
+                          rows: Int, cols: Int) {
+    Threading.parallelFor(rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
+        ck_f32_to_bf16_rows(dst, ldd, src, lds, cols, r.lowerBound, r.upperBound)
+    }
+}
+
+/// One value rounded to bf16 and back (the value a bf16 GEMM sees for `x`).
+@inline(__always)
+public func roundedToBF16(_ x: Float) -> Float {
+    var v = x, h: UInt16 = 0, back: Float = 0
+    ck_f32_to_bf16(&h, &v, 0, 1)
+    ck_bf16_to_f32(&back, &h, 0, 1)
+    return back
+}

@@ -1,0 +1,37 @@
+/// The linear kernels in the precision `MatmulPrecision.current` selects: fp32 calls
+/// `linearForward` / `linearBackward` exactly as before bf16 existed (bit-identical), bf16 calls
+/// their mixed-precision counterparts with the weight's cached bf16 copy (`BF16Weights`).
+/// Every linear op (`linear`, `geluLinear`, `layerNormLinear`, `addingLinear`) goes through here.
+extension Tensor {
+    /// `out[N,O] = inp[N,I] · weightᵀ + bias` in the current precision.
+    static func linearForwardInPrecision(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor,
+                                         bias: UnsafePointer<Float>?, n: Int, inFeatures: Int, outFeatures: Int) {
+        if MatmulPrecision.isBF16 {
+            let w = BF16Weights.operand(weight, backward: false)
+            linearForwardBF16(out: out, inp: inp, weight: w.pointer, bias: bias, n: n, inFeatures: inFeatures,
+                              outFeatures: outFeatures)
+            withExtendedLifetime(w) {}
+        } else {
+            linearForward(out: out, inp: inp, weight: weight.data, bias: bias, n: n, inFeatures: inFeatures,
+                          outFeatures: outFeatures)
+        }
+    }
+
+    /// `dinp += dout·W`, `dweight += doutᵀ·inp`, `dbias += Σ dout` in the current precision.
+    static func linearBackwardInPrecision(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
+                                          dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
+                                          inp: UnsafePointer<Float>, weight: Tensor, n: Int, inFeatures: Int, outFeatures: Int) {
+        if MatmulPrecision.isBF16 {
+            // The bf16 weight is only read for dinp (dweight reads dout and inp).
+            let w = dinp == nil ? nil : BF16Weights.operand(weight, backward: true)
+            if w == nil { BF16Weights.noteBackward() }
+            linearBackwardBF16(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp,
+                               weight: w.map { UnsafePointer($0.pointer) }, n: n,
+                               inFeatures: inFeatures, outFeatures: outFeatures)
+            withExtendedLifetime(w) {}
+        } else {
+            linearBackward(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
+                           inFeatures: inFeatures, outFeatures: outFeatures)
+        }
+    }
+}

@@ -1,0 +1,300 @@
+import CKernels
+import XCTest
+@testable import Tensor
+
+/// bf16 mixed precision: the rounding kernel, the oneDNN GEMM, the bf16 linear and attention
+/// kernels (each gradient-checked), the weight cache and the fp32 fallback.
+///
+/// Tolerances: bf16 keeps 8 significant bits, unit roundoff u = 2⁻⁸ ≈ 3.9e-3. A product of two
+/// rounded operands is exact in fp32 (8 + 8 bits), so a bf16 GEMM equals the fp32 GEMM of the
+/// rounded operands up to fp32 accumulation (≈ K·2⁻²⁴ relative to Σ|a·b|); against the
+/// unrounded math each product is off by ≤ 2u relative, i.e. a GEMM result by ≤ 2u·Σ|a·b|.
+final class BF16Tests: XCTestCase {
+    override func setUp() {
+        Threading.setThreads(1)
+    }
+
+    override func tearDown() {
+        MatmulPrecision.simulateNoBF16 = false
+        MatmulPrecision.set(.fp32)
+        ck_limit_simd_level(3)
+    }
+
+    func requireBF16() throws {
+        guard MatmulPrecision.set(.bf16) == nil else { throw XCTSkip("this CPU has no bf16 GEMM backend: \(MatmulPrecision.cpu)") }
+        MatmulPrecision.set(.fp32)
+    }
+
+    /// Round to nearest even on the bit pattern, written independently of the C kernel.
+    static func referenceBF16(_ x: Float) -> UInt16 {
+        let u = x.bitPattern
+        if x.isNaN { return UInt16(u >> 16) | 0x40 }
+        let lower = u & 0xffff, upper = u >> 16
+        if lower > 0x8000 || (lower == 0x8000 && upper & 1 == 1) { return UInt16(truncatingIfNeeded: upper &+ 1) }
+        return UInt16(upper)
+    }
+
+    func testRoundingIsNearestEvenOnEveryPath() {
+        var values: [Float] = [0, -0, 1, -1, .infinity, -.infinity, .nan, -.nan, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                               .leastNonzeroMagnitude, .leastNormalMagnitude, 1 + 1 / 256, 1 + 1 / 128 + 1 / 256, 1 + 3 / 512,
+                               Float(bitPattern: 0x3f80_8000), Float(bitPattern: 0x3f81_8000), Float(bitPattern: 0x3f80_8001),
+                               Float(bitPattern: 0x7f7f_ffff), Float(bitPattern: 0x7fa0_0000), 3.14159, -2.71828e-20]
+        var rng = RandomGenerator(seed: 5)
+        for _ in 0..<100_003 { values.append(Float(bitPattern: UInt32(truncatingIfNeeded: rng.nextUInt64()))) }
+        let expected = values.map(Self.referenceBF16)
+        for level in [3, 0] {
+            ck_limit_simd_level(Int32(level))
+            var got = [UInt16](repeating: 0, count: values.count)
+            values.withUnsafeBufferPointer { src in got.withUnsafeMutableBufferPointer { ck_f32_to_bf16($0.baseAddress!, src.baseAddress!, 0, values.count) } }
+            let bad = (0..<values.count).first { got[$0] != expected[$0] }
+            XCTAssertNil(bad, "simd level \(level): \(bad.map { "\(values[$0]) (0x\(String(values[$0].bitPattern, radix: 16))) → 0x\(String(got[$0], radix: 16)), expected 0x\(String(expected[$0], radix: 16))" } ?? "")")
+        }
+        ck_limit_simd_level(3)
+        XCTAssertEqual(roundedToBF16(1 + 1 / 256), 1, "a tie rounds to even")
+        XCTAssertEqual(roundedToBF16(1 + 3 / 512), 1 + 1 / 128)
+        XCTAssertTrue(roundedToBF16(.nan).isNaN)
+        XCTAssertEqual(roundedToBF16(.greatestFiniteMagnitude), .infinity, "beyond bf16's largest finite value")
+        // The threaded strided conversion packs the columns a view reads.
+        let src = (0..<(5 * 7)).map { Float($0) * 1.001 }
+        let b = src.withUnsafeBufferPointer { BF16Buffer(converting: $0.baseAddress! + 2, rows: 5, cols: 4, lds: 7) }
+        XCTAssertEqual(b.floats, (0..<5).flatMap { r in (0..<4).map { roundedToBF16(src[r * 7 + 2 + $0]) } })
+    }
+
+    /// `bf16gemm` = the float64 GEMM of the (exactly representable) bf16 operands, up to fp32
+    /// accumulation, for every transpose, strided leading dimensions, alpha, beta and thread count.
+    func testGemmMatchesFloat64OnBF16Operands() throws {
+        try requireBF16()
+        var rng = RandomGenerator(seed: 11)
+        for threads in [1, 2] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let cases: [(Int, Int, Int, Int, Float, Float)] = [(7, 9, 13, 0, 1, 0), (33, 17, 70, 3, 0.125, 1), (64, 96, 128, 0, 1, 1), (1, 5, 300, 2, -2, 0)]
+                for (m, n, k, pad, alpha, beta) in cases {
+                    let ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n
+                    let lda = ac + pad, ldb = bc + pad, ldc = n + pad
+                    let a = (0..<(ar * lda)).map { _ in roundedToBF16(rng.normal()) }
+                    let b = (0..<(br * ldb)).map { _ in roundedToBF16(rng.normal()) }
+                    let c0 = (0..<(m * ldc)).map { _ in rng.normal() }
+                    let ab = a.withUnsafeBufferPointer { BF16Buffer(converting: $0.baseAddress!, count: a.count) }
+                    let bb = b.withUnsafeBufferPointer { BF16Buffer(converting: $0.baseAddress!, count: b.count) }
+                    var c = c0
+                    c.withUnsafeMutableBufferPointer {
+                        bf16gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: alpha, a: ab.pointer, lda: lda, b: bb.pointer, ldb: ldb,
+                                 beta: beta, c: $0.baseAddress!, ldc: ldc, threads: threads)
+                    }
+                    var worst = 0.0
+                    for i in 0..<m {
+                        for j in 0..<n {
+                            var s = 0.0, mag = 0.0
+                            for p in 0..<k {
+                                let x = Double(ta ? a[p * lda + i] : a[i * lda + p]), y = Double(tb ? b[j * ldb + p] : b[p * ldb + j])
+                                s += x * y; mag += abs(x * y)
+                            }
+                            let ref = Double(alpha) * s + Double(beta) * Double(c0[i * ldc + j])
+                            let scale = abs(Double(alpha)) * mag + abs(Double(beta) * Double(c0[i * ldc + j])) + 1e-30
+                            worst = max(worst, abs(Double(c[i * ldc + j]) - ref) / scale)
+                        }
+                        for j in n..<ldc { XCTAssertEqual(c[i * ldc + j], c0[i * ldc + j], "padding column written") }
+                    }
+                    XCTAssertLessThan(worst, Double(k + 2) * 6e-8, "ta \(ta) tb \(tb) \(m)x\(n)x\(k) pad \(pad) α \(alpha) β \(beta) threads \(threads)")
+                }
+            }
+        }
+        let impl = try OneDNN.implementation(transB: true, m: 64, n: 96, k: 128, lda: 128, ldb: 128, ldc: 96)
+        print("bf16 gemm 64x96x128 runs oneDNN \(impl)")
+        XCTAssertFalse(impl.hasPrefix("ref"), "oneDNN's reference (unoptimised) matmul: \(impl)")
+    }
+
+    /// The bf16 linear kernels compute exactly what fp32 linear computes on bf16-rounded
+    /// operands (up to fp32 accumulation); the bias and its gradient stay fp32 (bit-identical).
+    func testLinearKernelsEqualFP32OnRoundedOperands() throws {
+        try requireBF16()
+        let n = 37, i = 45, o = 29
+        let x = randomTensor([n, i], seed: 1), w = randomTensor([o, i], seed: 2), bias = randomTensor([o], seed: 3), g = randomTensor([n, o], seed: 4)
+        func rounded(_ t: Tensor) -> Tensor { Tensor(t.scalars.map(roundedToBF16), shape: t.shape) }
+        let xr = rounded(x), wr = rounded(w), gr = rounded(g)
+        let wb = BF16Buffer(converting: w.data, count: w.count)
+        let out16 = Tensor(zeros: [n, o]), out32 = Tensor(zeros: [n, o])
+        linearForwardBF16(out: out16.data, inp: x.data, weight: wb.pointer, bias: bias.data, n: n, inFeatures: i, outFeatures: o)
+        linearForward(out: out32.data, inp: xr.data, weight: wr.data, bias: bias.data, n: n, inFeatures: i, outFeatures: o)
+        assertClose(out16.scalars, out32.scalars, atol: 2e-5, rtol: 2e-5, "forward")
+        let dx16 = Tensor(zeros: [n, i]), dw16 = Tensor(zeros: [o, i]), db16 = Tensor(zeros: [o])
+        let dx32 = Tensor(zeros: [n, i]), dw32 = Tensor(zeros: [o, i]), db32 = Tensor(zeros: [o])
+        linearBackwardBF16(dinp: dx16.data, dweight: dw16.data, dbias: db16.data, dout: g.data, inp: x.data, weight: wb.pointer, n: n, inFeatures: i, outFeatures: o)
+        linearBackward(dinp: dx32.data, dweight: dw32.data, dbias: nil, dout: gr.data, inp: xr.data, weight: wr.data, n: n, inFeatures: i, outFeatures: o)
+        linearBackward(dinp: nil, dweight: nil, dbias: db32.data, dout: g.data, inp: x.data, weight: w.data, n: n, inFeatures: i, outFeatures: o)
+        assertClose(dx16.scalars, dx32.scalars, atol: 2e-5, rtol: 2e-5, "dinp")
+        assertClose(dw16.scalars, dw32.scalars, atol: 2e-5, rtol: 2e-5, "dweight")
+        XCTAssertEqual(db16.scalars, db32.scalars, "bias gradient is fp32")
+        XCTAssertNotEqual(out16.scalars, Tensor(zeros: [n, o]).scalars)
+        withExtendedLifetime(wb) {}
+    }
+
+    /// Gradient check for bf16 ops: autograd gradients in bf16 against central differences of
+    /// the fp32 function the bf16 kernels approximate. A layout or transpose bug is an O(1)
+    /// error; bf16 rounding (a few GEMM stages, each ≤ 2u·Σ|terms|) stays within
+    /// 0.05·|g| + 0.02·max|g| of the tensor.
+    func bf16GradCheck(_ name: String, inputs: [Tensor], eps: Float = 1e-2, file: StaticString = #filePath, line: UInt = #line,
+                       _ f: ([Tensor]) -> Tensor) {
+        var rng = RandomGenerator(seed: 99)
+        for t in inputs { t.requiresGrad = true; t.gradStorage = nil }
+        MatmulPrecision.set(.bf16)
+        let y0 = f(inputs)
+        let r = (0..<y0.count).map { _ in rng.uniform(Float(-1), Float(1)) }
+        (y0 * Tensor(r, shape: y0.shape)).sum().backward()
+        let g16 = inputs.map { $0.grad?.scalars ?? [] }
+        // The same gradient in fp32, to show the bf16 path ran (it must differ).
+        MatmulPrecision.set(.fp32)
+        for t in inputs { t.gradStorage = nil }
+        let y1 = f(inputs)
+        (y1 * Tensor(r, shape: y1.shape)).sum().backward()
+        let g32 = inputs.map { $0.grad?.scalars ?? [] }
+        XCTAssertNotEqual(g16, g32, "\(name): bf16 gradients equal fp32's bit for bit (bf16 path not taken?)", file: file, line: line)
+        func loss() -> Double {
+            withNoGrad {
+                let y = f(inputs)
+                var s = 0.0
+                for i in 0..<y.count { s += Double(y.data[i]) * Double(r[i]) }
+                return s
+            }
+        }
+        for (k, t) in inputs.enumerated() {
+            let g = g16[k]
+            guard g.count == t.count else { XCTFail("\(name): input \(k) got no gradient", file: file, line: line); continue }
+            var num = [Float](repeating: 0, count: t.count)
+            for i in 0..<t.count {
+                let old = t.data[i]
+                t.data[i] = old + eps; let lp = loss()
+                t.data[i] = old - eps; let lm = loss()
+                t.data[i] = old
+                num[i] = Float((lp - lm) / Double(2 * eps))
+            }
+            let scale = num.map(abs).max() ?? 0
+            var worst: (Float, Int) = (0, -1)
+            for i in 0..<t.count {
+                let err = abs(num[i] - g[i]) - (0.05 * max(abs(num[i]), abs(g[i])) + 0.02 * scale + 1e-4)
+                if err > worst.0 { worst = (err, i) }
+            }
+            XCTAssertLessThan(worst.1, 0, "\(name): input \(k) \(t.shape) element \(worst.1): numeric \(worst.1 >= 0 ? num[worst.1] : 0) vs bf16 autograd \(worst.1 >= 0 ? g[worst.1] : 0)",
+                              file: file, line: line)
+        }
+    }
+
+    func testLinearOpsGradCheckInBF16() throws {
+        try requireBF16()
+        bf16GradCheck("linear", inputs: [randomTensor([2, 3, 5], seed: 1), randomTensor([7, 5], seed: 2), randomTensor([7], seed: 3)]) { $0[0].linear($0[1], $0[2]) }
+        bf16GradCheck("linear-nobias", inputs: [randomTensor([3, 4], seed: 4), randomTensor([2, 4], seed: 5)]) { $0[0].linear($0[1], nil) }
+        bf16GradCheck("geluLinear", inputs: [randomTensor([4, 6], seed: 6), randomTensor([5, 6], seed: 7), randomTensor([5], seed: 8)]) { $0[0].geluLinear($0[1], $0[2]) }
+        bf16GradCheck("layerNormLinear", inputs: [randomTensor([3, 8], seed: 9), randomTensor([8], seed: 10), randomTensor([8], seed: 11),
+                                                  randomTensor([5, 8], seed: 12), randomTensor([5], seed: 13)]) {
+            $0[0].layerNormLinear($0[1], $0[2], eps: 1e-6, $0[3], $0[4])
+        }
+        bf16GradCheck("addingLinear-gelu", inputs: [randomTensor([3, 5], seed: 14), randomTensor([3, 7], seed: 15), randomTensor([5, 7], seed: 16),
+                                                    randomTensor([5], seed: 17)]) { $0[0].addingLinear($0[1], $0[2], $0[3], gelu: true) }
+        bf16GradCheck("addingLinear-dropout", inputs: [randomTensor([3, 5], seed: 18), randomTensor([3, 7], seed: 19), randomTensor([5, 7], seed: 20), randomTensor([5], seed: 21)]) {
+            var rng = RandomGenerator(seed: 3)
+            return $0[0].addingLinear($0[1], $0[2], $0[3], dropout: 0.3, rng: &rng)
+        }
+    }
+
+    func testAttentionGradCheckInBF16() throws {
+        try requireBF16()
+        let q = randomTensor([2, 3, 4], seed: 100), k = randomTensor([2, 5, 4], seed: 101), v = randomTensor([2, 5, 4], seed: 102)
+        let mask = Tensor([0, 0, -10000, 0, -10000, 0, 0, 0, 0, -10000], shape: [2, 5])
+        bf16GradCheck("cross-attn-masked", inputs: [q, k, v]) { Tensor.attention(q: $0[0], k: $0[1], v: $0[2], heads: 2, mask: mask, scale: 0.5) }
+        bf16GradCheck("self-attn-shared", inputs: [randomTensor([2, 4, 6], seed: 103)]) { Tensor.attention(q: $0[0], k: $0[0], v: $0[0], heads: 3, mask: nil, scale: 0.7) }
+        bf16GradCheck("packed-qkv", inputs: [randomTensor([2, 3, 12], seed: 104)]) { Tensor.attention(packedQKV: $0[0], heads: 2, scale: 0.5) }
+        bf16GradCheck("attn-dropout", inputs: [q, k, v]) { Tensor.attention(q: $0[0], k: $0[1], v: $0[2], heads: 2, mask: mask, scale: 0.5, dropout: (0.3, 77)) }
+        Tensor.keepAttentionProbabilities = true
+        defer { Tensor.keepAttentionProbabilities = false }
+        bf16GradCheck("attn-kept-probs", inputs: [q, k, v]) { Tensor.attention(q: $0[0], k: $0[1], v: $0[2], heads: 2, mask: mask, scale: 0.5) }
+    }
+
+    /// Two threads split the heads (oneDNN runs one thread inside each) and give the same result.
+    func testAttentionIsTheSameOnTwoThreads() throws {
+        try requireBF16()
+        let qkv = randomTensor([3, 17, 3 * 64], seed: 7)
+        let run: () -> ([Float], [Float]) = {
+            qkv.gradStorage = nil
+            qkv.requiresGrad = true
+            let y = Tensor.attention(packedQKV: qkv, heads: 4, scale: 0.125)
+            (y * y).sum().backward()
+            return (y.scalars, qkv.grad!.scalars)
+        }
+        MatmulPrecision.set(.bf16)
+        Threading.setThreads(1)
+        let one = run()
+        Threading.setThreads(2)
+        let two = run()
+        Threading.setThreads(1)
+        XCTAssertEqual(one.0, two.0)
+        XCTAssertEqual(one.1, two.1)
+    }
+
+    /// Cached bf16 weights: one conversion serves every forward and the backward of a step; the
+    /// first forward after a backward reconverts (the optimizer may have changed the weights);
+    /// `invalidate()` after changing weights by hand; unpacked or frozen weights are never cached.
+    func testWeightCacheGenerations() throws {
+        try requireBF16()
+        MatmulPrecision.set(.bf16)
+        let flat = Storage(count: 6 * 5)
+        let w = Tensor(shape: [6, 5], storage: Storage(borrowing: flat.pointer, count: 30, owner: flat), requiresGrad: true)
+        var rng = RandomGenerator(seed: 1)
+        for i in 0..<30 { w.data[i] = rng.normal() }
+        let x = randomTensor([4, 5], seed: 2)
+        let c0 = BF16Weights.counters
+        let y1 = x.linear(w, nil).scalars
+        _ = x.linear(w, nil)
+        var c = BF16Weights.counters
+        XCTAssertEqual(c.conversions - c0.conversions, 1, "two forwards, one conversion")
+        XCTAssertEqual(c.hits - c0.hits, 1)
+        // Changed by hand without a backward: stale until invalidate().
+        for i in 0..<30 { w.data[i] *= 2 }
+        XCTAssertEqual(x.linear(w, nil).scalars, y1, "the cached copy is used within a generation")
+        BF16Weights.invalidate()
+        let y2 = x.linear(w, nil).scalars
+        XCTAssertEqual(y2, y1.map { $0 * 2 }, "after invalidate the new values are used (×2 is exact in bf16)")
+        // A backward (x needs a gradient, so W is read) then an update then a forward: reconverted.
+        x.requiresGrad = true
+        x.linear(w, nil).sum().backward()
+        for i in 0..<30 { w.data[i] *= 0.5 }
+        c = BF16Weights.counters
+        XCTAssertEqual(x.linear(w, nil).scalars, y1, "the forward after a backward reconverts")
+        XCTAssertEqual(BF16Weights.counters.conversions - c.conversions, 1)
+        // Frozen (momentum) and pooled (unpacked) weights: converted at every call.
+        let frozen = Tensor(shape: [6, 5], storage: w.storage)
+        let pooled = randomTensor([6, 5], seed: 3)
+        pooled.requiresGrad = true
+        c = BF16Weights.counters
+        _ = withNoGrad { x.linear(frozen, nil) }
+        _ = withNoGrad { x.linear(frozen, nil) }
+        _ = x.linear(pooled, nil)
+        _ = x.linear(pooled, nil)
+        XCTAssertEqual(BF16Weights.counters.conversions - c.conversions, 4)
+        XCTAssertEqual(BF16Weights.counters.hits, c.hits)
+        BF16Weights.clear()
+        XCTAssertEqual(BF16Weights.cachedBytes, 0)
+    }
+
+    /// fp32 stays the default, and switching bf16 on and off leaves fp32 results bit-identical
+    /// to the fp32 kernels called directly.
+    func testFP32IsTheDefaultAndUnchanged() throws {
+        XCTAssertEqual(MatmulPrecision.current, .fp32)
+        let x = randomTensor([5, 7], seed: 1), w = randomTensor([3, 7], seed: 2), b = randomTensor([3], seed: 3)
+        let direct = Tensor(zeros: [5, 3])
+        linearForward(out: direct.data, inp: x.data, weight: w.data, bias: b.data, n: 5, inFeatures: 7, outFeatures: 3)
+        _ = MatmulPrecision.with(.bf16) { x.linear(w, b) }
+        XCTAssertEqual(MatmulPrecision.current, .fp32)
+        XCTAssertEqual(x.linear(w, b).scalars, direct.scalars)
+    }
+
+    /// On a CPU without bf16 the mode falls back to fp32 with a warning that says why.
+    func testNoBF16CPUFallsBackWithAWarning() {
+        MatmulPrecision.simulateNoBF16 = true
+        let warning = MatmulPrecision.set(.bf16)
+        XCTAssertEqual(MatmulPrecision.current, .fp32)
+        XCTAssertNotNil(warning)
+        XCTAssertTrue(warning?.contains("falling back to fp32") == true, warning ?? "")
+        XCTAssertTrue(warning?.contains("avx512_bf16 no") == true, warning ?? "")
+        XCTAssertNil(MatmulPrecision.with(.bf16) { 1 })
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import XCTest
+@testable import Tensor
+@testable import Training
+import Distributed
+
+/// The `precision` config key: fp32 by default, bf16 when asked, anything else an error that
+/// names the key, the file and the allowed values; a typo of the key gets a suggestion.
+final class PrecisionConfigTests: XCTestCase {
+    func write(_ text: String) throws -> String {
+        let p = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString).yaml").path
+        try text.write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+
+    func testPrecisionKey() throws {
+        XCTAssertEqual(try TrainConfig.load(write("batch_size: 4\n")).precision, .fp32)
+        XCTAssertEqual(try TrainConfig.load(write("precision: bf16\n")).precision, .bf16)
+        XCTAssertEqual(try TrainConfig.load(write("precision: FP32\n")).precision, .fp32)
+        let bad = try write("precision: fp16\n")
+        XCTAssertThrowsError(try TrainConfig.load(bad)) { e in
+            XCTAssertTrue("\(e)".contains("precision") && "\(e)".contains("fp32, bf16") && "\(e)".contains(bad), "\(e)")
+        }
+        XCTAssertThrowsError(try TrainConfig.load(write("precison: bf16\n"))) { e in
+            XCTAssertTrue("\(e)".contains("did you mean 'precision'"), "\(e)")
+        }
+    }
+
+    /// Two in-process ranks training in bf16 keep bit-identical weights (gradients are averaged
+    /// in fp32; each rank's bf16 weight cache is its own), and the losses stay finite.
+    func testDataParallelBF16StaysInSync() throws {
+        guard MatmulPrecision.set(.bf16) == nil else { throw XCTSkip("no bf16 GEMM backend: \(MatmulPrecision.cpu)") }
+        defer { MatmulPrecision.set(.fp32) }
+        let config: TrainConfig = {
+            var c = TrainConfig.testMicro(batchSize: 4, queueSize: 32, dropout: 0.1)
+            c.precision = .bf16
+            return c
+        }()
+        let data = SyntheticBatches(batchSize: 4, length: 9, imageRes: 32, vocabSize: 1200, seed: 77)
+        let world = LocalWorld(size: 2)
+        let lock = NSLock()
+        var finals: [Int: ([Float], [Double])] = [:]
+        var errors: [String] = []
+        world.run { rank, comm in
+            do {
+                let trainer = try Trainer(config: config, comm: comm, seed: 5)
+                var losses: [Double] = []
+                for s in 0..<3 {
+                    losses.append(try trainer.step(data.batch(rank: rank, step: s), epoch: 0, iteration: s, iterationsPerEpoch: 10).loss)
+                    try trainer.checkDivergence()
+                }
+                let on = trainer.model.online!
+                lock.lock(); finals[rank] = (Array(UnsafeBufferPointer(start: on.values.pointer, count: on.count)), losses); lock.unlock()
+            } catch { lock.lock(); errors.append("\(error)"); lock.unlock() }
+        }
+        XCTAssertEqual(errors, [])
+        guard let a = finals[0], let b = finals[1] else { return XCTFail("missing ranks") }
+        XCTAssertTrue(a.0 == b.0, "parameters differ between ranks")
+        XCTAssertEqual(a.1, b.1)
+        XCTAssertTrue(a.1.allSatisfy(\.isFinite), "\(a.1)")
+    }
+
+    /// The bf16 weight cache never serves stale weights across steps: training with the cache
+    /// dropped before every step (every weight converted fresh) ends with bit-identical weights
+    /// to training with it (the generation rule reconverting after each optimizer step).
+    func testWeightCacheMatchesFreshConversionEveryStep() throws {
+        guard MatmulPrecision.set(.bf16) == nil else { throw XCTSkip("no bf16 GEMM backend: \(MatmulPrecision.cpu)") }
+        defer { MatmulPrecision.set(.fp32) }
+        Threading.setThreads(1)
+        let config = TrainConfig.testMicro(batchSize: 4, queueSize: 32, dropout: 0.1)
+        let data = SyntheticBatches(batchSize: 4, length: 9, imageRes: 32, vocabSize: 1200, seed: 77)
+        func train(clearing: Bool) throws -> ([Float], [Double]) {
+            let comm = LocalWorld(size: 1).communicators()[0]
+            let trainer = try Trainer(config: config, comm: comm, seed: 5)
+            var losses: [Double] = []
+            for s in 0..<4 {
+                if clearing { BF16Weights.clear() }
+                losses.append(try trainer.step(data.batch(rank: 0, step: s), epoch: 0, iteration: s, iterationsPerEpoch: 10).loss)
+            }
+            let on = trainer.model.online!
+            return (Array(UnsafeBufferPointer(start: on.values.pointer, count: on.count)), losses)
+        }
+        let cached = try train(clearing: false)
+        let c = BF16Weights.counters
+        let fresh = try train(clearing: true)
+        XCTAssertGreaterThan(c.hits, 0, "the cache was used")
+        XCTAssertEqual(cached.1, fresh.1, "losses")
+        XCTAssertTrue(cached.0 == fresh.0, "weights differ: the cache served a stale copy")
+    }
+}
