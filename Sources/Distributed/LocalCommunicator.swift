@@ -1,3 +1,4 @@
+import Tensor
 import Foundation
 
 /// The shared state of `size` in-process ranks (threads).
@@ -89,7 +90,7 @@ public final class LocalCommunicator: Communicator, @unchecked Sendable {
         exchange(buffer) { all in
             for i in 0..<count {
                 var s = all[0][i]
-                for r in 1..<all.count { s = BF16.bits(BF16.float(s) + BF16.float(all[r][i])) }
+                for r in 1..<all.count { s = bf16Bits(floatFromBF16(s) + floatFromBF16(all[r][i])) }
                 tmp[i] = s
             }
         }

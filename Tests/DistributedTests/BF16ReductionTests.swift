@@ -1,21 +1,22 @@
 import XCTest
 @testable import Distributed
+import Tensor
 
 final class BF16ReductionTests: XCTestCase {
     /// Round to nearest, ties to even; NaN and infinities kept.
     func testRounding() {
-        XCTAssertEqual(BF16.rounded(1), 1)
+        XCTAssertEqual(roundedToBF16(1), 1)
         let ulp: Float = 1.0 / 128  // bf16 spacing at 1: 2^-7
-        XCTAssertEqual(BF16.rounded(1 + ulp / 2), 1, "a tie goes to the even neighbour (1.0)")
-        XCTAssertEqual(BF16.rounded(1 + ulp + ulp / 2), 1 + 2 * ulp, "a tie goes to the even neighbour (1 + 2 ulp)")
-        XCTAssertEqual(BF16.rounded(1 + ulp * 0.6), 1 + ulp)
-        XCTAssertEqual(BF16.rounded(-3.0), -3.0)
-        XCTAssertEqual(BF16.rounded(.infinity), .infinity)
-        XCTAssertTrue(BF16.rounded(.nan).isNaN)
+        XCTAssertEqual(roundedToBF16(1 + ulp / 2), 1, "a tie goes to the even neighbour (1.0)")
+        XCTAssertEqual(roundedToBF16(1 + ulp + ulp / 2), 1 + 2 * ulp, "a tie goes to the even neighbour (1 + 2 ulp)")
+        XCTAssertEqual(roundedToBF16(1 + ulp * 0.6), 1 + ulp)
+        XCTAssertEqual(roundedToBF16(-3.0), -3.0)
+        XCTAssertEqual(roundedToBF16(.infinity), .infinity)
+        XCTAssertTrue(roundedToBF16(.nan).isNaN)
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<10_000 {
             let x = Float.random(in: -1e3...1e3, using: &rng)
-            XCTAssertLessThanOrEqual(abs(BF16.rounded(x) - x), abs(x) * 0x1p-8 + .leastNormalMagnitude, "\(x)")
+            XCTAssertLessThanOrEqual(abs(roundedToBF16(x) - x), abs(x) * 0x1p-8 + .leastNormalMagnitude, "\(x)")
         }
     }
 
@@ -41,9 +42,9 @@ final class BF16ReductionTests: XCTestCase {
         }
         XCTAssertTrue(results[0]! == results[1]! && results[1]! == results[2]!, "ranks differ")
         for i in 0..<n {
-            var s = BF16.bits(inputs[0][i])
-            for r in 1..<ranks { s = BF16.bits(BF16.float(s) + BF16.rounded(inputs[r][i])) }
-            XCTAssertEqual(results[0]![i], BF16.float(s))
+            var s = bf16Bits(inputs[0][i])
+            for r in 1..<ranks { s = bf16Bits(floatFromBF16(s) + roundedToBF16(inputs[r][i])) }
+            XCTAssertEqual(results[0]![i], floatFromBF16(s))
             let exact = inputs.reduce(Float(0)) { $0 + $1[i] }
             let scale = inputs.reduce(Float(0)) { $0 + abs($1[i]) }
             XCTAssertLessThanOrEqual(abs(results[0]![i] - exact), scale * Float(2 * ranks) * 0x1p-9 + 1e-30, "element \(i)")

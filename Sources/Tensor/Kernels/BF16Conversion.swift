@@ -60,3 +60,20 @@ public func roundedToBF16(_ x: Float) -> Float {
     ck_bf16_to_f32(&back, &h, 0, 1)
     return back
 }
+
+/// dst[i] = Float(src[i]) (exact), split over threads.
+public func convertFromBF16(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<UInt16>, count: Int) {
+    Threading.parallelFor(count, grain: 1 << 15) { r in ck_bf16_to_f32(dst, src, r.lowerBound, r.upperBound) }
+}
+
+/// One value's bf16 bit pattern (round to nearest even).
+@inline(__always)
+public func bf16Bits(_ x: Float) -> UInt16 {
+    var v = x, h: UInt16 = 0
+    ck_f32_to_bf16(&h, &v, 0, 1)
+    return h
+}
+
+/// The Float32 value of bf16 bits (exact).
+@inline(__always)
+public func floatFromBF16(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
