@@ -130,7 +130,10 @@ public final class CoordinatorLink {
         self.comm = comm
         client = try CoordinatorClient(endpoint: endpoint, auth: auth, rank: Int32(comm.rank), worldSize: UInt32(comm.size), jobId: jobId,
                                        corpusFingerprint: corpusFingerprint)
-        client.register()
+        // Rank 0 registers first (the others in agreedRegistration, once it has its answer): a
+        // new world of another size takes over the job through rank 0, whose earlier process the
+        // coordinator knows, before any other rank of the new world asks.
+        if comm.rank == 0 { client.register() }
         ranges = LeaseRangeSource(client: client)
     }
 
@@ -146,8 +149,16 @@ public final class CoordinatorLink {
     /// Collective. Throws when any rank was refused (its message: another corpus index, world
     /// size or job) or rank 0 had no answer within `timeout` seconds.
     public func agreedRegistration(timeout: Double) throws -> (resumeStep: Int, epochs: Int) {
-        // Every rank waits for its own answer (a refusal is per rank: e.g. its corpus index).
-        let reply = client.waitForRegistration(timeout: timeout)
+        // Rank 0's answer first, then every other rank registers and waits for its own (a
+        // refusal is per rank: e.g. its corpus index).
+        var reply: RegistrationReply? = nil
+        if comm.rank == 0 { reply = client.waitForRegistration(timeout: timeout) }
+        var zeroDone: Int64 = 1
+        withUnsafeMutableBytes(of: &zeroDone) { comm.broadcast(bytes: $0.baseAddress!, count: $0.count, root: 0) }
+        if comm.rank != 0 {
+            client.register()
+            reply = client.waitForRegistration(timeout: timeout)
+        }
         let refusal = client.registrationRefusal
         var values: [Int64] = [comm.rank == 0 ? Int64(clamping: reply?.resumeStep ?? 0) : 0,
                                comm.rank == 0 ? Int64(reply?.epochs ?? 0) : 0,
@@ -173,7 +184,7 @@ public final class CoordinatorLink {
     /// Installs the hooks on `run` (whose source reads `ranges`).
     public func attach(to run: TrainingRun, source: LoaderSource) {
         self.source = source
-        let globalBatch = UInt64(run.trainer.config.batchSize * comm.size)
+        let globalBatch = UInt64(run.trainer.layout.globalBatch)
         run.onStep = { [weak self] m in
             guard let self else { return }
             // Samples trained by the job, not by this process: a resumed run counts from its
