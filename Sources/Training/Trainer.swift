@@ -179,15 +179,23 @@ public final class Trainer {
                 out.total.backward()
                 if let f = model.pendingEnqueue { features.append(f) }
                 model.pendingEnqueue = nil
+                // The micro-steps' gradients are summed whole (acc + g, the two-term sum two
+                // ranks' allreduce computes): the earlier ones in `acc`, the last one's added in
+                // place in the gradient buffer, which the reduction then reads.
                 let g = on.gradients!.pointer
-                if m == 0 { acc.pointer.update(from: g, count: on.count) } else { for i in 0..<on.count { acc.pointer[i] += g[i] } }
+                if m == 0 {
+                    acc.pointer.update(from: g, count: on.count)
+                } else if m < micro.count - 1 {
+                    saxpy(on.count, alpha: 1, x: g, y: acc.pointer)
+                } else {
+                    saxpy(on.count, alpha: 1, x: acc.pointer, y: g)
+                }
                 sums[0] += Double(out.lossITA.item)
                 sums[1] += Double(out.lossITM.item)
                 sums[2] += Double(out.lossMLM.item)
                 forward += tb - ta
                 backward += monotonicSeconds() - tb
             }
-            on.gradients!.pointer.update(from: acc.pointer, count: on.count)
             model.enqueue(imageFeatures: Tensor.concat(features.map(\.0)), textFeatures: Tensor.concat(features.map(\.1)))
         }
         let t2 = monotonicSeconds()
