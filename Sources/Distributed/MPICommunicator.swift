@@ -1,17 +1,23 @@
 import CMPI
 import Foundation
 
-/// Owns MPI initialisation: `MPI_Init_thread` (funneled) in `init`, `MPI_Finalize` in `deinit`.
-/// Create exactly one per process, in the executable.
+/// Owns MPI initialisation: `MPI_Init_thread` in `init`, `MPI_Finalize` in `deinit`. Create
+/// exactly one per process, in the executable.
+///
+/// Asks for `MPI_THREAD_SERIALIZED`: the gradient ``ReductionThread`` makes MPI calls from a
+/// second thread, never at the same time as the training thread (see its contract).
 public final class MPIEnvironment {
     public let rank: Int
     public let size: Int
+    /// Whether MPI calls may come from another thread than the first (provided ≥ serialized).
+    public let threadsSerialized: Bool
 
     public init() throws {
         var provided: Int32 = 0
         var argc: Int32 = 0
         var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
-        try mpiCheck(MPI_Init_thread(&argc, &argv, CMPI_THREAD_FUNNELED(), &provided), "MPI_Init_thread")
+        try mpiCheck(MPI_Init_thread(&argc, &argv, CMPI_THREAD_SERIALIZED(), &provided), "MPI_Init_thread")
+        threadsSerialized = provided >= CMPI_THREAD_SERIALIZED()
         var r: Int32 = 0, s: Int32 = 0
         try mpiCheck(MPI_Comm_rank(CMPI_COMM_WORLD(), &r), "MPI_Comm_rank")
         try mpiCheck(MPI_Comm_size(CMPI_COMM_WORLD(), &s), "MPI_Comm_size")
@@ -43,14 +49,75 @@ public final class MPICommunicator: Communicator {
 
     public init(_ env: MPIEnvironment) { environment = env }
 
+    /// The ranks grouped by host, for the two-level reduction (nil: one flat allreduce).
+    public struct HostGroups {
+        /// The ranks of this rank's host (`MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)`).
+        let host: MPI_Comm?
+        /// Rank 0 of every host (nil on the other ranks).
+        let leaders: MPI_Comm?
+        public let hostRank: Int, hostSize: Int
+        /// The number of hosts.
+        public let hosts: Int
+    }
+    public private(set) var hostGroups: HostGroups?
+
+    /// Switches the float and bf16 sums to the two-level reduction: within each host to its
+    /// rank 0 (`MPI_Reduce` over shared memory), across hosts among those ranks (`MPI_Allreduce`,
+    /// one rank per host on the network, so each host's link carries one rank's share of the ring
+    /// instead of several), then back to the host's ranks (`MPI_Bcast`). Every rank ends with the
+    /// same bits (they come from the broadcast); the summation order differs from the flat
+    /// allreduce's, so results differ from it in the last bits (fixed for a given placement).
+    /// Collective: every rank calls it. Returns the groups; with one rank per host (or one host)
+    /// the flat allreduce is kept (nothing to gain) and nil is returned.
+    @discardableResult
+    public func useHostGroups() -> HostGroups? {
+        guard size > 1 else { return nil }
+        var host: MPI_Comm? = CMPI_COMM_NULL()
+        mpiMust(MPI_Comm_split_type(CMPI_COMM_WORLD(), CMPI_COMM_TYPE_SHARED(), Int32(rank), CMPI_INFO_NULL(), &host), "MPI_Comm_split_type")
+        var hr: Int32 = 0, hs: Int32 = 0
+        mpiMust(MPI_Comm_rank(host, &hr), "MPI_Comm_rank")
+        mpiMust(MPI_Comm_size(host, &hs), "MPI_Comm_size")
+        var leaders: MPI_Comm? = CMPI_COMM_NULL()
+        mpiMust(MPI_Comm_split(CMPI_COMM_WORLD(), hr == 0 ? 0 : CMPI_UNDEFINED(), Int32(rank), &leaders), "MPI_Comm_split")
+        var isLeader: Int32 = hr == 0 ? 1 : 0
+        mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), &isLeader, 1, CMPI_INT32(), CMPI_SUM(), CMPI_COMM_WORLD()), "MPI_Allreduce")
+        let hosts = Int(isLeader)
+        guard hosts > 1, hosts < size else {
+            MPI_Comm_free(&host)
+            if hr == 0 { MPI_Comm_free(&leaders) }
+            return nil
+        }
+        let g = HostGroups(host: host, leaders: hr == 0 ? leaders : nil, hostRank: Int(hr), hostSize: Int(hs), hosts: hosts)
+        hostGroups = g
+        return g
+    }
+
+    /// The in-place sum of `count` values of `type` under `op`, flat or by host groups.
+    private func sum(_ buffer: UnsafeMutableRawPointer, count: Int, type: MPI_Datatype?, op: MPI_Op?, _ what: String) {
+        guard let g = hostGroups else {
+            mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), type, op, CMPI_COMM_WORLD()), what)
+            return
+        }
+        if g.hostSize > 1 {
+            let send: UnsafeRawPointer? = g.hostRank == 0 ? UnsafeRawPointer(CMPI_IN_PLACE()) : UnsafeRawPointer(buffer)
+            mpiMust(MPI_Reduce(send, buffer, Int32(count), type, op, 0, g.host), what + " (host reduce)")
+        }
+        if let leaders = g.leaders {
+            mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), type, op, leaders), what + " (across hosts)")
+        }
+        if g.hostSize > 1 {
+            mpiMust(MPI_Bcast(buffer, Int32(count), type, 0, g.host), what + " (host broadcast)")
+        }
+    }
+
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
         guard size > 1, count > 0 else { return }
-        mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_FLOAT(), CMPI_SUM(), CMPI_COMM_WORLD()), "MPI_Allreduce")
+        sum(buffer, count: count, type: CMPI_FLOAT(), op: CMPI_SUM(), "MPI_Allreduce")
     }
 
     public func allReduceSumBF16Bits(_ buffer: UnsafeMutablePointer<UInt16>, count: Int) {
         guard size > 1, count > 0 else { return }
-        mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_UINT16(), CMPI_BF16_SUM(), CMPI_COMM_WORLD()), "MPI_Allreduce (bf16)")
+        sum(buffer, count: count, type: CMPI_UINT16(), op: CMPI_BF16_SUM(), "MPI_Allreduce (bf16)")
     }
 
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) -> CollectiveRequest {

@@ -49,6 +49,14 @@ public final class GradientSync {
         if reduceInBF16 { comm.allReduceSumBF16(p, count: count) } else { comm.allReduceSum(p, count: count) }
     }
     var scale: Float { 1 / Float(divisor ?? comm.size) }
+    /// The thread that reduces buckets while backward goes on (config `grad_overlap: thread`);
+    /// nil: each bucket's allreduce runs on the training thread as the bucket becomes final
+    /// (backward waits for it). Same collectives in the same order either way: same bits.
+    public var overlap: ReductionThread?
+    /// Buckets handed to `overlap` whose results are not applied yet (deferred layout), in
+    /// submission order, with their tickets.
+    var inFlight: [(bucket: Int, ticket: Int)] = []
+    var inFlightHead = 0
     var bucketBuffers: [Storage?] = []
     let segmentsOfBucket: [Range<Int>]
 
@@ -85,11 +93,38 @@ public final class GradientSync {
         }
     }
 
-    /// Reduces, applies and releases bucket `b` (deferred layout).
+    /// Reduces, applies and releases bucket `b` (deferred layout); with `overlap`, hands the
+    /// reduction to the thread and applies when it is done (`applyFinished`).
     func complete(_ b: Int) {
         if bucketBuffers[b] == nil { bind(b) }  // untouched: zero gradients, as in the flat layout
+        let buf = bucketBuffers[b]!, n = bucketer.buckets[b].count
+        if enabled && comm.size > 1 {
+            if let overlap {
+                let ticket = overlap.submit { [self] in reduce(buf.pointer, count: n) }
+                inFlight.append((b, ticket))
+                requests[b] = CompletedRequest()
+                return
+            }
+            reduce(buf.pointer, count: n)
+        }
+        apply(b)
+    }
+
+    /// Applies the reduced buckets the thread has finished, in submission order (deferred layout;
+    /// `all`: waits for every one).
+    func applyFinished(all: Bool) {
+        guard let overlap, inFlightHead < inFlight.count else { return }
+        if all { overlap.waitAll() }
+        let done = overlap.completedCount
+        while inFlightHead < inFlight.count && inFlight[inFlightHead].ticket < done {
+            apply(inFlight[inFlightHead].bucket)
+            inFlightHead += 1
+        }
+    }
+
+    /// Scales, applies (AdamW on its segments) and releases reduced bucket `b` (deferred layout).
+    func apply(_ b: Int) {
         let buf = bucketBuffers[b]!, r = bucketer.buckets[b]
-        if enabled && comm.size > 1 { reduce(buf.pointer, count: r.count) }
         if scale != 1 { sscal(r.count, alpha: scale, x: buf.pointer) }
         let t0 = monotonicSeconds()
         guard let optimizer else { preconditionFailure("GradientSync: deferred gradients need an optimizer") }
@@ -107,12 +142,15 @@ public final class GradientSync {
         pendingInBucket = bucketer.segmentsPerBucket
         requests = Array(repeating: nil, count: bucketer.buckets.count)
         optimizerSeconds = 0
+        inFlight = []
+        inFlightHead = 0
         // Parameters no node consumes are final from the start.
         for s in 0..<consumers.count where consumers[s] == 0 { segmentFinal(s) }
     }
 
     /// Hook for `Tensor.backward(afterNode:)`.
     public func afterNode(_ node: Tensor) {
+        if inFlightHead < inFlight.count { applyFinished(all: false) }
         for p in node.inputs {
             guard let s = segmentOf[ObjectIdentifier(p)] else { continue }
             consumers[s] -= 1
@@ -130,7 +168,10 @@ public final class GradientSync {
         if fused { if requests[b] == nil { complete(b) }; return }
         guard enabled, comm.size > 1, requests[b] == nil, let g = params.gradients else { return }
         let r = bucketer.buckets[b]
-        if nonBlocking && !reduceInBF16 {
+        if let overlap {
+            let p = g.pointer + r.lowerBound, n = r.count
+            requests[b] = ThreadRequest(overlap, ticket: overlap.submit { [self] in reduce(p, count: n) })
+        } else if nonBlocking && !reduceInBF16 {
             requests[b] = comm.startAllReduceSum(g.pointer + r.lowerBound, count: r.count)
         } else {
             reduce(g.pointer + r.lowerBound, count: r.count)
@@ -147,6 +188,7 @@ public final class GradientSync {
                 optimizerSeconds = 0
             }
             for b in 0..<bucketer.buckets.count where requests[b] == nil { complete(b) }
+            applyFinished(all: true)
             requests = []
             waitSeconds = monotonicSeconds() - t0
             return
@@ -159,13 +201,26 @@ public final class GradientSync {
         }
         for b in 0..<bucketer.buckets.count where requests.indices.contains(b) && requests[b] == nil { start(b) }
         if requests.count != bucketer.buckets.count {  // backward ran without the hooks
+            overlap?.waitAll()
             for r in bucketer.buckets { reduce(g.pointer + r.lowerBound, count: r.count) }
         }
         for r in requests { r?.wait() }
+        overlap?.waitAll()
         requests = []
         sscal(params.count, alpha: scale, x: g.pointer)
         waitSeconds = monotonicSeconds() - t0
     }
+}
+
+/// A bucket handed to a ``ReductionThread``.
+final class ThreadRequest: CollectiveRequest {
+    let thread: ReductionThread
+    let ticket: Int
+    init(_ thread: ReductionThread, ticket: Int) {
+        self.thread = thread
+        self.ticket = ticket
+    }
+    func wait() { thread.wait(upTo: ticket) }
 }
 
 /// Seconds from a monotonic clock.
@@ -187,7 +242,13 @@ extension GradientSync {
         let g = scratch
         comm.barrier()
         let t0 = monotonicSeconds()
-        if nonBlocking && !reduceInBF16 {
+        if let overlap {
+            for b in bucketer.buckets {
+                let p = g.pointer + b.lowerBound, n = b.count
+                overlap.submit { [self] in reduce(p, count: n) }
+            }
+            overlap.waitAll()
+        } else if nonBlocking && !reduceInBF16 {
             let reqs = bucketer.buckets.map { comm.startAllReduceSum(g.pointer + $0.lowerBound, count: $0.count) }
             for r in reqs { r.wait() }
         } else {

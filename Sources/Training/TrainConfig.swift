@@ -17,6 +17,17 @@ public struct TrainConfig: Sendable {
     /// Gradient buckets reduced in bf16 (key `grad_reduce: bf16`; default `fp32`): half the bytes
     /// on the wire; master weights and AdamW stay float32 (see `BF16` in Distributed).
     public var gradReduceBF16 = false
+    /// Gradient buckets reduced on a communication thread while backward continues (key
+    /// `grad_overlap: thread`), or on the training thread as each becomes final (`off`). Same bits
+    /// either way. See ``ReductionThread``.
+    public var gradOverlap = false
+    /// Gradient buckets summed within each host first, then across hosts by one rank per host,
+    /// then broadcast within the host (key `grad_topology: hierarchical`; default `flat`: one
+    /// allreduce over all ranks). See `MPICommunicator.hierarchical`.
+    public var gradHierarchical = false
+    /// Target size of a gradient bucket in MB (key `grad_bucket_mb`, PyTorch DDP's
+    /// `bucket_cap_mb`; default 16): smaller buckets start reducing earlier in backward.
+    public var gradBucketMB = 16.0
     public var maxLength = 25
     public var trainFiles: [String] = []
     public var lr = 1e-4
@@ -107,6 +118,26 @@ public struct TrainConfig: Sendable {
                 throw ConfigError.invalid(key: "grad_reduce", message: "must be fp32 or bf16, got \(g)", file: path)
             }
             gradReduceBF16 = g == "bf16"
+        }
+        // YAML reads a bare `off` / `on` as a boolean: accept those as well.
+        if let g: Any = try r.opt("grad_overlap") {
+            switch g {
+            case let b as Bool: gradOverlap = b
+            case let t as String where ["thread", "off"].contains(t): gradOverlap = t == "thread"
+            default: throw ConfigError.invalid(key: "grad_overlap", message: "must be thread or off, got \(g)", file: path)
+            }
+        }
+        if let mb: Double = try r.opt("grad_bucket_mb") {
+            guard mb > 0, mb <= 4096 else {
+                throw ConfigError.invalid(key: "grad_bucket_mb", message: "must be in (0, 4096] MB, got \(mb)", file: path)
+            }
+            gradBucketMB = mb
+        }
+        if let g: String = try r.opt("grad_topology") {
+            guard ["flat", "hierarchical"].contains(g) else {
+                throw ConfigError.invalid(key: "grad_topology", message: "must be flat or hierarchical, got \(g)", file: path)
+            }
+            gradHierarchical = g == "hierarchical"
         }
         model.temp = Float(try r.opt("temp") as Double? ?? Double(model.temp))
         model.mlmProbability = try r.opt("mlm_probability") ?? model.mlmProbability

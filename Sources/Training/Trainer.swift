@@ -88,10 +88,25 @@ public final class Trainer {
                 optimizer.lrScale[i] = Float(config.pretrainedLRMult)
             }
         }
-        sync = GradientSync(comm: comm, params: model.online!)
+        sync = GradientSync(comm: comm, params: model.online!, bucketBytes: Int(config.gradBucketMB * 1_048_576))
         sync.optimizer = optimizer
         sync.divisor = layout.slots
         sync.reduceInBF16 = config.gradReduceBF16
+        if config.gradHierarchical, let mpi = comm as? MPICommunicator {
+            let g = mpi.useHostGroups()
+            if rank == 0 {
+                print(g.map { "gradients: reduced by host (\($0.hosts) hosts; within each host, across hosts by one rank each, back)" }
+                      ?? "gradients: grad_topology hierarchical, but the ranks are on one host or one per host: one flat allreduce")
+            }
+        }
+        if config.gradOverlap && comm.size > 1 {
+            if let mpi = comm as? MPICommunicator, !mpi.environment.threadsSerialized {
+                if rank == 0 { print("warning: grad_overlap thread needs MPI_THREAD_SERIALIZED, which this MPI does not provide: buckets reduced on the training thread") }
+            } else {
+                sync.overlap = ReductionThread()
+                if rank == 0 { print("gradients: \(sync.bucketer.buckets.count) buckets reduced on a communication thread while backward goes on") }
+            }
+        }
         let lay = layout
         let slots = (0..<lay.accumSteps).map { lay.slot(rank: rank, micro: $0) }
         slotRngs = slots.map { RankStreams.step(seed: seed, rank: $0) }

@@ -24,6 +24,11 @@ MPI_Status *CMPI_STATUSES_IGNORE(void);
 int CMPI_SUCCESS(void);
 int CMPI_THREAD_FUNNELED(void);
 int CMPI_THREAD_SERIALIZED(void);
+int CMPI_THREAD_MULTIPLE(void);
+/// MPI_Comm_split_type's split by shared memory (the ranks of one host).
+int CMPI_COMM_TYPE_SHARED(void);
+int CMPI_UNDEFINED(void);
+MPI_Info CMPI_INFO_NULL(void);
 int CMPI_MAX_ERROR_STRING(void);
 
 /// uint16 (the storage of a bf16 value).

@@ -1,0 +1,91 @@
+import DataPipeline
+import Distributed
+import Foundation
+import NN
+import XCTest
+@testable import ALBEF
+@testable import Tensor
+@testable import Training
+
+/// Gradient buckets reduced on the communication thread (`grad_overlap: thread`) give the same
+/// bits as reducing them on the training thread: parameters, AdamW moments, momentum weights and
+/// queues, with the optimizer applied in backward and with a flat gradient buffer, in float32
+/// and bf16 buckets; and under real `mpirun` (MPI_THREAD_SERIALIZED) the final checkpoints of a
+/// run to its end are byte-identical.
+final class CommOverlapTests: XCTestCase {
+    func run(overlap: Bool, inBackward: Bool, bf16: Bool = false, steps: Int = 3) throws -> [[Float]] {
+        var config = TrainConfig.testMicro(batchSize: 4, queueSize: 32)
+        config.optimizerInBackward = inBackward
+        config.gradOverlap = overlap
+        config.gradReduceBF16 = bf16
+        config.gradBucketMB = 0.05  // many small buckets, so reductions run while backward goes on
+        let data = SyntheticBatches(batchSize: 4, length: 8, imageRes: 32, vocabSize: 1200, seed: 1)
+        let comms = LocalWorld(size: 2).communicators()
+        var results = [[[Float]]](repeating: [], count: 2)
+        var errors: [String] = []
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: 2) { r in
+            do {
+                let trainer = try Trainer(config: config, comm: comms[r], seed: 5)
+                XCTAssertEqual(trainer.sync.overlap != nil, overlap)
+                XCTAssertGreaterThan(trainer.sync.bucketer.buckets.count, 4)
+                for s in 0..<steps {
+                    _ = try trainer.step(data.batch(rank: r, step: s), epoch: 0, iteration: s, iterationsPerEpoch: 100)
+                }
+                let on = trainer.model.online!, mo = trainer.model.momentum!
+                let out = [Array(UnsafeBufferPointer(start: on.values.pointer, count: on.count)),
+                           Array(UnsafeBufferPointer(start: trainer.optimizer.m.pointer, count: on.count)),
+                           Array(UnsafeBufferPointer(start: trainer.optimizer.v.pointer, count: on.count)),
+                           Array(UnsafeBufferPointer(start: mo.values.pointer, count: mo.count)),
+                           trainer.model.imageQueue.scalars, trainer.model.textQueue.scalars]
+                if inBackward { XCTAssertTrue(on.tensors.allSatisfy { $0.gradStorage == nil }, "a bucket kept its gradient") }
+                lock.lock(); results[r] = out; lock.unlock()
+            } catch { lock.lock(); errors.append("\(error)"); lock.unlock() }
+        }
+        XCTAssertEqual(errors, [])
+        XCTAssertEqual(results[1], results[0], "rank 1 differs from rank 0")
+        return results[0]
+    }
+
+    func compare(inBackward: Bool, bf16: Bool = false) throws {
+        let inline = try run(overlap: false, inBackward: inBackward, bf16: bf16)
+        let thread = try run(overlap: true, inBackward: inBackward, bf16: bf16)
+        for (i, name) in ["params", "adam m", "adam v", "momentum", "image queue", "text queue"].enumerated() {
+            XCTAssertEqual(inline[i], thread[i], "\(name) differs with the communication thread (in backward \(inBackward), bf16 \(bf16))")
+        }
+        XCTAssertNotEqual(inline[1].filter { $0 != 0 }.count, 0, "the optimizer did not run")
+    }
+
+    func testOverlapSameBitsOptimizerInBackward() throws { try compare(inBackward: true) }
+    func testOverlapSameBitsFlatGradients() throws { try compare(inBackward: false) }
+    func testOverlapSameBitsBF16Buckets() throws { try compare(inBackward: true, bf16: true) }
+
+    /// `mpirun -n 2 albef-worker train` to the end of its 2 epochs with `grad_overlap: thread` and
+    /// with `off`: the final checkpoints' weights and optimizer state are byte-identical, and the
+    /// run says where its buckets were reduced.
+    func testOverlapUnderMPIRunSameFinalCheckpoint() throws {
+        let exe = productsDirectory().appendingPathComponent("albef-worker").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("overlap-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var files: [String: [Data]] = [:]
+        for mode in ["off", "thread"] {
+            let sub = dir.appendingPathComponent(mode)
+            try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
+            let cfg = try writeMicroConfig(in: sub, schedular: "{sched: constant, epochs: 2}", extra: "grad_overlap: \(mode)\ngrad_bucket_mb: 0.05")
+            let out = sub.appendingPathComponent("run").path
+            let (s, o) = try runCommand("/usr/bin/mpirun", ["--allow-run-as-root", "--oversubscribe", "-n", "2", exe, "train", "--config", cfg.path,
+                                                            "--synthetic", "3", "--output-dir", out, "--no-tensorboard", "--log-every", "1",
+                                                            "--divergence-check-every", "1"], timeout: 240, env: mpiEnvironment)
+            XCTAssertEqual(s, 0, o)
+            XCTAssertFalse(o.contains("diverge"), o)
+            XCTAssertEqual(o.contains("reduced on a communication thread"), mode == "thread", o)
+            let ckpt = try XCTUnwrap(Checkpointer.latest(out), o)
+            let state = try String(contentsOf: ckpt.appendingPathComponent("state.json"), encoding: .utf8)
+            XCTAssertTrue(state.contains("\"step\" : 6") || state.contains("\"step\":6"), "the run did not reach its end (2 epochs × 3 steps): \(state.prefix(300))")
+            files[mode] = try ["model.safetensors", "optimizer.safetensors"].map { try Data(contentsOf: ckpt.appendingPathComponent($0)) }
+        }
+        XCTAssertEqual(files["off"]![0], files["thread"]![0], "weights differ with the communication thread")
+        XCTAssertEqual(files["off"]![1], files["thread"]![1], "optimizer state differs with the communication thread")
+    }
+}
