@@ -53,22 +53,23 @@ public final class MPICommunicator: Communicator {
     public struct HostGroups {
         /// The ranks of this rank's host (`MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)`).
         let host: MPI_Comm?
-        /// Rank 0 of every host (nil on the other ranks).
-        let leaders: MPI_Comm?
+        /// The ranks with this rank's index within their host, one per host.
+        let cross: MPI_Comm?
         public let hostRank: Int, hostSize: Int
         /// The number of hosts.
         public let hosts: Int
     }
     public private(set) var hostGroups: HostGroups?
 
-    /// Switches the float and bf16 sums to the two-level reduction: within each host to its
-    /// rank 0 (`MPI_Reduce` over shared memory), across hosts among those ranks (`MPI_Allreduce`,
-    /// one rank per host on the network, so each host's link carries one rank's share of the ring
-    /// instead of several), then back to the host's ranks (`MPI_Bcast`). Every rank ends with the
-    /// same bits (they come from the broadcast); the summation order differs from the flat
+    /// Switches the float and bf16 sums to the two-level reduction (Horovod / NCCL's
+    /// hierarchical allreduce): a reduce-scatter within each host over shared memory leaves each
+    /// of the host's R ranks the host's sum of one 1/R chunk; each chunk is summed across hosts
+    /// by the ranks holding it (`MPI_Allreduce` on R communicators of one rank per host, all at
+    /// once, each host link carrying R chunks of 1/R); an allgather within the host assembles the
+    /// whole. Every rank ends with the same bits; the summation order differs from the flat
     /// allreduce's, so results differ from it in the last bits (fixed for a given placement).
-    /// Collective: every rank calls it. Returns the groups; with one rank per host (or one host)
-    /// the flat allreduce is kept (nothing to gain) and nil is returned.
+    /// Collective: every rank calls it. With one host, one rank per host or hosts with different
+    /// numbers of ranks it keeps the flat allreduce and returns nil.
     @discardableResult
     public func useHostGroups() -> HostGroups? {
         guard size > 1 else { return nil }
@@ -77,47 +78,53 @@ public final class MPICommunicator: Communicator {
         var hr: Int32 = 0, hs: Int32 = 0
         mpiMust(MPI_Comm_rank(host, &hr), "MPI_Comm_rank")
         mpiMust(MPI_Comm_size(host, &hs), "MPI_Comm_size")
-        var leaders: MPI_Comm? = CMPI_COMM_NULL()
-        mpiMust(MPI_Comm_split(CMPI_COMM_WORLD(), hr == 0 ? 0 : CMPI_UNDEFINED(), Int32(rank), &leaders), "MPI_Comm_split")
-        var isLeader: Int32 = hr == 0 ? 1 : 0
-        mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), &isLeader, 1, CMPI_INT32(), CMPI_SUM(), CMPI_COMM_WORLD()), "MPI_Allreduce")
-        let hosts = Int(isLeader)
-        guard hosts > 1, hosts < size else {
+        // [hosts, min ranks per host, max ranks per host] over the world.
+        var stats: [Int32] = [hr == 0 ? 1 : 0, -hs, hs]
+        mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), &stats, 1, CMPI_INT32(), CMPI_SUM(), CMPI_COMM_WORLD()), "MPI_Allreduce")
+        stats.withUnsafeMutableBufferPointer {
+            mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), $0.baseAddress! + 1, 2, CMPI_INT32(), CMPI_MAX(), CMPI_COMM_WORLD()), "MPI_Allreduce")
+        }
+        let hosts = Int(stats[0])
+        guard hosts > 1, hosts < size, -stats[1] == stats[2] else {
             MPI_Comm_free(&host)
-            if hr == 0 { MPI_Comm_free(&leaders) }
             return nil
         }
-        let g = HostGroups(host: host, leaders: hr == 0 ? leaders : nil, hostRank: Int(hr), hostSize: Int(hs), hosts: hosts)
+        var cross: MPI_Comm? = CMPI_COMM_NULL()
+        mpiMust(MPI_Comm_split(CMPI_COMM_WORLD(), hr, Int32(rank), &cross), "MPI_Comm_split")
+        let g = HostGroups(host: host, cross: cross, hostRank: Int(hr), hostSize: Int(hs), hosts: hosts)
         hostGroups = g
         return g
     }
 
-    /// The in-place sum of `count` values of `type` under `op`, flat or by host groups.
-    private func sum(_ buffer: UnsafeMutableRawPointer, count: Int, type: MPI_Datatype?, op: MPI_Op?, _ what: String) {
-        guard let g = hostGroups else {
+    /// The in-place sum of `count` values of `type` (`width` bytes each) under `op`, flat or by
+    /// host groups.
+    private func sum(_ buffer: UnsafeMutableRawPointer, count: Int, width: Int, type: MPI_Datatype?, op: MPI_Op?, _ what: String) {
+        guard let g = hostGroups, count >= g.hostSize else {
             mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), type, op, CMPI_COMM_WORLD()), what)
             return
         }
-        if g.hostSize > 1 {
-            let send: UnsafeRawPointer? = g.hostRank == 0 ? UnsafeRawPointer(CMPI_IN_PLACE()) : UnsafeRawPointer(buffer)
-            mpiMust(MPI_Reduce(send, buffer, Int32(count), type, op, 0, g.host), what + " (host reduce)")
-        }
-        if let leaders = g.leaders {
-            mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), type, op, leaders), what + " (across hosts)")
-        }
-        if g.hostSize > 1 {
-            mpiMust(MPI_Bcast(buffer, Int32(count), type, 0, g.host), what + " (host broadcast)")
-        }
+        let r = g.hostSize, me = g.hostRank
+        let counts = (0..<r).map { Int32(count / r + ($0 < count % r ? 1 : 0)) }
+        var displs = [Int32](repeating: 0, count: r)
+        for i in 1..<r { displs[i] = displs[i - 1] + counts[i - 1] }
+        // Within the host: this rank's chunk of the host's sum, left at the start of the buffer.
+        mpiMust(MPI_Reduce_scatter(CMPI_IN_PLACE(), buffer, counts, type, op, g.host), what + " (reduce-scatter in the host)")
+        let mine = buffer + Int(displs[me]) * width
+        if displs[me] > 0 { memmove(mine, buffer, Int(counts[me]) * width) }
+        // Across hosts: the chunk summed by the ranks that hold it, one per host.
+        mpiMust(MPI_Allreduce(CMPI_IN_PLACE(), mine, counts[me], type, op, g.cross), what + " (across hosts)")
+        // Within the host: every chunk to every rank.
+        mpiMust(MPI_Allgatherv(CMPI_IN_PLACE(), 0, type, buffer, counts, displs, type, g.host), what + " (allgather in the host)")
     }
 
     public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) {
         guard size > 1, count > 0 else { return }
-        sum(buffer, count: count, type: CMPI_FLOAT(), op: CMPI_SUM(), "MPI_Allreduce")
+        sum(buffer, count: count, width: 4, type: CMPI_FLOAT(), op: CMPI_SUM(), "MPI_Allreduce")
     }
 
     public func allReduceSumBF16Bits(_ buffer: UnsafeMutablePointer<UInt16>, count: Int) {
         guard size > 1, count > 0 else { return }
-        sum(buffer, count: count, type: CMPI_UINT16(), op: CMPI_BF16_SUM(), "MPI_Allreduce (bf16)")
+        sum(buffer, count: count, width: 2, type: CMPI_UINT16(), op: CMPI_BF16_SUM(), "MPI_Allreduce (bf16)")
     }
 
     public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) -> CollectiveRequest {
