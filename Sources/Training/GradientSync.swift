@@ -7,9 +7,11 @@ import Tensor
 ///
 /// Before backward, `prepare` counts for each packed parameter how many tape nodes consume it;
 /// after each node runs, those counts drop, and a parameter whose count reaches zero has its
-/// final gradient. When every parameter of a bucket is final, the bucket's non-blocking
-/// allreduce starts (llm.c / PyTorch DDP). `finish` waits for all buckets, starts any bucket
-/// whose parameters were never used, and scales by 1/world size.
+/// final gradient. When every parameter of a bucket is final, the bucket's reduction starts
+/// (llm.c / PyTorch DDP): by default a blocking allreduce on the training thread, which backward
+/// waits for; with `overlap` (`grad_overlap: thread`) it is handed to a ``ReductionThread`` and
+/// backward goes on. `finish` waits for all buckets, starts any bucket whose parameters were
+/// never used, and scales by 1/world size.
 ///
 /// Optimizer-in-backward: when the parameters use the `.deferred` gradient layout, a bucket's
 /// gradient buffer is bound when backward first touches one of its parameters; when the bucket
