@@ -37,7 +37,7 @@ public struct ConfigRecord: Codable, Equatable, Sendable {
             "augment": "crop_scale \(c.cropScale) flip \(c.flip) randaugment \(c.randAugment)",
             "bert.hidden_dropout_prob": "\(m.bert.hiddenDropoutProb)", "bert.attention_probs_dropout_prob": "\(m.bert.attentionProbsDropoutProb)",
             "train_file": c.trainFiles.joined(separator: ", "), "grad_reduce": c.gradReduceBF16 ? "bf16" : "fp32",
-            "precision": c.precision.rawValue,
+            "precision": c.precision.rawValue, "task": c.task.rawValue,
         ]
     }
 }

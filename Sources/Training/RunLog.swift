@@ -2,8 +2,8 @@ import Foundation
 
 /// The logging step of a ``TrainingRun``: on rank 0, every `logEvery` steps (and the first), one
 /// console line, one `metrics.jsonl` object and the same scalars as TensorBoard events.
-final class RunLog {
-    let run: TrainingRun
+final class RunLog<Model: TrainableALBEF> {
+    let run: ModelTrainingRun<Model>
     let metrics: FileHandle?
     let board: TensorBoardWriter?
     let start = monotonicSeconds()
@@ -13,7 +13,7 @@ final class RunLog {
     var windowStart: Double
     var windowSamples = 0
 
-    init(run: TrainingRun) throws {
+    init(run: ModelTrainingRun<Model>) throws {
         self.run = run
         let rank0 = run.trainer.comm.rank == 0
         try FileManager.default.createDirectory(atPath: run.options.outputDir, withIntermediateDirectories: true)

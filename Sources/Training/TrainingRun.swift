@@ -29,10 +29,14 @@ public enum StepCommand: UInt8, Sendable {
     case none = 0, stop = 1, checkpoint = 2, pause = 3, resume = 4
 }
 
+/// The pretraining run loop (`albef-worker train`).
+public typealias TrainingRun = ModelTrainingRun<ALBEFPretrain>
+
 /// The training loop of one rank: epochs × iterations from a `BatchSource`, logging on rank 0
-/// (stdout + `metrics.jsonl`), atomic checkpoints, divergence checks, resume.
-public final class TrainingRun {
-    public let trainer: Trainer
+/// (stdout + `metrics.jsonl`), atomic checkpoints, divergence checks, resume. The same loop runs
+/// pretraining (`ALBEFPretrain`) and retrieval fine-tuning (`ALBEFRetrieval`).
+public final class ModelTrainingRun<Model: TrainableALBEF> {
+    public let trainer: ModelTrainer<Model>
     public let source: BatchSource
     public let options: RunOptions
     /// Called on rank 0 at every step boundary.
@@ -64,7 +68,7 @@ public final class TrainingRun {
     /// The checkpoint this run resumed from, if any.
     public private(set) var resumedFrom: CheckpointState?
 
-    public init(trainer: Trainer, source: BatchSource, options: RunOptions) {
+    public init(trainer: ModelTrainer<Model>, source: BatchSource, options: RunOptions) {
         self.trainer = trainer
         self.source = source
         self.options = options

@@ -42,6 +42,14 @@ struct ModelOptions: ParsableArguments {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train ALBEF; run one process per rank under mpirun (or alone for one rank).")
 
+    @OptionGroup var options: TrainRunOptions
+
+    func run() throws { try options.train(ALBEFPretrain.self) }
+}
+
+/// The flags of a training run (`train`, `finetune-retrieval`) and the run itself: the same
+/// data parallelism, coordinator, checkpoints, resume, signals and logs for every objective.
+struct TrainRunOptions: ParsableArguments {
     @OptionGroup var model: ModelOptions
     @Option(help: "Where checkpoints, metrics.jsonl and logs go.") var outputDir: String = "runs/albef"
     @Option(help: "Corpus: a corpus index (albef-data index), shards (data/{00000..00009}.tar) or ALBEF JSON list(s), comma-separated; default: the config's train_file.")
@@ -86,11 +94,14 @@ struct Train: ParsableCommand {
         }
     }
 
-    func run() throws {
+    /// Runs this rank. `configure` adapts the loaded config to the objective (before the
+    /// command-line overrides).
+    func train<Model: TrainableALBEF>(_: Model.Type, configure: (inout TrainConfig) throws -> Void = { _ in }) throws {
         let world = try WorldSetup()
         let comm = world.comm
         Threading.setThreads(model.threads)
         var cfg = try TrainConfig.load(model.config)
+        try configure(&cfg)
         if let b = batchSize { cfg.batchSize = b }
         if let a = accumSteps { cfg.accumSteps = a }
         if let e = epochs { cfg.overrideEpochs(e) }
@@ -160,7 +171,7 @@ struct Train: ParsableCommand {
             source = try makeCorpusSource(config: cfg, corpus: corpus, rank: comm.rank, worldSize: comm.size, seed: model.seed,
                                           threads: loaderThreads, outputDir: outputDir)
         }
-        let trainer = try Trainer(config: cfg, comm: comm, seed: model.seed)
+        let trainer = try ModelTrainer<Model>(config: cfg, comm: comm, seed: model.seed)
         if comm.rank == 0 {
             print("albef-worker: \(comm.size) rank(s) × \(model.threads) thread(s); config \(model.config); \(trainer.model.online!.count) trainable parameters; \(trainer.layout); \(source.iterationsPerEpoch) iterations/epoch")
         }
@@ -185,7 +196,7 @@ struct Train: ParsableCommand {
                 print("warning: job \(jobId) is at committed checkpoint step \(committed) on the coordinator; without --resume this run starts from step 0 and does not train again the samples committed before it")
             }
         }
-        let run = TrainingRun(trainer: trainer, source: source, options: opts)
+        let run = ModelTrainingRun(trainer: trainer, source: source, options: opts)
         if let ls = source as? LoaderSource { run.sampleName = ls.sampleName }
         if let link, let ls = source as? LoaderSource { link.attach(to: run, source: ls) }
         installStopSignalHandlers()
