@@ -61,5 +61,21 @@ final class RunLog<Model: TrainableALBEF> {
         windowSamples = 0
     }
 
+    /// Logs an epoch-end evaluation on rank 0: one console line, `{"step", "epoch", <name>: value}`
+    /// appended to `eval.jsonl` (beside `metrics.jsonl`, whose lines stay one per logged step),
+    /// TensorBoard scalars `eval/<name>` at `step`.
+    func recordEval(_ values: [(String, Double)], epochsDone: Int, step: Int) {
+        guard run.trainer.comm.rank == 0 else { return }
+        print("eval after epoch \(epochsDone - 1) (step \(step)): " + values.map { String(format: "%@ %.2f", $0.0, $0.1) }.joined(separator: " | "))
+        var obj: [String: Any] = ["step": step, "epoch": epochsDone - 1]
+        for (k, v) in values { obj[k] = v }
+        let url = URL(fileURLWithPath: run.options.outputDir).appendingPathComponent("eval.jsonl")
+        if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), let h = try? openAppend(url) {
+            h.write(d + Data("\n".utf8))
+            try? h.close()
+        }
+        board?.add(scalars: values.map { ("eval/" + $0.0, $0.1) }, step: step)
+    }
+
     func close() { try? metrics?.close() }
 }

@@ -65,6 +65,15 @@ public final class ModelTrainingRun<Model: TrainableALBEF> {
     public private(set) var sampleRecord: SampleRecord?
     /// Names a sample number in the record (the loader's `shard#index`).
     public var sampleName: ((Int64) -> String)?
+    /// With `evalEvery` > 0: called on every rank (a collective: the evaluation is rank-sliced)
+    /// after the checkpoint of every `evalEvery`-th epoch end, with the number of epochs done;
+    /// returns named values (e.g. `test/txt_r1`), which rank 0 logs (stdout, `metrics.jsonl` as
+    /// `{"eval": {...}}`, TensorBoard tags `eval/<name>`).
+    public var evaluate: ((Int) throws -> [(String, Double)])?
+    /// Evaluate after every N-th epoch (0: never); `eval_every` / `--eval-every`.
+    public var evalEvery = 0
+    /// The evaluations of this run: (epochs done, step, values).
+    public private(set) var evaluations: [(epoch: Int, step: Int, values: [(String, Double)])] = []
     /// The checkpoint this run resumed from, if any.
     public private(set) var resumedFrom: CheckpointState?
 
@@ -150,6 +159,11 @@ public final class ModelTrainingRun<Model: TrainableALBEF> {
                     epochsDone = epoch + 1
                     finished = epochsDone >= epochs
                     try checkpoint(epoch: epoch + 1, iteration: 0)
+                    if evalEvery > 0, epochsDone % evalEvery == 0, let evaluate {
+                        let values = try evaluate(epochsDone)
+                        evaluations.append((epochsDone, trainer.globalStep, values))
+                        log.recordEval(values, epochsDone: epochsDone, step: trainer.globalStep)
+                    }
                     if b.command == .stop && !finished { noteStop(b); break outer }
                     break
                 }

@@ -1,6 +1,7 @@
 import ALBEF
 import ArgumentParser
 import Control
+import DataPipeline
 import Distributed
 import Foundation
 import Tensor
@@ -74,6 +75,10 @@ struct TrainRunOptions: ParsableArguments {
     @Option(help: "Rank 0 writes, per optimizer step, the epoch and the samples of the global batch to this JSON-lines file (the audit trail: no sample twice in an epoch).")
     var recordSamples: String?
     @Option(help: "Override the config's epochs.") var epochs: Int?
+    @Option(help: "Evaluate retrieval after every N-th epoch (rank-sliced; recalls to stdout, OUTPUT-DIR/eval.jsonl and TensorBoard). Default: the config's eval_every (0: never).")
+    var evalEvery: Int?
+    @Option(help: "re_eval_dataset JSON(s) evaluated by --eval-every, comma-separated (default: the config's val_file and test_file).")
+    var evalFile: String?
     @Option(help: "Override the learning rate (optimizer.lr and the schedule's base).") var lr: Double?
     @Option(help: "Use synthetic random batches with this many iterations per epoch (no corpus; for smoke tests).") var synthetic: Int?
     @Option(help: "Data loader threads per rank.") var loaderThreads: Int = 1
@@ -89,6 +94,7 @@ struct TrainRunOptions: ParsableArguments {
         if let n = synthetic, n < 1 { throw ValidationError("--synthetic must be ≥ 1 iterations per epoch, got \(n)") }
         if loaderThreads < 1 { throw ValidationError("--loader-threads must be ≥ 1") }
         if let s = maxSeconds, !(s > 0) { throw ValidationError("--max-seconds must be > 0") }
+        if let e = evalEvery, e < 0 { throw ValidationError("--eval-every must be ≥ 0 (epochs between evaluations), got \(e)") }
         if logEvery < 0 || checkpointEvery < 0 || keepCheckpoints < 0 {
             throw ValidationError("--log-every / --checkpoint-every / --keep-checkpoints must be ≥ 0")
         }
@@ -198,6 +204,26 @@ struct TrainRunOptions: ParsableArguments {
         }
         let run = ModelTrainingRun(trainer: trainer, source: source, options: opts)
         if let ls = source as? LoaderSource { run.sampleName = ls.sampleName }
+        run.evalEvery = evalEvery ?? cfg.evalEvery
+        if run.evalEvery > 0 {
+            let splits: [(String, String)] = evalFile.map { $0.split(separator: ",").map { f in
+                (((String(f) as NSString).lastPathComponent as NSString).deletingPathExtension, String(f)) } }
+                ?? [("val", cfg.retrieval.valFile), ("test", cfg.retrieval.testFile)].compactMap { n, f in f.map { (n, $0) } }
+            guard !splits.isEmpty else {
+                throw ValidationError("--eval-every \(run.evalEvery): nothing to evaluate; set val_file / test_file in \(model.config) or pass --eval-file")
+            }
+            let tokenizer = try BertTokenizer(vocabularyURL: vocabularyURL(cfg))
+            let (k, chunk, root, res) = (cfg.retrieval.kTest, cfg.retrieval.batchSizeTest, cfg.retrieval.imageRoot, cfg.model.imageRes)
+            run.evaluate = { _ in
+                var out: [(String, Double)] = []
+                for (name, file) in splits {
+                    let e = try RetrievalSplitEvaluation.run(model: trainer.model, annotation: file, imageRoot: root, imageSize: res,
+                                                             tokenizer: tokenizer, k: k, imageChunk: chunk, comm: comm)
+                    out += e.recall.byName.map { ("\(name)/\($0.0)", $0.1) }
+                }
+                return out
+            }
+        }
         if let link, let ls = source as? LoaderSource { link.attach(to: run, source: ls) }
         installStopSignalHandlers()
         run.stopSignal = { trainStopSignal }
