@@ -7,7 +7,8 @@ public enum TrainingTask: String, Sendable, Codable { case pretrain, retrieval }
 
 /// `Retrieval.yaml`'s own keys (top level), read by retrieval fine-tuning and evaluation:
 /// `batch_size_train`, `batch_size_test`, `k_test`, `distill`, `warm_up`, `val_file`,
-/// `test_file`, `image_root` (paths relative to the YAML file, as `train_file`).
+/// `test_file`, `image_root` (paths: absolute, or existing from the working directory as the
+/// reference reads them, else relative to the YAML file).
 public struct RetrievalSettings: Sendable {
     public var batchSizeTrain: Int?
     public var batchSizeTest = 64
@@ -25,8 +26,14 @@ public struct RetrievalSettings: Sendable {
 
 extension TrainConfig {
     /// Reads the retrieval keys of `y` (top level).
+    /// A path of `Retrieval.yaml`: as it is when absolute or when it exists from the working
+    /// directory (the reference's convention), else relative to the YAML file's directory.
+    static func resolveRetrievalPath(_ p: String, dir: URL) -> String {
+        p.hasPrefix("/") || FileManager.default.fileExists(atPath: p) ? p : dir.appendingPathComponent(p).path
+    }
+
     static func readRetrieval(_ r: YAMLReader, dir: URL) throws -> RetrievalSettings {
-        func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : dir.appendingPathComponent(p).path }
+        func resolve(_ p: String) -> String { resolveRetrievalPath(p, dir: dir) }
         var s = RetrievalSettings()
         s.batchSizeTrain = try r.opt("batch_size_train")
         s.batchSizeTest = try r.opt("batch_size_test") ?? s.batchSizeTest
@@ -42,12 +49,15 @@ extension TrainConfig {
     }
 
     /// Switches the config to retrieval fine-tuning as `Retrieval.py` reads `Retrieval.yaml`:
-    /// the per-rank batch is `batch_size_train` (when set), captions `pre_caption`'d to 30 words
+    /// `train_file` paths resolved as the retrieval paths, the per-rank batch is
+    /// `batch_size_train` (when set), captions `pre_caption`'d to 30 words
     /// and tokenized to at most 30 tokens (unless `max_length` is set), the train transform's
     /// RandomResizedCrop scale (0.5, 1) (unless `augment` is set), and `warm_up: false` turns the
     /// α ramp off. The notes about the retrieval keys pretraining ignores are dropped.
     public mutating func adoptRetrievalTask() {
         task = .retrieval
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+        trainFiles = trainFiles.map { TrainConfig.resolveRetrievalPath($0, dir: dir) }
         if let b = retrieval.batchSizeTrain { batchSize = b }
         if !explicitMaxLength { maxLength = 30 }
         if !explicitAugment { cropScale = (0.5, 1.0) }

@@ -118,4 +118,44 @@ final class RetrievalCLITests: XCTestCase {
         XCTAssertEqual(s, 0, o)
         XCTAssertTrue(o.contains("resumed from") && o.contains("step \(stop + 1) | loss_ita"), o)
     }
+    /// With a coordinator: `albef-coord serve` leases the re_train JSON corpus (its index from
+    /// `albef-data index`) exactly like pretraining data; two ranks fine-tune to the end of the 2
+    /// epochs, the coordinator's registry holds the final checkpoint and its ledger every sample
+    /// of both epochs.
+    func testFinetuneWithCoordinatorLeasesTheJSONCorpusToTheEnd() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rcli-coord-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cfg = try makeSetup(dir)
+        let bin = productsDirectory()
+        let index = dir.appendingPathComponent("re_train.index.json").path
+        let (si, oi) = try runCommand(bin.appendingPathComponent("albef-data").path,
+                                      ["index", "--corpus", dir.path + "/data/re_train.json", "--out", index, "--entries-per-shard", "16"])
+        XCTAssertEqual(si, 0, oi)
+        let endpoint = "tcp://127.0.0.1:\(Int.random(in: 20000...60000))"
+        let coordLog = dir.appendingPathComponent("coord.log")
+        FileManager.default.createFile(atPath: coordLog.path, contents: nil)
+        let coord = Process()
+        coord.executableURL = bin.appendingPathComponent("albef-coord")
+        coord.arguments = ["serve", "--corpus", index, "--bind", endpoint, "--state-dir", dir.path + "/coord", "--world-size", "2",
+                           "--epochs", "2", "--lease-size", "8"]
+        coord.standardOutput = try FileHandle(forWritingTo: coordLog)
+        coord.standardError = coord.standardOutput
+        coord.standardInput = FileHandle.nullDevice
+        try coord.run()
+        defer { if coord.isRunning { coord.terminate() } }
+        let exe = bin.appendingPathComponent("albef-worker").path
+        let (s, o) = try runCommand("/usr/bin/mpirun", ["--allow-run-as-root", "--oversubscribe", "-n", "2", exe, "finetune-retrieval",
+                                                        "--config", cfg.path, "--corpus", index, "--coordinator", endpoint,
+                                                        "--output-dir", dir.path + "/run", "--log-every", "1"], env: mpiEnvironment)
+        let coordText = (try? String(contentsOf: coordLog, encoding: .utf8)) ?? ""
+        XCTAssertEqual(s, 0, o + "\n--- coordinator\n" + coordText)
+        XCTAssertTrue(o.contains("finished: 2 epoch(s) at step 12"), o)
+        let (ss, so) = try runCommand(bin.appendingPathComponent("albef-coord").path, ["status", "--json", "--endpoint", endpoint])
+        XCTAssertEqual(ss, 0, so)
+        let st = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(so.utf8)) as? [String: Any], so)
+        XCTAssertEqual((st["last_checkpoint"] as? [String: Any])?["step"] as? Int, 12, so)
+        let model = try SafeTensorsFile(path: dir.path + "/run/checkpoints/step_00000012/model.safetensors")
+        XCTAssertTrue(try model.ints("idx_queue").values.allSatisfy { (0..<48).contains($0) })
+    }
 }
