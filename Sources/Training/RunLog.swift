@@ -70,7 +70,7 @@ final class RunLog<Model: TrainableALBEF> {
         var obj: [String: Any] = ["step": step, "epoch": epochsDone - 1]
         for (k, v) in values { obj[k] = v }
         let url = URL(fileURLWithPath: run.options.outputDir).appendingPathComponent("eval.jsonl")
-        if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]), let h = try? openAppend(url) {
+        if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), let h = try? openAppend(url) {
             h.write(d + Data("\n".utf8))
             try? h.close()
         }
