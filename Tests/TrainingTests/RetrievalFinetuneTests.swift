@@ -139,4 +139,46 @@ final class RetrievalFinetuneTests: XCTestCase {
         config.retrieval.warmUp = true
         XCTAssertEqual(config.rates(epoch: 0, iteration: 0, globalStep: 0, iterationsPerEpoch: 10).alpha, 0)
     }
+    /// One rank of the trainer is `Retrieval.py`'s loop written out: per step α and lr from the
+    /// schedule, `forwardStep` with the rank's ITM stream, backward, enqueue, AdamW — the same
+    /// weights, queues and `idx_queue` (the trainer's fused optimizer-in-backward and the plain
+    /// AdamW pass agree to rounding).
+    func testOneRankEqualsTheReferenceLoop() throws {
+        var config = Self.config(epochs: 2)
+        config.model.bert.hiddenDropoutProb = 0
+        let data = SyntheticBatches(batchSize: 4, length: 8, imageRes: 32, vocabSize: 1200, seed: 8)
+        let t = try RTrainer(config: config, comm: LocalWorld(size: 1).communicators()[0], seed: 21)
+        var o = RunOptions(); o.outputDir = tempDir(); o.logEvery = 0; o.tensorBoard = false
+        let run = ModelTrainingRun(trainer: t, source: SyntheticSource(data, rank: 0, iterationsPerEpoch: 3), options: o)
+        try run.run()
+        XCTAssertTrue(run.finished)
+
+        let m = ALBEFRetrieval(config.model, distill: config.retrieval.distill, seed: 21)
+        m.pack()
+        let adam = AdamW(m.online!, lr: Float(config.lr), weightDecay: Float(config.weightDecay))
+        var rng = RankStreams.step(seed: 21, rank: 0)
+        var losses: [Double] = []
+        for step in 0..<6 {
+            let (epoch, it) = (step / 3, step % 3)
+            let (lr, alpha) = config.rates(epoch: epoch, iteration: it, globalStep: step, iterationsPerEpoch: 3)
+            let b = data.batch(rank: 0, step: step)
+            let batch = RetrievalBatch(images: b.images, inputIds: b.inputIds, attentionMask: b.attentionMask, imageIds: b.imageIds,
+                                       batchSize: b.batchSize, length: b.length)
+            adam.lr = Float(lr)
+            m.online!.zeroGradients()
+            let out = m.forwardStep(batch, alpha: Double(alpha), rng: &rng)
+            out.total.backward()
+            m.commitEnqueue()
+            adam.update()
+            losses.append(Double(out.lossITA.item + out.lossITM.item))
+        }
+        let a = state(t)
+        let on = m.online!, mo = m.momentum!
+        let p = Array(UnsafeBufferPointer(start: on.values.pointer, count: on.count)) + Array(UnsafeBufferPointer(start: mo.values.pointer, count: mo.count))
+        XCTAssertLessThan(zip(a.params, p).map { abs($0 - $1) }.max() ?? 1, 1e-5)
+        XCTAssertLessThan(zip(a.queues, m.imageQueue.scalars + m.textQueue.scalars).map { abs($0 - $1) }.max() ?? 1, 1e-5)
+        XCTAssertEqual(a.ids, m.idxQueue.value.values)
+        XCTAssertEqual(a.ptr, m.queuePtr.value.values[0])
+        for (x, y) in zip(run.history.map(\.loss), losses) { XCTAssertEqual(x, y, accuracy: 1e-4 * max(1, abs(y))) }
+    }
 }
