@@ -214,12 +214,20 @@ struct TrainRunOptions: ParsableArguments {
             }
             let tokenizer = try BertTokenizer(vocabularyURL: vocabularyURL(cfg))
             let (k, chunk, root, res) = (cfg.retrieval.kTest, cfg.retrieval.batchSizeTest, cfg.retrieval.imageRoot, cfg.model.imageRes)
-            run.evaluate = { _ in
+            let (output, rank0) = (outputDir, comm.rank == 0)
+            run.evaluate = { [unowned run] epochs in
                 var out: [(String, Double)] = []
-                for (name, file) in splits {
+                var selectBy: Double?
+                for (n, (name, file)) in splits.enumerated() {
                     let e = try RetrievalSplitEvaluation.run(model: trainer.model, annotation: file, imageRoot: root, imageSize: res,
                                                              tokenizer: tokenizer, k: k, imageChunk: chunk, comm: comm)
                     out += e.recall.byName.map { ("\(name)/\($0.0)", $0.1) }
+                    // Retrieval.py keeps the checkpoint of the best val r_mean (here: val, else the first split).
+                    if name == "val" || (n == 0 && !splits.contains { $0.0 == "val" }) { selectBy = e.recall.rMean }
+                }
+                if rank0, let r = selectBy, let ck = run.lastCheckpoint {
+                    try BestCheckpoint.offer(output: output, checkpoint: ck, epochsDone: epochs, step: trainer.globalStep,
+                                             metric: "\(splits.first { $0.0 == "val" }?.0 ?? splits[0].0)/r_mean", value: r)
                 }
                 return out
             }
@@ -271,5 +279,31 @@ final class WorldSetup {
     func abort(_ code: Int32) -> Never {
         if let mpi { mpi.abort(code) }
         exit(code)
+    }
+}
+
+/// `Retrieval.py`'s `checkpoint_best.pth`: after each epoch-end evaluation, rank 0 copies the
+/// epoch's `model.safetensors` to `OUTPUT/checkpoint_best/model.safetensors` when its selection
+/// metric (val r_mean) beats the best so far (`OUTPUT/checkpoint_best/best.json`, so a resumed run
+/// keeps comparing against it). Written under a temporary name and renamed.
+enum BestCheckpoint {
+    static func offer(output: String, checkpoint: URL, epochsDone: Int, step: Int, metric: String, value: Double) throws {
+        let fm = FileManager.default
+        let dir = URL(fileURLWithPath: output).appendingPathComponent("checkpoint_best")
+        let record = dir.appendingPathComponent("best.json")
+        if let d = fm.contents(atPath: record.path), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+           let best = o["value"] as? Double, best >= value {
+            return
+        }
+        let tmp = URL(fileURLWithPath: output).appendingPathComponent(".tmp-checkpoint_best")
+        try? fm.removeItem(at: tmp)
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        try fm.copyItem(at: checkpoint.appendingPathComponent("model.safetensors"), to: tmp.appendingPathComponent("model.safetensors"))
+        let o: [String: Any] = ["epoch": epochsDone - 1, "step": step, "metric": metric, "value": value, "checkpoint": checkpoint.path]
+        try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+            .write(to: tmp.appendingPathComponent("best.json"))
+        try? fm.removeItem(at: dir)
+        try fm.moveItem(at: tmp, to: dir)
+        print("checkpoint_best: epoch \(epochsDone - 1) (\(metric) \(String(format: "%.2f", value))) → \(dir.path)/model.safetensors")
     }
 }

@@ -26,7 +26,8 @@ final class RetrievalCLITests: XCTestCase {
     /// Fine-tuning under `mpirun -n 2` to the end of its 2 epochs: 48 pairs / (2 × 4) = 6 steps an
     /// epoch; a checkpoint at each epoch end whose state dict has `idx_queue` holding the image ids
     /// of the last steps; `eval_every: 1` evaluates (rank-sliced) after each epoch into
-    /// `eval.jsonl`; TensorBoard events; `--resume` of the finished run trains nothing. Then
+    /// `eval.jsonl`, the best epoch's weights in `checkpoint_best/`; TensorBoard events; `--resume`
+    /// of the finished run trains nothing. Then
     /// `eval-retrieval` of the final checkpoint gives the same recalls under `mpirun -n 2` as in
     /// one process, and the same as the epoch-end evaluation.
     func testFinetuneUnderMPIRunToTheEndThenEvalOneAndTwoRanksAgree() throws {
@@ -60,6 +61,13 @@ final class RetrievalCLITests: XCTestCase {
         XCTAssertEqual(last["step"] as? Int, 12)
         let logged = try XCTUnwrap(last["test/r_mean"] as? Double)
         XCTAssertTrue(o1.contains("eval after epoch 1 (step 12): test/txt_r1"), o1)
+        // checkpoint_best: the epoch with the best r_mean of the selection split (here the only one, test).
+        let bestData = try XCTUnwrap(FileManager.default.contents(atPath: out + "/checkpoint_best/best.json"), o1)
+        let best = try XCTUnwrap(JSONSerialization.jsonObject(with: bestData) as? [String: Any])
+        XCTAssertEqual(best["metric"] as? String, "test/r_mean")
+        let values = try evalLines.map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])["test/r_mean"] as? Double }
+        XCTAssertEqual(best["value"] as? Double, values.compactMap { $0 }.max())
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/checkpoint_best/model.safetensors"))
         let tb = try FileManager.default.contentsOfDirectory(atPath: out + "/tensorboard")
         XCTAssertFalse(tb.isEmpty, "TensorBoard events")
 
