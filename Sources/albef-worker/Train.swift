@@ -127,6 +127,11 @@ struct TrainRunOptions: ParsableArguments {
         if resume && coordinator == nil { try adoptLayout(resumingFrom: Checkpointer.latest(outputDir)) }
         // The overrides and the world size, checked before anything is built.
         try cfg.validate(worldSize: comm.size)
+        if (evalEvery ?? cfg.evalEvery) > 0 {
+            // The evaluation reads these keys (a pretraining run evaluates with them too).
+            let read = ["test_file", "val_file", "image_root", "k_test", "batch_size_test"]
+            cfg.notes.removeAll { n in read.contains { n.contains("note: \($0) is ignored") } }
+        }
         if comm.rank == 0 { cfg.notes.forEach { print($0) } }
         let source: BatchSource
         var link: CoordinatorLink? = nil
