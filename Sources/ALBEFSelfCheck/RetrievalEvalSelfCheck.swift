@@ -41,7 +41,7 @@ enum RetrievalEvalSelfCheck {
             if inputs.contains(name) { continue }
             let ref = try file.floats(key)
             switch name {
-            case "image_feats": report.compare("eval/image_feats", s.imageFeats.scalars, ref, atol: 1e-5, rtol: 2e-4)
+            case "image_feats": report.compare("eval/image_feats", s.imageFeats?.scalars ?? [], ref, atol: 1e-5, rtol: 2e-4)
             case "image_embeds": report.compare("eval/image_embeds", s.imageEmbeds.scalars, ref, atol: 1e-5, rtol: 2e-4)
             case "text_feats": report.compare("eval/text_feats", s.textFeats.scalars, ref, atol: 1e-5, rtol: 2e-4)
             case "text_embeds": report.compare("eval/text_embeds", s.textEmbeds.scalars, ref, atol: 1e-5, rtol: 2e-4)

@@ -59,9 +59,13 @@ public struct CorpusIndex: Codable, Sendable, Equatable, Hashable {
     public var shards: [Shard]
     public var totalSamples: Int
     public var badSamples: Int
+    /// JSON format: the directory relative `image` paths name (ALBEF's `image_root`); nil: each
+    /// annotation file's own directory. Not part of the fingerprint (hosts mount images anywhere).
+    public var imageRoot: String?
 
     enum CodingKeys: String, CodingKey {
         case version, format, root, shards
+        case imageRoot = "image_root"
         case totalSamples = "total_samples"
         case badSamples = "bad_samples"
     }
@@ -82,6 +86,7 @@ public struct CorpusIndex: Codable, Sendable, Equatable, Hashable {
         shards = try c.decode([Shard].self, forKey: .shards)
         totalSamples = try c.decodeIfPresent(Int.self, forKey: .totalSamples) ?? shards.reduce(0) { $0 + $1.samples }
         badSamples = try c.decodeIfPresent(Int.self, forKey: .badSamples) ?? shards.reduce(0) { $0 + $1.bad.count }
+        imageRoot = try c.decodeIfPresent(String.self, forKey: .imageRoot)
     }
 
     /// Absolute path of shard `i` (without the `#k` suffix of JSON virtual shards).

@@ -86,7 +86,7 @@ public enum Checkpointer {
 
     /// Collective: every rank calls it; rank 0 writes the tensors, each rank its own state line.
     @discardableResult
-    public static func save(trainer: Trainer, output: String, epoch: Int, iteration: Int, dataPosition: String?,
+    public static func save<Model>(trainer: ModelTrainer<Model>, output: String, epoch: Int, iteration: Int, dataPosition: String?,
                             leases: LeaseAccount? = nil) throws -> URL {
         let comm = trainer.comm
         let root = directory(output)
@@ -110,7 +110,7 @@ public enum Checkpointer {
         if comm.rank == 0 {
             do {
                 try trainer.model.save(to: tmp.appendingPathComponent("model.safetensors").path,
-                                       metadata: ["step": String(trainer.globalStep), "format": "albef-pretrain"])
+                                       metadata: ["step": String(trainer.globalStep), "format": Model.checkpointFormat])
                 try saveOptimizer(trainer.optimizer, to: tmp.appendingPathComponent("optimizer.safetensors").path)
                 var ranks: [CheckpointState.Rank] = []
                 for r in 0..<comm.size {
@@ -191,7 +191,7 @@ public enum Checkpointer {
 
     /// Loads a checkpoint into `trainer` (every rank reads the shared files). Returns the state;
     /// this rank's RNG streams are restored when the checkpoint has its rank, else derived fresh.
-    public static func load(_ dir: URL, into trainer: Trainer) throws -> CheckpointState {
+    public static func load<Model>(_ dir: URL, into trainer: ModelTrainer<Model>) throws -> CheckpointState {
         let sd = try Data(contentsOf: dir.appendingPathComponent("state.json"))
         let state = try JSONDecoder().decode(CheckpointState.self, from: sd)
         let file = try SafeTensorsFile(path: dir.appendingPathComponent("model.safetensors").path)

@@ -182,7 +182,7 @@ public final class CoordinatorLink {
     }
 
     /// Installs the hooks on `run` (whose source reads `ranges`).
-    public func attach(to run: TrainingRun, source: LoaderSource) {
+    public func attach<Model>(to run: ModelTrainingRun<Model>, source: LoaderSource) {
         self.source = source
         let globalBatch = UInt64(run.trainer.layout.globalBatch)
         run.onStep = { [weak self] m in

@@ -37,7 +37,8 @@ extension TrainConfig {
     /// The learning rate and α used by the optimizer step of (epoch, iteration).
     public func rates(epoch: Int, iteration: Int, globalStep: Int, iterationsPerEpoch: Int) -> (lr: Double, alpha: Float) {
         (schedule.lr(epoch: epoch, iteration: iteration, globalStep: globalStep),
-         alphaRamp(alpha: model.alpha, epoch: epoch, iteration: iteration, iterationsPerEpoch: iterationsPerEpoch, rampEpochs: alphaRampEpochs))
+         task == .retrieval && !retrieval.warmUp ? model.alpha
+            : alphaRamp(alpha: model.alpha, epoch: epoch, iteration: iteration, iterationsPerEpoch: iterationsPerEpoch, rampEpochs: alphaRampEpochs))
     }
 }
 

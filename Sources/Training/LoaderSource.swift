@@ -28,8 +28,14 @@ public final class LoaderSource: BatchSource {
     var restored: LoaderPosition?
     var counts: [String: Int] = [:]
 
+    /// Each sample's image id by global sample number (retrieval fine-tuning), else nil.
+    public let imageIds: [Int64]?
+
+    /// With `imageIds`, every batch carries its samples' image ids (``imageIDTable(index:)``).
     public init(index: CorpusIndex, tokenizer: BertTokenizer, configuration: DataLoader.Configuration, rank: Int, worldSize: Int,
-                ranges: ((Int) -> SampleRangeSource)? = nil, iterationsPerEpoch: Int? = nil, accumSteps: Int = 1) throws {
+                ranges: ((Int) -> SampleRangeSource)? = nil, iterationsPerEpoch: Int? = nil, accumSteps: Int = 1,
+                imageIds: Bool = false) throws {
+        self.imageIds = imageIds ? try LoaderSource.imageIDTable(index: index) : nil
         self.index = index
         self.tokenizer = tokenizer
         self.configuration = configuration
@@ -111,7 +117,39 @@ public final class LoaderSource: BatchSource {
         let images = Tensor(b.images, shape: [b.batchSize, 3, b.imageSize, b.imageSize])
         let ids = b.samples.map { Int64(shardOffsets[$0.shard] + $0.index) }
         return PretrainBatch(images: images, inputIds: b.inputIds, attentionMask: b.attentionMask, batchSize: b.batchSize, length: b.textLength,
-                             sampleIDs: ids)
+                             sampleIDs: ids, imageIds: imageIds.map { table in ids.map { table[Int($0)] } } ?? [])
+    }
+
+    /// `re_train_dataset`'s `img_ids`: the `image_id` of every sample of a JSON corpus (global
+    /// sample number = shard offset + index, shards in index order), numbered 0, 1, … in order of
+    /// first appearance. Throws naming the file and entry when the corpus is not JSON or an
+    /// entry has no `image_id`.
+    public static func imageIDTable(index: CorpusIndex) throws -> [Int64] {
+        guard index.format == .json else {
+            throw TrainingError.data("retrieval fine-tuning reads image ids from a re_train_dataset JSON ([{\"image\", \"caption\", \"image_id\"}]); the corpus is \(index.format.rawValue) (\(index.root))")
+        }
+        var files: [String: AnnotationFile] = [:]
+        var numbers: [String: Int64] = [:]
+        var out: [Int64] = []
+        out.reserveCapacity(index.totalSamples)
+        for s in index.shards.indices {
+            let path = index.filePath(s)
+            let ann: AnnotationFile
+            if let a = files[path] { ann = a } else { ann = try AnnotationFile(path: path, imageRoot: index.imageRoot); files[path] = ann }
+            let file = index.shards[s].path.split(separator: "#").first.map(String.init) ?? ""
+            let perShard = index.shards.first(where: { $0.path == file + "#0" })?.samples ?? ann.entries.count
+            let first = index.chunk(s) * max(1, perShard)
+            for i in 0..<index.shards[s].samples {
+                let g = first + i
+                guard g < ann.entries.count, let raw = ann.entries[g].imageId else {
+                    throw TrainingError.data("\(path): entry \(g) has no image_id (re_train_dataset entries are {\"image\", \"caption\", \"image_id\"}; `albef-data synth` writes re_train.json)")
+                }
+                let n = numbers[raw] ?? Int64(numbers.count)
+                numbers[raw] = n
+                out.append(n)
+            }
+        }
+        return out
     }
 
     public func markTrained() { lastPosition = readPosition }

@@ -2,8 +2,8 @@ import Foundation
 
 /// The logging step of a ``TrainingRun``: on rank 0, every `logEvery` steps (and the first), one
 /// console line, one `metrics.jsonl` object and the same scalars as TensorBoard events.
-final class RunLog {
-    let run: TrainingRun
+final class RunLog<Model: TrainableALBEF> {
+    let run: ModelTrainingRun<Model>
     let metrics: FileHandle?
     let board: TensorBoardWriter?
     let start = monotonicSeconds()
@@ -13,7 +13,7 @@ final class RunLog {
     var windowStart: Double
     var windowSamples = 0
 
-    init(run: TrainingRun) throws {
+    init(run: ModelTrainingRun<Model>) throws {
         self.run = run
         let rank0 = run.trainer.comm.rank == 0
         try FileManager.default.createDirectory(atPath: run.options.outputDir, withIntermediateDirectories: true)
@@ -59,6 +59,22 @@ final class RunLog {
         board?.add(scalars: scalars.map { ($0.tag, $0.value) }, step: step)
         windowStart = now
         windowSamples = 0
+    }
+
+    /// Logs an epoch-end evaluation on rank 0: one console line, `{"step", "epoch", <name>: value}`
+    /// appended to `eval.jsonl` (beside `metrics.jsonl`, whose lines stay one per logged step),
+    /// TensorBoard scalars `eval/<name>` at `step`.
+    func recordEval(_ values: [(String, Double)], epochsDone: Int, step: Int) {
+        guard run.trainer.comm.rank == 0 else { return }
+        print("eval after epoch \(epochsDone - 1) (step \(step)): " + values.map { String(format: "%@ %.2f", $0.0, $0.1) }.joined(separator: " | "))
+        var obj: [String: Any] = ["step": step, "epoch": epochsDone - 1]
+        for (k, v) in values { obj[k] = v }
+        let url = URL(fileURLWithPath: run.options.outputDir).appendingPathComponent("eval.jsonl")
+        if let d = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes]), let h = try? openAppend(url) {
+            h.write(d + Data("\n".utf8))
+            try? h.close()
+        }
+        board?.add(scalars: values.map { ("eval/" + $0.0, $0.1) }, step: step)
     }
 
     func close() { try? metrics?.close() }

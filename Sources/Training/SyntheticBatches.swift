@@ -25,7 +25,11 @@ public struct SyntheticBatches: Sendable {
                 mask.append(t < len ? 1 : 0)
             }
         }
-        return PretrainBatch(images: img, inputIds: ids, attentionMask: mask, batchSize: batchSize, length: length)
+        // Image ids for retrieval fine-tuning: distinct within the batch, shared across ranks and
+        // steps (id = (rank·B + b + 3·step) mod 4B), so the idx queue holds positives of later
+        // batches. No random draw: the pretraining batches are unchanged.
+        let imageIds = (0..<batchSize).map { Int64((rank * batchSize + $0 + 3 * step) % (4 * batchSize)) }
+        return PretrainBatch(images: img, inputIds: ids, attentionMask: mask, batchSize: batchSize, length: length, imageIds: imageIds)
     }
 }
 

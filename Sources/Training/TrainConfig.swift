@@ -69,6 +69,15 @@ public struct TrainConfig: Sendable {
     /// the linear layers, attention matmuls and their backward on bf16 operands with fp32
     /// accumulation (see `Precision`); everything else stays fp32.
     public var precision: Precision = .fp32
+    /// The objective (pretraining unless a command switches to retrieval, see ``adoptRetrievalTask()``).
+    public var task = TrainingTask.pretrain
+    /// `Retrieval.yaml`'s keys (read always; used by the retrieval task and evaluation).
+    public var retrieval = RetrievalSettings()
+    /// Evaluate retrieval on `val_file`/`test_file` (or `--eval-file`) after every N-th epoch
+    /// (key `eval_every`, flag `--eval-every`; 0: never).
+    public var evalEvery = 0
+    /// `max_length` / `augment` were set in the file (the retrieval task keeps them).
+    var explicitMaxLength = false, explicitAugment = false
     /// Notes about known keys this build ignores (printed by the worker).
     public var notes: [String] = []
     /// Path of the file this came from.
@@ -145,6 +154,11 @@ public struct TrainConfig: Sendable {
         model.momentum = Float(try r.opt("momentum") as Double? ?? Double(model.momentum))
         model.alpha = Float(try r.opt("alpha") as Double? ?? Double(model.alpha))
         maxLength = try r.opt("max_length") ?? maxLength
+        explicitMaxLength = y["max_length"] != nil
+        explicitAugment = y["augment"] != nil
+        retrieval = try TrainConfig.readRetrieval(r, dir: dir)
+        evalEvery = try r.opt("eval_every") ?? evalEvery
+        guard evalEvery >= 0 else { throw ConfigError.invalid(key: "eval_every", message: "must be ≥ 0 (epochs between evaluations; 0: never), got \(evalEvery)", file: path) }
         alphaRampEpochs = try r.opt("alpha_ramp_epochs") ?? alphaRampEpochs
         if let tf = y["train_file"] {
             if let s = tf as? String { trainFiles = [s] } else if let l = tf as? [String] { trainFiles = l } else {

@@ -46,13 +46,18 @@ public struct StepMetrics: Codable, Sendable {
     public var forwardSeconds: Double, backwardSeconds: Double, commWaitSeconds: Double, optimizerSeconds: Double, stepSeconds: Double
 }
 
+/// The pretraining trainer (`ALBEFPretrain`: ITA + ITM + MLM), what `albef-worker train` runs.
+public typealias Trainer = ModelTrainer<ALBEFPretrain>
+
 /// One data-parallel ALBEF rank: model, optimizer, schedule, gradient sync and the random
 /// streams; `step` runs ALBEF's iteration (zero grad, α, forward, backward + bucketed allreduce,
-/// AdamW).
-public final class Trainer {
+/// AdamW). `Model` is the objective: `ALBEFPretrain` (`Pretrain.py`) or `ALBEFRetrieval`
+/// (`Retrieval.py`, whose batches carry image ids and whose `idx_queue` is broadcast,
+/// checksummed and checkpointed with the feature queues).
+public final class ModelTrainer<Model: TrainableALBEF> {
     public let config: TrainConfig
     public let comm: Communicator
-    public let model: ALBEFPretrain
+    public let model: Model
     public let optimizer: AdamW
     public let sync: GradientSync
     public let seed: UInt64
@@ -77,7 +82,7 @@ public final class Trainer {
         self.config = config
         self.comm = comm
         self.seed = seed
-        model = ALBEFPretrain(config.model, seed: seed)
+        model = Model.build(config, seed: seed)
         let rank = comm.rank
         let pretrained = try model.loadInitialWeights(config) { if rank == 0 { print($0) } }
         // Accumulation sums whole micro-step gradients before one reduction: the flat layout.
@@ -128,6 +133,24 @@ public final class Trainer {
         var ptr = model.queuePtr.value.values[0]
         withUnsafeMutableBytes(of: &ptr) { comm.broadcast(bytes: $0.baseAddress!, count: 8, root: root) }
         model.queuePtr.value = IntTensor([ptr], shape: [1])
+        if let q = model.imageIDQueue {
+            var ids = q.value.values
+            ids.withUnsafeMutableBytes { comm.broadcast(bytes: $0.baseAddress!, count: $0.count, root: root) }
+            q.value = IntTensor(ids, shape: q.value.shape)
+        }
+    }
+
+    /// Gathers `[B]` image ids from every rank in rank order → `[G]` (as raw 64-bit words).
+    func allGatherIds(_ ids: [Int64]) -> [Int64] {
+        if comm.size == 1 { return ids }
+        var out = [Int64](repeating: 0, count: ids.count * comm.size)
+        ids.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { dst in
+                comm.allGather(src.baseAddress!.assumingMemoryBound(to: Float.self), count: ids.count * 2,
+                               into: dst.baseAddress!.assumingMemoryBound(to: Float.self))
+            }
+        }
+        return out
     }
 
     /// Gathers `[B, E]` features from every rank in rank order → `[G, E]`.
@@ -167,7 +190,8 @@ public final class Trainer {
         if micro.count == 1 {
             on.zeroGradients()
             model.dropoutRandom.generator = slotDropout[0]
-            let out = model.forwardStep(micro[0], alpha: alpha, rng: &slotRngs[0], injection: injection, allGather: allGather)
+            let out = model.trainingForward(micro[0], alpha: alpha, rng: &slotRngs[0], injection: injection, updateMomentum: true,
+                                            allGather: allGather, allGatherIds: allGatherIds)
             slotDropout[0] = model.dropoutRandom.generator
             let t1 = monotonicSeconds()
             temp = Double(model.temp.item)
@@ -177,23 +201,22 @@ public final class Trainer {
             model.commitEnqueue()
             forward = t1 - t0
             backward = monotonicSeconds() - t1
-            sums = [Double(out.lossITA.item), Double(out.lossITM.item), Double(out.lossMLM.item)]
+            sums = [Double(out.ita), Double(out.itm), Double(out.mlm)]
         } else {
             let acc = Storage(count: on.count)
-            var features: [(Tensor, Tensor)] = []
+            var features: [PendingFeatures] = []
             for (m, batch) in micro.enumerated() {
                 let ta = monotonicSeconds()
                 on.zeroGradients()
                 model.dropoutRandom.generator = slotDropout[m]
-                let out = model.forwardStep(batch, alpha: alpha, rng: &slotRngs[m], injection: injection, updateMomentum: m == 0,
-                                            allGather: allGather)
+                let out = model.trainingForward(batch, alpha: alpha, rng: &slotRngs[m], injection: injection, updateMomentum: m == 0,
+                                                allGather: allGather, allGatherIds: allGatherIds)
                 slotDropout[m] = model.dropoutRandom.generator
                 let tb = monotonicSeconds()
                 temp = Double(model.temp.item)
                 guard out.total.item.isFinite else { throw TrainingError.nonFinite(step: globalStep, what: "loss \(out.total.item) (micro-step \(m))") }
                 out.total.backward()
-                if let f = model.pendingEnqueue { features.append(f) }
-                model.pendingEnqueue = nil
+                if let f = model.takePendingEnqueue() { features.append(f) }
                 // The micro-steps' gradients are summed whole (acc + g, the two-term sum two
                 // ranks' allreduce computes): the earlier ones in `acc`, the last one's added in
                 // place in the gradient buffer, which the reduction then reads.
@@ -205,13 +228,13 @@ public final class Trainer {
                 } else {
                     saxpy(on.count, alpha: 1, x: acc.pointer, y: g)
                 }
-                sums[0] += Double(out.lossITA.item)
-                sums[1] += Double(out.lossITM.item)
-                sums[2] += Double(out.lossMLM.item)
+                sums[0] += Double(out.ita)
+                sums[1] += Double(out.itm)
+                sums[2] += Double(out.mlm)
                 forward += tb - ta
                 backward += monotonicSeconds() - tb
             }
-            model.enqueue(imageFeatures: Tensor.concat(features.map(\.0)), textFeatures: Tensor.concat(features.map(\.1)))
+            model.enqueue(features)
         }
         let t2 = monotonicSeconds()
         sync.finish()
@@ -245,14 +268,20 @@ public final class Trainer {
         guard comm.size > 1 else { return }
         let tensors = syncedTensors()
         var total: UInt64 = 0xcbf2_9ce4_8422_2325
-        let per = tensors.map { checksum($0.1, $0.2) }
+        var per = tensors.map { checksum($0.1, $0.2) }
+        var names = tensors.map(\.0)
+        if let q = model.imageIDQueue {
+            // The int64 ids hashed as their 32-bit halves (the checksum reads bit patterns).
+            per.append(q.value.values.withUnsafeBytes { checksum($0.baseAddress!.assumingMemoryBound(to: Float.self), $0.count / 4) })
+            names.append("idx_queue")
+        }
         for c in per { total = (total ^ c) &* 0x100_0000_01b3 }
         total ^= UInt64(bitPattern: model.queuePtr.value.values[0])
         let all = comm.allGather(total)
         guard Set(all).count > 1 else { return }
-        for (i, t) in tensors.enumerated() {
+        for (i, name) in names.enumerated() {
             let cs = comm.allGather(per[i])
-            if Set(cs).count > 1 { throw TrainingError.divergence(step: globalStep, tensor: t.0, checksums: cs) }
+            if Set(cs).count > 1 { throw TrainingError.divergence(step: globalStep, tensor: name, checksums: cs) }
         }
         throw TrainingError.divergence(step: globalStep, tensor: "queue_ptr", checksums: all)
     }

@@ -29,10 +29,14 @@ public enum StepCommand: UInt8, Sendable {
     case none = 0, stop = 1, checkpoint = 2, pause = 3, resume = 4
 }
 
+/// The pretraining run loop (`albef-worker train`).
+public typealias TrainingRun = ModelTrainingRun<ALBEFPretrain>
+
 /// The training loop of one rank: epochs × iterations from a `BatchSource`, logging on rank 0
-/// (stdout + `metrics.jsonl`), atomic checkpoints, divergence checks, resume.
-public final class TrainingRun {
-    public let trainer: Trainer
+/// (stdout + `metrics.jsonl`), atomic checkpoints, divergence checks, resume. The same loop runs
+/// pretraining (`ALBEFPretrain`) and retrieval fine-tuning (`ALBEFRetrieval`).
+public final class ModelTrainingRun<Model: TrainableALBEF> {
+    public let trainer: ModelTrainer<Model>
     public let source: BatchSource
     public let options: RunOptions
     /// Called on rank 0 at every step boundary.
@@ -61,10 +65,19 @@ public final class TrainingRun {
     public private(set) var sampleRecord: SampleRecord?
     /// Names a sample number in the record (the loader's `shard#index`).
     public var sampleName: ((Int64) -> String)?
+    /// With `evalEvery` > 0: called on every rank (a collective: the evaluation is rank-sliced)
+    /// after the checkpoint of every `evalEvery`-th epoch end, with the number of epochs done;
+    /// returns named values (e.g. `test/txt_r1`), which rank 0 logs (stdout, `metrics.jsonl` as
+    /// `{"eval": {...}}`, TensorBoard tags `eval/<name>`).
+    public var evaluate: ((Int) throws -> [(String, Double)])?
+    /// Evaluate after every N-th epoch (0: never); `eval_every` / `--eval-every`.
+    public var evalEvery = 0
+    /// The evaluations of this run: (epochs done, step, values).
+    public private(set) var evaluations: [(epoch: Int, step: Int, values: [(String, Double)])] = []
     /// The checkpoint this run resumed from, if any.
     public private(set) var resumedFrom: CheckpointState?
 
-    public init(trainer: Trainer, source: BatchSource, options: RunOptions) {
+    public init(trainer: ModelTrainer<Model>, source: BatchSource, options: RunOptions) {
         self.trainer = trainer
         self.source = source
         self.options = options
@@ -146,6 +159,11 @@ public final class TrainingRun {
                     epochsDone = epoch + 1
                     finished = epochsDone >= epochs
                     try checkpoint(epoch: epoch + 1, iteration: 0)
+                    if evalEvery > 0, epochsDone % evalEvery == 0, let evaluate {
+                        let values = try evaluate(epochsDone)
+                        evaluations.append((epochsDone, trainer.globalStep, values))
+                        log.recordEval(values, epochsDone: epochsDone, step: trainer.globalStep)
+                    }
                     if b.command == .stop && !finished { noteStop(b); break outer }
                     break
                 }

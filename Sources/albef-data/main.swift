@@ -21,7 +21,7 @@ struct Synth: ParsableCommand {
     @Option(help: "Held-out images (unique captions; easy mode ≤ 240).") var heldout = 100
     @Option(name: .customLong("shard-size"), help: "Samples per shard.") var shardSize = 1000
     @Option(name: .customLong("image-size"), help: "Image side in pixels.") var imageSize = 64
-    @Flag(name: .customLong("no-json"), help: "Do not write train.json + images/ (shards only).") var noJSON = false
+    @Flag(name: .customLong("no-json"), help: "Do not write train.json, re_train.json + images/ (shards only).") var noJSON = false
     @Option(help: "Threads.") var threads = 2
 
     func validate() throws {

@@ -27,7 +27,8 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
                       onBadSample: (@Sendable (BadSample, Int) -> Void)? = nil) throws -> LoaderSource {
     let spec = corpus ?? config.trainFiles.joined(separator: "::")
     guard !spec.isEmpty else { throw TrainingError.data("no corpus: pass --corpus (an index from `albef-data index`, shards or ALBEF JSON) or set train_file in \(config.path)") }
-    let index = try loadIndex(spec)
+    var index = try loadIndex(spec)
+    if config.task == .retrieval, let root = config.retrieval.imageRoot { index.imageRoot = root }
     let vocabURL = vocabularyURL(config)
     let tokenizer = try BertTokenizer(vocabularyURL: vocabURL)
     // Token ids index the word embeddings: the vocabulary must fit the model's vocab_size.
@@ -50,6 +51,7 @@ func makeCorpusSource(config: TrainConfig, corpus: String?, rank: Int, worldSize
     c.useRandAugment = config.randAugment
     c.flipSwapsLeftRight = config.flipSwapsLeftRight
     return try LoaderSource(index: index, tokenizer: tokenizer, configuration: c, rank: rank, worldSize: worldSize, ranges: ranges,
-                            iterationsPerEpoch: iterationsPerEpoch, accumSteps: config.accumSteps)
+                            iterationsPerEpoch: iterationsPerEpoch, accumSteps: config.accumSteps,
+                            imageIds: config.task == .retrieval)
 }
 

@@ -1,6 +1,7 @@
 import ALBEF
 import ArgumentParser
 import Control
+import DataPipeline
 import Distributed
 import Foundation
 import Tensor
@@ -42,6 +43,14 @@ struct ModelOptions: ParsableArguments {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train ALBEF; run one process per rank under mpirun (or alone for one rank).")
 
+    @OptionGroup var options: TrainRunOptions
+
+    func run() throws { try options.train(ALBEFPretrain.self) }
+}
+
+/// The flags of a training run (`train`, `finetune-retrieval`) and the run itself: the same
+/// data parallelism, coordinator, checkpoints, resume, signals and logs for every objective.
+struct TrainRunOptions: ParsableArguments {
     @OptionGroup var model: ModelOptions
     @Option(help: "Where checkpoints, metrics.jsonl and logs go.") var outputDir: String = "runs/albef"
     @Option(help: "Corpus: a corpus index (albef-data index), shards (data/{00000..00009}.tar) or ALBEF JSON list(s), comma-separated; default: the config's train_file.")
@@ -66,6 +75,10 @@ struct Train: ParsableCommand {
     @Option(help: "Rank 0 writes, per optimizer step, the epoch and the samples of the global batch to this JSON-lines file (the audit trail: no sample twice in an epoch).")
     var recordSamples: String?
     @Option(help: "Override the config's epochs.") var epochs: Int?
+    @Option(help: "Evaluate retrieval after every N-th epoch (rank-sliced; recalls to stdout, OUTPUT-DIR/eval.jsonl and TensorBoard). Default: the config's eval_every (0: never).")
+    var evalEvery: Int?
+    @Option(help: "re_eval_dataset JSON(s) evaluated by --eval-every, comma-separated (default: the config's val_file and test_file).")
+    var evalFile: String?
     @Option(help: "Override the learning rate (optimizer.lr and the schedule's base).") var lr: Double?
     @Option(help: "Use synthetic random batches with this many iterations per epoch (no corpus; for smoke tests).") var synthetic: Int?
     @Option(help: "Data loader threads per rank.") var loaderThreads: Int = 1
@@ -81,16 +94,20 @@ struct Train: ParsableCommand {
         if let n = synthetic, n < 1 { throw ValidationError("--synthetic must be ≥ 1 iterations per epoch, got \(n)") }
         if loaderThreads < 1 { throw ValidationError("--loader-threads must be ≥ 1") }
         if let s = maxSeconds, !(s > 0) { throw ValidationError("--max-seconds must be > 0") }
+        if let e = evalEvery, e < 0 { throw ValidationError("--eval-every must be ≥ 0 (epochs between evaluations), got \(e)") }
         if logEvery < 0 || checkpointEvery < 0 || keepCheckpoints < 0 {
             throw ValidationError("--log-every / --checkpoint-every / --keep-checkpoints must be ≥ 0")
         }
     }
 
-    func run() throws {
+    /// Runs this rank. `configure` adapts the loaded config to the objective (before the
+    /// command-line overrides).
+    func train<Model: TrainableALBEF>(_: Model.Type, configure: (inout TrainConfig) throws -> Void = { _ in }) throws {
         let world = try WorldSetup()
         let comm = world.comm
         Threading.setThreads(model.threads)
         var cfg = try TrainConfig.load(model.config)
+        try configure(&cfg)
         if let b = batchSize { cfg.batchSize = b }
         if let a = accumSteps { cfg.accumSteps = a }
         if let e = epochs { cfg.overrideEpochs(e) }
@@ -110,6 +127,11 @@ struct Train: ParsableCommand {
         if resume && coordinator == nil { try adoptLayout(resumingFrom: Checkpointer.latest(outputDir)) }
         // The overrides and the world size, checked before anything is built.
         try cfg.validate(worldSize: comm.size)
+        if (evalEvery ?? cfg.evalEvery) > 0 {
+            // The evaluation reads these keys (a pretraining run evaluates with them too).
+            let read = ["test_file", "val_file", "image_root", "k_test", "batch_size_test"]
+            cfg.notes.removeAll { n in read.contains { n.contains("note: \($0) is ignored") } }
+        }
         if comm.rank == 0 { cfg.notes.forEach { print($0) } }
         let source: BatchSource
         var link: CoordinatorLink? = nil
@@ -160,7 +182,7 @@ struct Train: ParsableCommand {
             source = try makeCorpusSource(config: cfg, corpus: corpus, rank: comm.rank, worldSize: comm.size, seed: model.seed,
                                           threads: loaderThreads, outputDir: outputDir)
         }
-        let trainer = try Trainer(config: cfg, comm: comm, seed: model.seed)
+        let trainer = try ModelTrainer<Model>(config: cfg, comm: comm, seed: model.seed)
         if comm.rank == 0 {
             print("albef-worker: \(comm.size) rank(s) × \(model.threads) thread(s); config \(model.config); \(trainer.model.online!.count) trainable parameters; \(trainer.layout); \(source.iterationsPerEpoch) iterations/epoch")
         }
@@ -185,8 +207,36 @@ struct Train: ParsableCommand {
                 print("warning: job \(jobId) is at committed checkpoint step \(committed) on the coordinator; without --resume this run starts from step 0 and does not train again the samples committed before it")
             }
         }
-        let run = TrainingRun(trainer: trainer, source: source, options: opts)
+        let run = ModelTrainingRun(trainer: trainer, source: source, options: opts)
         if let ls = source as? LoaderSource { run.sampleName = ls.sampleName }
+        run.evalEvery = evalEvery ?? cfg.evalEvery
+        if run.evalEvery > 0 {
+            let splits: [(String, String)] = evalFile.map { $0.split(separator: ",").map { f in
+                (((String(f) as NSString).lastPathComponent as NSString).deletingPathExtension, String(f)) } }
+                ?? [("val", cfg.retrieval.valFile), ("test", cfg.retrieval.testFile)].compactMap { n, f in f.map { (n, $0) } }
+            guard !splits.isEmpty else {
+                throw ValidationError("--eval-every \(run.evalEvery): nothing to evaluate; set val_file / test_file in \(model.config) or pass --eval-file")
+            }
+            let tokenizer = try BertTokenizer(vocabularyURL: vocabularyURL(cfg))
+            let (k, chunk, root, res) = (cfg.retrieval.kTest, cfg.retrieval.batchSizeTest, cfg.retrieval.imageRoot, cfg.model.imageRes)
+            let (output, rank0) = (outputDir, comm.rank == 0)
+            run.evaluate = { [unowned run] epochs in
+                var out: [(String, Double)] = []
+                var selectBy: Double?
+                for (n, (name, file)) in splits.enumerated() {
+                    let e = try RetrievalSplitEvaluation.run(model: trainer.model, annotation: file, imageRoot: root, imageSize: res,
+                                                             tokenizer: tokenizer, k: k, imageChunk: chunk, comm: comm)
+                    out += e.recall.byName.map { ("\(name)/\($0.0)", $0.1) }
+                    // Retrieval.py keeps the checkpoint of the best val r_mean (here: val, else the first split).
+                    if name == "val" || (n == 0 && !splits.contains { $0.0 == "val" }) { selectBy = e.recall.rMean }
+                }
+                if rank0, let r = selectBy, let ck = run.lastCheckpoint {
+                    try BestCheckpoint.offer(output: output, checkpoint: ck, epochsDone: epochs, step: trainer.globalStep,
+                                             metric: "\(splits.first { $0.0 == "val" }?.0 ?? splits[0].0)/r_mean", value: r)
+                }
+                return out
+            }
+        }
         if let link, let ls = source as? LoaderSource { link.attach(to: run, source: ls) }
         installStopSignalHandlers()
         run.stopSignal = { trainStopSignal }
@@ -234,5 +284,31 @@ final class WorldSetup {
     func abort(_ code: Int32) -> Never {
         if let mpi { mpi.abort(code) }
         exit(code)
+    }
+}
+
+/// `Retrieval.py`'s `checkpoint_best.pth`: after each epoch-end evaluation, rank 0 copies the
+/// epoch's `model.safetensors` to `OUTPUT/checkpoint_best/model.safetensors` when its selection
+/// metric (val r_mean) beats the best so far (`OUTPUT/checkpoint_best/best.json`, so a resumed run
+/// keeps comparing against it). Written under a temporary name and renamed.
+enum BestCheckpoint {
+    static func offer(output: String, checkpoint: URL, epochsDone: Int, step: Int, metric: String, value: Double) throws {
+        let fm = FileManager.default
+        let dir = URL(fileURLWithPath: output).appendingPathComponent("checkpoint_best")
+        let record = dir.appendingPathComponent("best.json")
+        if let d = fm.contents(atPath: record.path), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+           let best = o["value"] as? Double, best >= value {
+            return
+        }
+        let tmp = URL(fileURLWithPath: output).appendingPathComponent(".tmp-checkpoint_best")
+        try? fm.removeItem(at: tmp)
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        try fm.copyItem(at: checkpoint.appendingPathComponent("model.safetensors"), to: tmp.appendingPathComponent("model.safetensors"))
+        let o: [String: Any] = ["epoch": epochsDone - 1, "step": step, "metric": metric, "value": value, "checkpoint": checkpoint.path]
+        try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+            .write(to: tmp.appendingPathComponent("best.json"))
+        try? fm.removeItem(at: dir)
+        try fm.moveItem(at: tmp, to: dir)
+        print("checkpoint_best: epoch \(epochsDone - 1) (\(metric) \(String(format: "%.2f", value))) → \(dir.path)/model.safetensors")
     }
 }

@@ -63,7 +63,7 @@ final class RetrievalFixtureShapesTests: XCTestCase {
         // Evaluation from the initial state.
         let s = RetrievalScoreMatrices.compute(model: model, images: evalImages, ids: eIds.map { Int32($0) }, mask: eMask.map { Int32($0) },
                                                length: evalL, k: 3)
-        items += [("eval/image_feats", .float(s.imageFeats)), ("eval/sims_matrix", .float(s.sims)),
+        items += [("eval/image_feats", .float(s.imageFeats!)), ("eval/sims_matrix", .float(s.sims)),
                   ("eval/score_matrix_i2t", .float(Tensor(s.scoreI2T, shape: [nImg, nTxt]))),
                   ("eval/score_matrix_t2i", .float(Tensor(s.scoreT2I, shape: [nTxt, nImg])))]
         var img2txt = [String: [Int]]()

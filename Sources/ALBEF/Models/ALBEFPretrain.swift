@@ -29,7 +29,11 @@ public struct PretrainBatch {
     /// The samples' numbers in the corpus (shard offset + index in file order; empty for
     /// synthetic batches): the audit trail of `--record-samples`.
     public var sampleIDs: [Int64] = []
-    public init(images: Tensor, inputIds: [Int32], attentionMask: [Int32], batchSize: Int, length: Int, sampleIDs: [Int64] = []) {
+    /// Each sample's image id (`re_train_dataset`'s `img_ids` numbering: captions of one image
+    /// share it), read by retrieval fine-tuning; empty for pretraining corpora.
+    public var imageIds: [Int64] = []
+    public init(images: Tensor, inputIds: [Int32], attentionMask: [Int32], batchSize: Int, length: Int, sampleIDs: [Int64] = [],
+                imageIds: [Int64] = []) {
         precondition(inputIds.count == batchSize * length && attentionMask.count == batchSize * length,
                      "PretrainBatch: ids/mask must be [\(batchSize), \(length)]")
         self.images = images
@@ -38,6 +42,7 @@ public struct PretrainBatch {
         self.batchSize = batchSize
         self.length = length
         self.sampleIDs = sampleIDs
+        self.imageIds = imageIds
     }
 }
 

@@ -53,11 +53,14 @@ extension ALBEFRetrieval {
     ///   - alpha: distillation weight (a Python float in the reference; 1 − α is formed in double).
     ///   - rng: source of the ITM negatives (image negatives first).
     ///   - injection: given negatives (parity tests); MLM fields are ignored.
+    ///   - updateMomentum: run `_momentum_update` first (false on the later micro-steps of an
+    ///     accumulated step, which DDP ranks would run once).
     ///   - allGather / allGatherIds: gather the momentum features `[B, E]` / image ids `[B]` of
     ///     every rank in rank order (identity for one process), for the enqueue.
     ///   - keepActivations: keep named intermediates in the output (selfcheck).
     public func forwardStep(_ batch: RetrievalBatch, alpha: Double, rng: inout RandomGenerator,
                             injection: StepInjection = StepInjection(),
+                            updateMomentum: Bool = true,
                             allGather: (Tensor) -> Tensor = { $0 },
                             allGatherIds: ([Int64]) -> [Int64] = { $0 },
                             keepActivations: Bool = false) -> RetrievalStepOutput {
@@ -73,7 +76,7 @@ extension ALBEFRetrieval {
 
         // Momentum features and ITC targets (no grad).
         let (targetsI2T, targetsT2I, imageFeatM, textFeatM) = withNoGrad {
-            momentumUpdate()
+            if updateMomentum { momentumUpdate() }
             let (xm, im, hm, tm) = momentumFeatures(images: batch.images, ids: batch.inputIds, attentionMask: batch.attentionMask,
                                                     batch: b, length: l)
             if keepActivations { acts["image_embeds_m"] = xm; acts["text_embeds_m"] = hm }

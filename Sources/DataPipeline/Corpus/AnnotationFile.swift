@@ -8,6 +8,8 @@ public struct AnnotationFile: Sendable {
     public struct Entry: Sendable, Equatable {
         public var image: String
         public var captions: [String]
+        /// `re_train_dataset`'s `image_id` (any JSON scalar, as its text); nil when absent.
+        public var imageId: String? = nil
     }
 
     public var path: String
@@ -31,12 +33,13 @@ public struct AnnotationFile: Sendable {
             guard let d = item as? [String: Any], let image = d["image"] as? String else {
                 throw DataError.badAnnotation(path: path, reason: "entry \(i) has no string \"image\"")
             }
+            let id = d["image_id"].flatMap { v -> String? in v is NSNull ? nil : "\(v)" }
             if let c = d["caption"] as? String {
-                entries.append(Entry(image: image, captions: [c]))
+                entries.append(Entry(image: image, captions: [c], imageId: id))
             } else if let cs = d["caption"] as? [Any] {
-                entries.append(Entry(image: image, captions: cs.compactMap { $0 as? String }))
+                entries.append(Entry(image: image, captions: cs.compactMap { $0 as? String }, imageId: id))
             } else {
-                entries.append(Entry(image: image, captions: []))
+                entries.append(Entry(image: image, captions: [], imageId: id))
             }
         }
         self.entries = entries
@@ -50,7 +53,9 @@ public struct AnnotationFile: Sendable {
     /// Writes entries as a JSON list (captions as a string when single and `listCaptions` is false).
     public static func write(_ entries: [Entry], to url: URL, listCaptions: Bool) throws {
         let objects: [[String: Any]] = entries.map {
-            ["image": $0.image, "caption": (listCaptions || $0.captions.count != 1) ? $0.captions as Any : $0.captions[0]]
+            var o: [String: Any] = ["image": $0.image, "caption": (listCaptions || $0.captions.count != 1) ? $0.captions as Any : $0.captions[0]]
+            if let id = $0.imageId { o["image_id"] = id }
+            return o
         }
         let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try data.write(to: url, options: .atomic)

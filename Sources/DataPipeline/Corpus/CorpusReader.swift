@@ -52,7 +52,7 @@ public final class CorpusReader: @unchecked Sendable {
         lock.lock()
         if let a = annotations[path] { lock.unlock(); return a }
         lock.unlock()
-        let a = try AnnotationFile(path: path)
+        let a = try AnnotationFile(path: path, imageRoot: index.imageRoot)
         lock.lock()
         annotations[path] = a
         lock.unlock()

@@ -6,8 +6,10 @@ import Tensor
 /// Layout of `outDir`:
 /// - `shards/00000.tar …` WebDataset shards (`KEY.jpg`, `KEY.txt`, `KEY.json` with the clean
 ///   caption and the noise kind), `KEY` = 9-digit sample number;
-/// - `train.json` ALBEF annotation list over `images/KEY.jpg` (same samples; optional);
-/// - `heldout.json` eval list `[{"image": "heldout/NNNNN.jpg", "caption": [str]}]`, clean,
+/// - `train.json` ALBEF annotation list over `images/KEY.jpg` (same samples; optional), and
+///   `re_train.json`, the same pairs as `Retrieval.py`'s `re_train_dataset` (`image_id` = KEY);
+/// - `heldout.json` eval list `[{"image": "heldout/NNNNN.jpg", "caption": [str]}]` (the
+///   `re_eval_dataset` format), clean,
 ///   one UNIQUE caption per image; in easy mode every held-out image is a distinct
 ///   (colour, shape, position) combination, so K ≤ 8·6·5 = 240 and text→image chance R@1 = 1/K;
 /// - `index.json` the `CorpusIndex` of the shards; `synth.json` the parameters and counts.
@@ -133,6 +135,13 @@ public struct SyntheticCorpus {
         log("synth: wrote \(o.samples) samples in \(nShards) shards")
         if o.writeJSON {
             try AnnotationFile.write(annotations.compactMap { $0 }, to: outDir.appendingPathComponent("train.json"), listCaptions: false)
+            // Retrieval.py's re_train_dataset: the same pairs with an image_id (the image's file name).
+            let reTrain = annotations.compactMap { $0 }.map { e -> AnnotationFile.Entry in
+                var r = e
+                r.imageId = ((e.image as NSString).lastPathComponent as NSString).deletingPathExtension
+                return r
+            }
+            try AnnotationFile.write(reTrain, to: outDir.appendingPathComponent("re_train.json"), listCaptions: false)
         }
 
         // Held-out split: distinct combinations (easy) or distinct captions (hard).
