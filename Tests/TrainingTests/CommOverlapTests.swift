@@ -19,32 +19,10 @@ final class CommOverlapTests: XCTestCase {
         config.gradOverlap = overlap
         config.gradReduceBF16 = bf16
         config.gradBucketMB = 0.05  // many small buckets, so reductions run while backward goes on
-        let data = SyntheticBatches(batchSize: 4, length: 8, imageRes: 32, vocabSize: 1200, seed: 1)
-        let comms = LocalWorld(size: 2).communicators()
-        var results = [[[Float]]](repeating: [], count: 2)
-        var errors: [String] = []
-        let lock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: 2) { r in
-            do {
-                let trainer = try Trainer(config: config, comm: comms[r], seed: 5)
-                XCTAssertEqual(trainer.sync.overlap != nil, overlap)
-                XCTAssertGreaterThan(trainer.sync.bucketer.buckets.count, 4)
-                for s in 0..<steps {
-                    _ = try trainer.step(data.batch(rank: r, step: s), epoch: 0, iteration: s, iterationsPerEpoch: 100)
-                }
-                let on = trainer.model.online!, mo = trainer.model.momentum!
-                let out = [Array(UnsafeBufferPointer(start: on.values.pointer, count: on.count)),
-                           Array(UnsafeBufferPointer(start: trainer.optimizer.m.pointer, count: on.count)),
-                           Array(UnsafeBufferPointer(start: trainer.optimizer.v.pointer, count: on.count)),
-                           Array(UnsafeBufferPointer(start: mo.values.pointer, count: mo.count)),
-                           trainer.model.imageQueue.scalars, trainer.model.textQueue.scalars]
-                if inBackward { XCTAssertTrue(on.tensors.allSatisfy { $0.gradStorage == nil }, "a bucket kept its gradient") }
-                lock.lock(); results[r] = out; lock.unlock()
-            } catch { lock.lock(); errors.append("\(error)"); lock.unlock() }
+        return try trainedState(config, world: 2, steps: steps, seed: 5) { trainer in
+            XCTAssertEqual(trainer.sync.overlap != nil, overlap)
+            XCTAssertGreaterThan(trainer.sync.bucketer.buckets.count, 4)
         }
-        XCTAssertEqual(errors, [])
-        XCTAssertEqual(results[1], results[0], "rank 1 differs from rank 0")
-        return results[0]
     }
 
     func compare(inBackward: Bool, bf16: Bool = false) throws {
