@@ -3,13 +3,23 @@
 under torch.autocast("cpu", dtype=torch.bfloat16), on synthetic batches: the baseline the bf16
 issue compares against. Never a test dependency: run by hand (see README, "bf16 mixed precision").
 
-  # transformers 4.8.1 (what ALBEF's xbert.py imports) has tokenizers wheels up to Python 3.9:
-  # use a Python 3.8/3.9 (e.g. conda or pyenv); Debian 12's 3.11 would build tokenizers from Rust.
-  python3.9 -m venv vendor/torch-venv && . vendor/torch-venv/bin/activate
-  pip install torch --index-url https://download.pytorch.org/whl/cpu
-  pip install transformers==4.8.1 timm==0.4.9 ruamel.yaml
-  git clone https://github.com/salesforce/ALBEF vendor/ALBEF
+  # What was run on this project's machine (Python 3.11, only PyPI reachable; torch's own index is
+  # not): transformers 4.8.1 without its deps (tokenizers 0.10 has no 3.11 wheel and is not
+  # imported by ALBEF's model code), its pure-python deps, timm 0.4.9 and a current torch.
+  # PyPI's Linux torch wheel is the CUDA build: its nvidia-* deps must be installed for
+  # `import torch` to work (it runs on the CPU all the same); torchvision (timm imports it) --no-deps.
+  python3 -m venv vendor/torch-venv && . vendor/torch-venv/bin/activate
+  pip install torch                          # 2.15.0 here (+ its CUDA runtime wheels, ~3 GB)
+  pip install --no-deps transformers==4.8.1 huggingface-hub==0.0.12 timm==0.4.9 torchvision
+  pip install sacremoses regex filelock packaging requests tqdm numpy pyyaml ruamel.yaml pillow
+  # the reference code (models/ and configs/ of github.com/salesforce/ALBEF, unmodified; here
+  # commit b9727e43), e.g.: git clone https://github.com/salesforce/ALBEF vendor/ALBEF
   python3 scripts/pytorch-reference-step.py --albef vendor/ALBEF --config base --batch 4 --text-length 30 --threads 2
+  scripts/bench-pytorch base 3                # side by side with our binary, ratios
+
+Patched here, not in the reference checkout: `concat_all_gather` (torch.distributed all_gather of
+the momentum features) is the identity on one process (no process group is created), and
+`BertForMaskedLM.from_pretrained` builds the model from its config (no download).
 
 --config base uses the reference's configs/Pretrain.yaml + configs/config_bert.json (ViT-B/16 at
 256 px, BERT-base, queue 65536); --config tiny builds the parity fixture's tiny architecture
@@ -53,6 +63,10 @@ def main():
         import models.model_pretrain as mp
         from models.vit import VisionTransformer
         mp.VisionTransformer = lambda **kw: VisionTransformer(**{**kw, "embed_dim": 256, "depth": 4, "num_heads": 4})
+    # One process, no torch.distributed group: the reference's all_gather of the momentum
+    # features over one rank is the identity.
+    import models.model_pretrain as mp_gather
+    mp_gather.concat_all_gather = lambda t: t
     tok = types.SimpleNamespace(pad_token_id=0, cls_token_id=101, mask_token_id=103)
     model = ALBEF(config=cfg, text_encoder="bert-base-uncased", tokenizer=tok, init_deit=False)
     model.train()

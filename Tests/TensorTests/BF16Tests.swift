@@ -275,6 +275,50 @@ final class BF16Tests: XCTestCase {
         XCTAssertEqual(BF16Weights.cachedBytes, 0)
     }
 
+    /// An op recorded inside `MatmulPrecision.inFP32` runs its forward and its backward in fp32
+    /// (bit-identical to fp32 mode) even when the backward runs after the scope closed, and an op
+    /// recorded in bf16 runs its backward in bf16 even inside a later fp32 scope: each op's
+    /// precision is the one of its forward. The weight cache's copies live outside the pool.
+    func testFP32ScopeAndForwardCapturedPrecision() throws {
+        try requireBF16()
+        let x = randomTensor([5, 7], seed: 1), w = randomTensor([3, 7], seed: 2), b = randomTensor([3], seed: 3)
+        for t in [x, w, b] { t.requiresGrad = true }
+        let plain: (Tensor) -> Void = { $0.sum().backward() }
+        func run(_ make: () -> Tensor, backward: (Tensor) -> Void) -> (y: [Float], gx: [Float], gw: [Float]) {
+            for t in [x, w, b] { t.zeroGrad() }
+            let y = make()
+            backward(y)
+            return (y.scalars, x.grad!.scalars, w.grad!.scalars)
+        }
+        let fp32 = run({ x.layerNormLinear(onesTensor(7), zerosTensor(7), eps: 1e-5, w, b) }, backward: plain)
+        MatmulPrecision.set(.bf16)
+        defer { MatmulPrecision.set(.fp32) }
+        let scoped = run({ MatmulPrecision.inFP32 { x.layerNormLinear(onesTensor(7), zerosTensor(7), eps: 1e-5, w, b) } }, backward: plain)
+        XCTAssertEqual(scoped.y, fp32.y, "forward in an fp32 scope = fp32 mode")
+        XCTAssertEqual(scoped.gx, fp32.gx, "backward after the scope closed still fp32")
+        XCTAssertEqual(scoped.gw, fp32.gw)
+        let bf = run({ x.layerNormLinear(onesTensor(7), zerosTensor(7), eps: 1e-5, w, b) }, backward: plain)
+        let bfLate = run({ x.layerNormLinear(onesTensor(7), zerosTensor(7), eps: 1e-5, w, b) }, backward: { y in MatmulPrecision.inFP32 { y.sum().backward() } })
+        XCTAssertNotEqual(bf.y, fp32.y, "bf16 outside the scope")
+        XCTAssertEqual(bfLate.gx, bf.gx, "a bf16-recorded op's backward stays bf16 inside a later fp32 scope")
+        XCTAssertEqual(bfLate.gw, bf.gw)
+        XCTAssertEqual(MatmulPrecision.fp32ScopeDepth, 0)
+        // The attention op likewise.
+        let q = randomTensor([2, 4, 8], seed: 4)
+        q.requiresGrad = true
+        let a32 = MatmulPrecision.with(.fp32) { Tensor.attention(q: q, k: q, v: q, heads: 2, mask: nil, scale: 0.3).scalars }!
+        XCTAssertEqual(MatmulPrecision.inFP32 { Tensor.attention(q: q, k: q, v: q, heads: 2, mask: nil, scale: 0.3).scalars }, a32)
+        // Cached weight copies are exact-size allocations outside the buffer pool.
+        let flat = Storage(count: 6 * 5)
+        let cw = Tensor(shape: [6, 5], storage: Storage(borrowing: flat.pointer, count: 30, owner: flat), requiresGrad: true)
+        let live = BufferPool.shared.liveBytes
+        let buffer = BF16Weights.operand(cw, backward: false)
+        XCTAssertEqual(BufferPool.shared.liveBytes, live, "the cached copy takes nothing from the pool")
+        XCTAssertFalse(buffer.storage.pooled)
+        XCTAssertEqual(buffer.count, 30)
+        BF16Weights.clear()
+    }
+
     /// fp32 stays the default, and switching bf16 on and off leaves fp32 results bit-identical
     /// to the fp32 kernels called directly.
     func testFP32IsTheDefaultAndUnchanged() throws {
@@ -298,3 +342,6 @@ final class BF16Tests: XCTestCase {
         XCTAssertNil(MatmulPrecision.with(.bf16) { 1 })
     }
 }
+
+private func onesTensor(_ n: Int) -> Tensor { let t = Tensor(zeros: [n]); for i in 0..<n { t.data[i] = 1 }; return t }
+private func zerosTensor(_ n: Int) -> Tensor { Tensor(zeros: [n]) }

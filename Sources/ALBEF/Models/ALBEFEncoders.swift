@@ -90,14 +90,14 @@ extension ALBEFEncoders {
     /// `image_feat = normalize(vision_proj(image_embeds[:, 0]))` `[B, E]`.
     public func encodeImage(_ images: Tensor) -> (embeds: Tensor, feat: Tensor) {
         let x = visualEncoder(images)
-        return (x, visionProj(x.select(axis: 1, 0)).l2Normalized())
+        return (x, itcProjection { visionProj(x.select(axis: 1, 0)) }.l2Normalized())
     }
 
     /// Online text side: `text_embeds = BERT(ids, mask, mode='text')` `[B, L, C]` and
     /// `text_feat = normalize(text_proj(text_embeds[:, 0]))` `[B, E]`.
     public func encodeText(ids: [Int32], attentionMask: [Int32], batch: Int, length: Int) -> (embeds: Tensor, feat: Tensor) {
         let h = textBert(ids: ids, attentionMask: attentionMask, batch: batch, length: length, mode: .text)
-        return (h, textProj(h.select(axis: 1, 0)).l2Normalized())
+        return (h, itcProjection { textProj(h.select(axis: 1, 0)) }.l2Normalized())
     }
 
     /// The momentum encoders' image and text features (call inside `withNoGrad`, after
@@ -105,10 +105,25 @@ extension ALBEFEncoders {
     /// `text_embeds_m` `[B, L, C]`, `text_feat_m` `[B, E]`, in the reference's order (image first).
     public func momentumFeatures(images: Tensor, ids: [Int32], attentionMask: [Int32], batch: Int, length: Int)
         -> (imageEmbeds: Tensor, imageFeat: Tensor, textEmbeds: Tensor, textFeat: Tensor) {
-        let xm = visualEncoderM(images)
-        let im = visionProjM(xm.select(axis: 1, 0)).l2Normalized()
-        let hm = textBertM(ids: ids, attentionMask: attentionMask, batch: batch, length: length, mode: .text)
-        let tm = textProjM(hm.select(axis: 1, 0)).l2Normalized()
-        return (xm, im, hm, tm)
+        momentumForward {
+            let xm = visualEncoderM(images)
+            let im = itcProjection { visionProjM(xm.select(axis: 1, 0)) }.l2Normalized()
+            let hm = textBertM(ids: ids, attentionMask: attentionMask, batch: batch, length: length, mode: .text)
+            let tm = itcProjection { textProjM(hm.select(axis: 1, 0)) }.l2Normalized()
+            return (xm, im, hm, tm)
+        }
     }
+}
+
+/// The ITC projections (`vision_proj`, `text_proj` and their momentum copies) in the precision
+/// bf16 mode gives them.
+@inline(__always)
+func itcProjection(_ body: () -> Tensor) -> Tensor {
+    MatmulPrecision.ablated("itc-fp32") ? MatmulPrecision.inFP32(body) : body()
+}
+
+/// A momentum encoder's forward in the precision bf16 mode gives it.
+@inline(__always)
+func momentumForward<T>(_ body: () -> T) -> T {
+    MatmulPrecision.ablated("momentum-fp32") ? MatmulPrecision.inFP32(body) : body()
 }

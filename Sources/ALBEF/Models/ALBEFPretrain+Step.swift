@@ -84,10 +84,12 @@ extension ALBEFPretrain {
 
         // 14. Momentum MLM soft targets at the masked positions (no grad).
         let softTargets: Tensor? = withNoGrad {
-            let hm = textEncoderM.bert(ids: mlmIds, attentionMask: batch.attentionMask, batch: b, length: l,
-                                       image: imageEmbedsM, mode: .multimodal)
+            let hm = momentumForward {
+                textEncoderM.bert(ids: mlmIds, attentionMask: batch.attentionMask, batch: b, length: l,
+                                  image: imageEmbedsM, mode: .multimodal)
+            }
             guard !masked.isEmpty else { return nil }
-            let logitsM = textEncoderM.head(hm.reshaped([b * l, -1]).gatherRows(masked))
+            let logitsM = momentumForward { textEncoderM.head(hm.reshaped([b * l, -1]).gatherRows(masked)) }
             if keepActivations { acts["mlm_logits_m_masked"] = logitsM }
             return logitsM.softmax()
         }

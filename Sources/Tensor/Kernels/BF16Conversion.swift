@@ -17,6 +17,16 @@ public final class BF16Buffer {
         storage = Storage(count: (count + 1) / 2, zeroed: false)
     }
 
+    /// Uninitialised room for `count` bf16 values in memory of its own, exactly that size
+    /// (64-byte aligned), outside the buffer pool: for long-lived copies (the bf16 weight cache),
+    /// which in the pool would take a power-of-two bucket (up to 2× their size) and keep it.
+    public init(unpooledCount count: Int) {
+        self.count = count
+        let floats = max((count + 1) / 2, 1)
+        let owner = RawAllocation(byteCount: floats * 4)
+        storage = Storage(borrowing: owner.pointer.bindMemory(to: Float.self, capacity: floats), count: floats, owner: owner)
+    }
+
     /// `src[0..<count]` rounded to bf16 (threads over chunks).
     public convenience init(converting src: UnsafePointer<Float>, count: Int) {
         self.init(count: count)
@@ -77,3 +87,10 @@ public func bf16Bits(_ x: Float) -> UInt16 {
 /// The Float32 value of bf16 bits (exact).
 @inline(__always)
 public func floatFromBF16(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+
+/// Memory from the system, freed with its owner.
+final class RawAllocation {
+    let pointer: UnsafeMutableRawPointer
+    init(byteCount: Int) { pointer = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64) }
+    deinit { pointer.deallocate() }
+}

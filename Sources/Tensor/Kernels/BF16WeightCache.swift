@@ -9,7 +9,8 @@ import Glibc
 /// weights, which run forward once per step; unpacked tensors; activations) is converted at the
 /// call. Entries are keyed by the weight's `Storage` object (weakly held: a freed model's
 /// entries are never reused, even when a new one lands at the same address) and carry the
-/// generation they were converted in.
+/// generation they were converted in. The copies live outside the buffer pool, each in memory
+/// of its exact size (`BF16Buffer(unpooledCount:)`).
 ///
 /// Invalidation: weights change only in the optimizer, which runs during or after a backward
 /// pass. So the first forward-pass lookup after any backward-pass lookup starts a new
@@ -74,7 +75,7 @@ public enum BF16Weights {
         conversions += 1
         if entry == nil {
             if entries.count % 64 == 63 { entries = entries.filter { $0.value.storage != nil } }
-            let e = Entry(storage: w.storage, buffer: BF16Buffer(count: w.count), generation: gen)
+            let e = Entry(storage: w.storage, buffer: BF16Buffer(unpooledCount: w.count), generation: gen)
             entries[key] = e
             entry = e
         }

@@ -1,4 +1,7 @@
 import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The arithmetic of the GEMMs in linear layers and attention.
 ///
@@ -44,8 +47,29 @@ public enum MatmulPrecision {
     /// Tests: pretend this CPU has no bf16 (exercises the fallback).
     nonisolated(unsafe) static var simulateNoBF16 = false
 
-    /// True when GEMMs run in bf16.
-    @inline(__always) static var isBF16: Bool { current == .bf16 }
+    /// Depth of `inFP32` scopes: GEMMs started inside one run in fp32 even when `current` is bf16.
+    nonisolated(unsafe) static var fp32ScopeDepth = 0
+
+    /// True when a GEMM started now runs in bf16 (`current` is bf16 and no `inFP32` scope is open).
+    @inline(__always) static var isBF16: Bool { current == .bf16 && fp32ScopeDepth == 0 }
+
+    /// Runs `body` with its GEMMs (forward, and the backward of the ops it records) in fp32 —
+    /// the layers that bf16 mode keeps in fp32 on purpose (see `ALBEFEncoders`). A no-op in fp32.
+    /// Call from the thread that builds the graph (not from inside parallel loops).
+    public static func inFP32<T>(_ body: () throws -> T) rethrows -> T {
+        fp32ScopeDepth += 1
+        defer { fp32ScopeDepth -= 1 }
+        return try body()
+    }
+
+    /// Ablations of the bf16 policy (environment `ALBEF_BF16_ABLATE`, comma-separated; for
+    /// experiments only, read once): `backward-fp32` runs every GEMM's backward in fp32,
+    /// `momentum-fp32` the momentum encoders' forward, `itc-fp32` the ITC projections,
+    /// `attention-fp32` the attention matmuls.
+    nonisolated(unsafe) public static var ablations: Set<String> = {
+        guard let v = getenv("ALBEF_BF16_ABLATE") else { return [] }
+        return Set(String(cString: v).split(separator: ",").map(String.init))
+    }()
 
     /// What the CPU reports, and oneDNN's view of it.
     public static var cpu: BF16CPUReport {
@@ -81,4 +105,9 @@ public enum MatmulPrecision {
         defer { set(was) }
         return try body()
     }
+}
+
+extension MatmulPrecision {
+    /// `ablations` contains `name` (see there).
+    @inline(__always) public static func ablated(_ name: String) -> Bool { !ablations.isEmpty && ablations.contains(name) }
 }

@@ -13,22 +13,23 @@ extension Tensor {
 
     /// out = (gelu?(a))·Wᵀ + b, the GELU output in a pooled temporary that is released at once.
     static func linearOfActivation(_ a: Tensor, gelu: Bool, _ weight: Tensor, _ bias: Tensor?, into out: UnsafeMutablePointer<Float>,
-                                   n: Int, inF: Int, outF: Int) {
+                                   n: Int, inF: Int, outF: Int, bf16: Bool) {
         let act = gelu ? Storage(count: a.count, zeroed: false) : nil
         if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
         Tensor.linearForwardInPrecision(out: out, inp: act?.pointer ?? a.data, weight: weight, bias: bias?.data, n: n,
-                                        inFeatures: inF, outFeatures: outF)
+                                        inFeatures: inF, outFeatures: outF, bf16: bf16)
     }
 
     /// Backward of `linearOfActivation` given d(out): the GELU output recomputed from `a`, then the
     /// linear's backward (dW, db, d(act)) and GELU's (da += d(act)·gelu'(a)).
     static func backwardLinearOfActivation(_ a: Tensor, gelu: Bool, _ weight: Tensor, _ bias: Tensor?, dout: UnsafePointer<Float>,
-                                           n: Int, inF: Int, outF: Int) {
+                                           n: Int, inF: Int, outF: Int, bf16: Bool) {
         let act = gelu ? Storage(count: a.count, zeroed: false) : nil
         if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
         let dact = gelu && a.requiresGrad ? Storage(count: a.count) : nil  // zeroed: linearBackward accumulates
         Tensor.linearBackwardInPrecision(dinp: gelu ? dact?.pointer : a.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                                         dout: dout, inp: act?.pointer ?? a.data, weight: weight, n: n, inFeatures: inF, outFeatures: outF)
+                                         dout: dout, inp: act?.pointer ?? a.data, weight: weight, n: n, inFeatures: inF, outFeatures: outF,
+                                         bf16: bf16)
         if let dact, let da = a.gradIfNeeded { geluBackward(dinp: da, dout: dact.pointer, inp: a.data, count: a.count) }
     }
 
@@ -39,11 +40,12 @@ extension Tensor {
     public func geluLinear(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
         let (inF, outF, n) = Tensor.linearDimensions("geluLinear", input: shape, weight, bias)
         let out = Tensor(uninitialized: Array(shape.dropLast()) + [outF])
-        Tensor.linearOfActivation(self, gelu: true, weight, bias, into: out.data, n: n, inF: inF, outF: outF)
+        let bf16 = MatmulPrecision.isBF16
+        Tensor.linearOfActivation(self, gelu: true, weight, bias, into: out.data, n: n, inF: inF, outF: outF, bf16: bf16)
         if Tensor.needsGrad(self, weight, bias) {
             let h = self
             out.record([self, weight] + (bias.map { [$0] } ?? [])) { o in
-                Tensor.backwardLinearOfActivation(h, gelu: true, weight, bias, dout: o.gradPointer, n: n, inF: inF, outF: outF)
+                Tensor.backwardLinearOfActivation(h, gelu: true, weight, bias, dout: o.gradPointer, n: n, inF: inF, outF: outF, bf16: bf16)
             }
         }
         return out
@@ -59,6 +61,7 @@ extension Tensor {
         let out = Tensor(uninitialized: Array(shape.dropLast()) + [outF])
         let stats = Storage(count: 2 * rows, zeroed: false)
         let x = self
+        let bf16 = MatmulPrecision.isBF16
         func normalise(into normed: Storage) {
             layerNormForward(out: normed.pointer, mean: stats.pointer, rstd: stats.pointer + rows, inp: x.data,
                              weight: gamma.data, bias: beta.data, rows: rows, cols: c, eps: eps)
@@ -67,7 +70,7 @@ extension Tensor {
             let normed = Storage(count: count, zeroed: false)
             normalise(into: normed)
             Tensor.linearForwardInPrecision(out: out.data, inp: normed.pointer, weight: weight, bias: bias?.data, n: rows,
-                                            inFeatures: c, outFeatures: outF)
+                                            inFeatures: c, outFeatures: outF, bf16: bf16)
         }
         if Tensor.needsGrad(self, gamma, beta, weight, bias) {
             out.record([self, gamma, beta, weight] + (bias.map { [$0] } ?? [])) { o in
@@ -77,7 +80,7 @@ extension Tensor {
                 let dnormed = needNormGrad ? Storage(count: x.count) : nil  // zeroed: linearBackward accumulates
                 Tensor.linearBackwardInPrecision(dinp: dnormed?.pointer, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
                                                  dout: o.gradPointer, inp: normed.pointer, weight: weight, n: rows,
-                                                 inFeatures: c, outFeatures: outF)
+                                                 inFeatures: c, outFeatures: outF, bf16: bf16)
                 if let dnormed {
                     layerNormBackward(dinp: x.gradIfNeeded, dweight: gamma.gradIfNeeded, dbias: beta.gradIfNeeded,
                                       dout: dnormed.pointer, inp: x.data, weight: gamma.data,
@@ -107,9 +110,10 @@ extension Tensor {
         precondition(shape == Array(a.shape.dropLast()) + [outF], "addingLinear: residual \(shape) vs sublayer output \(Array(a.shape.dropLast()) + [outF])")
         let start = rng
         let out = Tensor(uninitialized: shape)
+        let bf16 = MatmulPrecision.isBF16
         do {
             let lin = Storage(count: count, zeroed: false)
-            Tensor.linearOfActivation(a, gelu: gelu, weight, bias, into: lin.pointer, n: n, inF: inF, outF: outF)
+            Tensor.linearOfActivation(a, gelu: gelu, weight, bias, into: lin.pointer, n: n, inF: inF, outF: outF, bf16: bf16)
             let x = data, l = lin.pointer, y = out.data
             if p > 0 { applyDropout(p, rng: &rng, count: count) { i, m in l[i] = l[i] * m } }
             Threading.parallelFor(count, grain: 1 << 14) { r in for i in r { y[i] = x[i] + l[i] } }
@@ -125,7 +129,8 @@ extension Tensor {
                     var r = start
                     applyDropout(p, rng: &r, count: x.count) { i, m in mg[i] = og[i] * m }
                 }
-                Tensor.backwardLinearOfActivation(a, gelu: gelu, weight, bias, dout: masked?.pointer ?? og, n: n, inF: inF, outF: outF)
+                Tensor.backwardLinearOfActivation(a, gelu: gelu, weight, bias, dout: masked?.pointer ?? og, n: n, inF: inF, outF: outF,
+                                                  bf16: bf16)
             }
         }
         return out

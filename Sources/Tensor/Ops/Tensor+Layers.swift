@@ -38,7 +38,8 @@ extension Tensor {
         // otherwise the backward recomputes it.
         let probs = grad && Tensor.keepAttentionProbabilities ? Storage(count: batch * heads * lq * lk, zeroed: false) : nil
         // The GEMM precision is read once: forward and backward use the same one.
-        let bf16 = MatmulPrecision.isBF16
+        let bf16 = MatmulPrecision.isBF16 && !MatmulPrecision.ablated("attention-fp32")
+        let bf16Backward = bf16 && !MatmulPrecision.ablated("backward-fp32")
         if bf16 {
             attentionForwardBF16(out: out.data, probs: probs?.pointer, q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk,
                                  v: v.data + vOff, ldv: ldv, mask: mask?.data, batch: batch, heads: heads, lq: lq, lk: lk,
@@ -51,7 +52,7 @@ extension Tensor {
         if grad {
             let inputs = [q, k, v].reduce(into: [Tensor]()) { acc, t in if !acc.contains(where: { $0 === t }) { acc.append(t) } }
             out.record(inputs) { o in
-                if bf16 {
+                if bf16Backward {
                     attentionBackwardBF16(dq: q.gradIfNeeded.map { $0 + qOff }, dk: k.gradIfNeeded.map { $0 + kOff },
                                           dv: v.gradIfNeeded.map { $0 + vOff }, dout: o.gradPointer, probs: probs.map { UnsafePointer($0.pointer) },
                                           q: q.data + qOff, ldq: ldq, k: k.data + kOff, ldk: ldk, v: v.data + vOff, ldv: ldv,

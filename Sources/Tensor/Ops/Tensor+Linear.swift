@@ -4,13 +4,14 @@ extension Tensor {
     public func linear(_ weight: Tensor, _ bias: Tensor?) -> Tensor {
         let (inF, outF, n) = Tensor.linearDimensions("linear", input: shape, weight, bias)
         let out = Tensor(uninitialized: Array(shape.dropLast()) + [outF])
+        let bf16 = MatmulPrecision.isBF16
         Tensor.linearForwardInPrecision(out: out.data, inp: data, weight: weight, bias: bias?.data, n: n,
-                                        inFeatures: inF, outFeatures: outF)
+                                        inFeatures: inF, outFeatures: outF, bf16: bf16)
         if Tensor.needsGrad(self, weight, bias) {
             out.record([self, weight] + (bias.map { [$0] } ?? [])) { o in
                 Tensor.linearBackwardInPrecision(dinp: self.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
                                                  dout: o.gradPointer, inp: self.data, weight: weight, n: n,
-                                                 inFeatures: inF, outFeatures: outF)
+                                                 inFeatures: inF, outFeatures: outF, bf16: bf16)
             }
         }
         return out

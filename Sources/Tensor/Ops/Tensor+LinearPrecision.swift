@@ -4,9 +4,11 @@
 /// Every linear op (`linear`, `geluLinear`, `layerNormLinear`, `addingLinear`) goes through here.
 extension Tensor {
     /// `out[N,O] = inp[N,I] · weightᵀ + bias` in the current precision.
+    /// `bf16` is `MatmulPrecision.isBF16` as read when the op was recorded (forward and backward
+    /// of one op run in the precision of its forward).
     static func linearForwardInPrecision(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor,
-                                         bias: UnsafePointer<Float>?, n: Int, inFeatures: Int, outFeatures: Int) {
-        if MatmulPrecision.isBF16 {
+                                         bias: UnsafePointer<Float>?, n: Int, inFeatures: Int, outFeatures: Int, bf16: Bool) {
+        if bf16 {
             let w = BF16Weights.operand(weight, backward: false)
             linearForwardBF16(out: out, inp: inp, weight: w.pointer, bias: bias, n: n, inFeatures: inFeatures,
                               outFeatures: outFeatures)
@@ -20,8 +22,13 @@ extension Tensor {
     /// `dinp += dout·W`, `dweight += doutᵀ·inp`, `dbias += Σ dout` in the current precision.
     static func linearBackwardInPrecision(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
                                           dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
-                                          inp: UnsafePointer<Float>, weight: Tensor, n: Int, inFeatures: Int, outFeatures: Int) {
-        if MatmulPrecision.isBF16 {
+                                          inp: UnsafePointer<Float>, weight: Tensor, n: Int, inFeatures: Int, outFeatures: Int,
+                                          bf16: Bool) {
+        if bf16 && MatmulPrecision.ablated("backward-fp32") {
+            BF16Weights.noteBackward()
+            linearBackward(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
+                           inFeatures: inFeatures, outFeatures: outFeatures)
+        } else if bf16 {
             // The bf16 weight is only read for dinp (dweight reads dout and inp).
             let w = dinp == nil ? nil : BF16Weights.operand(weight, backward: true)
             if w == nil { BF16Weights.noteBackward() }
