@@ -89,21 +89,10 @@ final class MPIRunTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mpisignal-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let log = dir + "/train.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
-        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "2", exe, "train", "--config", root.path + "/configs/tiny.yaml",
-                       "--synthetic", "1000", "--batch-size", "4", "--output-dir", dir + "/run", "--log-every", "1", "--max-steps", "500"]
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in mpiEnvironment { env[k] = v }
-        p.environment = env
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        p.standardError = p.standardOutput
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
+        let (p, text) = try startMPIRun(["-n", "2", exe, "train", "--config", root.path + "/configs/tiny.yaml",
+                                         "--synthetic", "1000", "--batch-size", "4", "--output-dir", dir + "/run", "--log-every", "1", "--max-steps", "500"],
+                                        log: dir + "/train.log")
         defer { if p.isRunning { p.terminate() } }
-        let text = { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
         XCTAssertTrue(waitForText("epoch 0 step 3 |", text, while: p), text())
         kill(p.processIdentifier, SIGUSR1)
         p.waitUntilExit()
@@ -118,6 +107,23 @@ final class MPIRunTests: XCTestCase {
 
 /// Writes `micro.yaml` in `dir`: the micro ALBEF (32 px, 2 ViT blocks, 4 BERT layers fused from
 /// layer 2, queue 64) the multi-process tests train.
+/// Starts `mpirun ARGS` (as root, oversubscribed, with `mpiEnvironment`) writing stdout and
+/// stderr to `log`; returns the running process and a reader of the log so far.
+func startMPIRun(_ args: [String], log: String) throws -> (Process, () -> String) {
+    FileManager.default.createFile(atPath: log, contents: nil)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+    p.arguments = ["--allow-run-as-root", "--oversubscribe"] + args
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in mpiEnvironment { env[k] = v }
+    p.environment = env
+    p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+    p.standardError = p.standardOutput
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    return (p, { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" })
+}
+
 func writeMicroConfig(in dir: URL, batchSize: Int = 4, schedular: String = "{sched: constant, epochs: 50}", queueSize: Int = 64,
                       extra: String = "") throws -> URL {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized

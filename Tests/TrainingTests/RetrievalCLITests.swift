@@ -98,21 +98,9 @@ final class RetrievalCLITests: XCTestCase {
         let cfg = try makeSetup(dir)
         let exe = productsDirectory().appendingPathComponent("albef-worker").path
         let out = dir.appendingPathComponent("run").path
-        let log = dir.appendingPathComponent("ft.log").path
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
-        p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "2", exe, "finetune-retrieval", "--config", cfg.path, "--output-dir", out,
-                       "--log-every", "1", "--epochs", "200"]
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in mpiEnvironment { env[k] = v }
-        p.environment = env
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        p.standardError = p.standardOutput
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
+        let (p, text) = try startMPIRun(["-n", "2", exe, "finetune-retrieval", "--config", cfg.path, "--output-dir", out,
+                                         "--log-every", "1", "--epochs", "200"], log: dir.appendingPathComponent("ft.log").path)
         defer { if p.isRunning { p.terminate() } }
-        let text = { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
         XCTAssertTrue(waitForText("epoch 0 step 2 |", text, while: p), text())
         kill(p.processIdentifier, SIGUSR1)
         p.waitUntilExit()
