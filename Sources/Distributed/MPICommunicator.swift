@@ -38,6 +38,15 @@ public final class MPIEnvironment {
         exit(code)
     }
 
+    /// Ends this rank cleanly with `code`: `MPI_Finalize` (every rank must reach it, as after an
+    /// agreed failure), then `exit`. Unlike `abort`, the launcher forwards all output first.
+    public func finalizeAndExit(_ code: Int32) -> Never {
+        fflush(stdout)
+        fflush(stderr)
+        MPI_Finalize()
+        exit(code)
+    }
+
     deinit { MPI_Finalize() }
 }
 

@@ -124,9 +124,12 @@ struct TrainRunOptions: ParsableArguments {
             cfg.accumSteps = layout.accumSteps
             if let note, comm.rank == 0 { print(note) }
         }
-        if resume && coordinator == nil { try adoptLayout(resumingFrom: Checkpointer.latest(outputDir)) }
-        // The overrides and the world size, checked before anything is built.
-        try cfg.validate(worldSize: comm.size)
+        // The overrides and the world size, checked before anything is built (on every rank; a
+        // failure ends the job cleanly on all of them, with the error printed once).
+        try world.agreeOnFailure {
+            if resume && coordinator == nil { try adoptLayout(resumingFrom: Checkpointer.latest(outputDir)) }
+            try cfg.validate(worldSize: comm.size)
+        }
         if (evalEvery ?? cfg.evalEvery) > 0 {
             // The evaluation reads these keys (a pretraining run evaluates with them too).
             let read = ["test_file", "val_file", "image_root", "k_test", "batch_size_test"]
@@ -165,8 +168,10 @@ struct TrainRunOptions: ParsableArguments {
                 let committedDir = agreed.resumeStep > 0
                     ? Checkpointer.directory(outputDir).appendingPathComponent(String(format: "step_%08d", agreed.resumeStep)) : Checkpointer.latest(outputDir)
                 if let d = committedDir, FileManager.default.fileExists(atPath: d.appendingPathComponent("state.json").path) {
-                    try adoptLayout(resumingFrom: d)
-                    try cfg.validate(worldSize: comm.size)
+                    try world.agreeOnFailure(cleanup: { l.close(commitTimeout: 0) }) {
+                        try adoptLayout(resumingFrom: d)
+                        try cfg.validate(worldSize: comm.size)
+                    }
                 }
             }
             if agreed.epochs > 0 && agreed.epochs != cfg.epochs {
@@ -284,6 +289,25 @@ final class WorldSetup {
     func abort(_ code: Int32) -> Never {
         if let mpi { mpi.abort(code) }
         exit(code)
+    }
+
+    /// Runs `body` on every rank and agrees on its outcome with one allgather: when it threw on
+    /// any rank, the failed ranks print their error (rank 0 alone when it failed too, as the ranks
+    /// usually fail alike), `cleanup` runs, and every rank finalizes MPI and exits 1, so the
+    /// launcher forwards the message (an uncoordinated exit lets mpirun kill ranks whose output
+    /// is still on its way). A single process rethrows.
+    func agreeOnFailure(cleanup: () -> Void = {}, _ body: () throws -> Void) throws {
+        var failure: Error?
+        do { try body() } catch { failure = error }
+        guard let mpi else { if let failure { throw failure }; return }
+        let failed = comm.allGather(failure == nil ? 0 : 1)
+        guard failed.contains(1) else { return }
+        if let failure, comm.rank == 0 || failed[0] == 0 {
+            FileHandle.standardError.write(Data("rank \(comm.rank): error: \(failure)\n".utf8))
+        }
+        if comm.rank == 0 { print("\(failed.filter { $0 == 1 }.count) of \(comm.size) rank(s) failed before training; nothing was changed") }
+        cleanup()
+        mpi.finalizeAndExit(1)
     }
 }
 

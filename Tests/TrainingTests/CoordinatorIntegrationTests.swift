@@ -369,17 +369,25 @@ extension CoordinatorIntegrationTests {
         let (train, trainLog) = try startTraining(dir: dir, cfg: cfg, endpoint: endpoint, extra: flags)
         defer { if train.isRunning { _ = killJob(train) } }
         let log = { (try? String(contentsOf: trainLog, encoding: .utf8)) ?? "" }
-        // Kill the ranks a step after checkpoint 15 (a few more run while the kill is on its way).
+        // Kill the ranks a step after checkpoint 15 (a few more run while the kill is on its way),
+        // once the coordinator holds a lease they returned with samples read after the committed
+        // checkpoint: the case under test. The return travels on the client's own thread, so on a
+        // loaded machine it may reach the coordinator a few steps after the log line.
+        let stateURL = dir.appendingPathComponent("coord/state.json")
+        func returnedAfterCheckpoint() -> Bool {
+            guard let d = try? Data(contentsOf: stateURL), let s = try? JSONDecoder().decode(CoordinatorState.self, from: d) else { return false }
+            return s.leases.values.contains { ($0.returnedConsumed ?? 0) > $0.committedOffset }
+        }
         let deadline = Date().addingTimeInterval(180)
-        while Date() < deadline && train.isRunning && !log().contains("epoch 0 step 16 |") { usleep(5_000) }
+        while Date() < deadline && train.isRunning && !(log().contains("epoch 0 step 16 |") && returnedAfterCheckpoint()) { usleep(5_000) }
         XCTAssertTrue(log().contains("epoch 0 step 16 |"), log())
+        XCTAssertTrue(train.isRunning, "the job ended before the kill\n\(log())")
         let rankPids = killJob(train)
         XCTAssertEqual(rankPids.count, ranks, "mpirun's rank processes: \(rankPids)")
         XCTAssertEqual(coord.isRunning, true, "the coordinator keeps running")
         let killedAt = try XCTUnwrap(try loggedSteps(dir).last)
         // What the coordinator holds when the ranks are gone (its snapshot is durable before replies).
         usleep(300_000)
-        let stateURL = dir.appendingPathComponent("coord/state.json")
         let beforeRelaunch = try JSONDecoder().decode(CoordinatorState.self, from: Data(contentsOf: stateURL))
         let resumedFrom = Int(try XCTUnwrap(beforeRelaunch.checkpoints.last?.step, "no checkpoint committed before the kill"))
         XCTAssertGreaterThanOrEqual(resumedFrom, 15)
