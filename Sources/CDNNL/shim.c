@@ -167,6 +167,8 @@ long CDNNL_primitive_count(void) {
     return n;
 }
 
+long CDNNL_thread_scratchpad_bytes(void) { return (long)tl_scratch_bytes; }
+
 static void set_threads(int threads) {
     if (threads < 1) threads = 1;
     if (tl_threads != threads && omp_set_threads) omp_set_threads(threads);

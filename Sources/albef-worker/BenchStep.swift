@@ -1,3 +1,4 @@
+import CKernels
 import ALBEF
 import ArgumentParser
 import Distributed
@@ -86,9 +87,11 @@ struct BenchStep: ParsableCommand {
         let label = name ?? URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
         print(String(format: "params: %d trainable; batch %d, text length %d, image %d, threads %d", trainer.model.online!.count, cfg.batchSize, l,
                      cfg.model.imageRes, threads))
+        print("memory now: " + memoryBreakdown())
         if precisions.contains(.bf16) {
-            print(String(format: "bf16 weight cache: %.0f MiB; conversions %d, hits %d; oneDNN primitives %d", Double(BF16Weights.cachedBytes) / 1048576,
-                         BF16Weights.counters.conversions, BF16Weights.counters.hits, OneDNN.primitiveCount))
+            print(String(format: "bf16 weight cache: %.0f MiB; conversions %d, hits %d; oneDNN primitives %d, scratchpad %.0f MiB", Double(BF16Weights.cachedBytes) / 1048576,
+                         BF16Weights.counters.conversions, BF16Weights.counters.hits, OneDNN.primitiveCount,
+                         Double(OneDNN.threadScratchpadBytes) / 1048576))
         }
         for p in precisions {
             let t = times[p]!, sorted = t.sorted()
@@ -117,4 +120,33 @@ func peakResidentMiB() -> Double {
     var ru = rusage()
     getrusage(RUSAGE_SELF.rawValue, &ru)
     return Double(ru.ru_maxrss) / 1024
+}
+
+/// Resident memory now by kind (/proc/self/smaps_rollup, /proc/self/smaps): anonymous (heap,
+/// pool, JIT code), file-backed (code of the binary and its libraries), and the libraries that
+/// hold most of the latter.
+func memoryBreakdown() -> String {
+    func kb(_ text: String, _ key: String) -> Double {
+        text.split(separator: "\n").first { $0.hasPrefix(key + ":") }.flatMap { Double($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+    }
+    guard let roll = try? String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8) else { return "unavailable" }
+    let rss = kb(roll, "Rss"), anon = kb(roll, "Anonymous")
+    var byFile: [String: Double] = [:]
+    if let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8) {
+        var current = ""
+        for line in smaps.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let first = f.first, first.contains("-"), f.count >= 5 { current = f.count >= 6 ? String(f[5]) : "" }
+            else if line.hasPrefix("Rss:"), current.hasPrefix("/"), f.count >= 2, let v = Double(f[1]) {
+                byFile[URL(fileURLWithPath: current).lastPathComponent, default: 0] += v
+            }
+        }
+    }
+    let top = byFile.sorted { $0.value > $1.value }.prefix(4).map { String(format: "%@ %.0f", $0.key, $0.value / 1024) }.joined(separator: ", ")
+    var inUse = 0, mmapped = 0, freeInHeap = 0
+    ck_malloc_stats(&inUse, &mmapped, &freeInHeap)
+    return String(format: "rss %.0f MiB: anonymous %.0f MiB, file-backed %.0f MiB (%@); malloc: in use %.0f MiB (of it mmapped %.0f MiB), free in its heap %.0f MiB; pool: live %.0f MiB, idle %.0f MiB",
+                  rss / 1024, anon / 1024, (rss - anon) / 1024, top, Double(inUse + mmapped) / 1048576, Double(mmapped) / 1048576,
+                  Double(freeInHeap) / 1048576, Double(BufferPool.shared.liveBytes) / 1048576,
+                  Double(BufferPool.shared.systemBytes - BufferPool.shared.liveBytes) / 1048576)
 }

@@ -41,8 +41,14 @@ func waitForText(_ needle: String, _ text: () -> String, while process: Process?
 }
 
 /// The step `albef-worker train` names in its line for a SIGUSR1 stop, if the log has one.
+/// The step of rank 0's stop line after SIGUSR1: "stopped by User defined signal 1 (10) at step N",
+/// or, when mpirun's forwarded signal reached another rank before rank 0 looked (the ranks agree
+/// on a stop at the next step boundary), "stopped by a signal on another rank at step N".
 func signalStopStep(in log: String) -> Int? {
-    log.components(separatedBy: "stopped by User defined signal 1 (10) at step ").dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) }
+    for line in ["stopped by User defined signal 1 (10) at step ", "stopped by a signal on another rank at step "] {
+        if let s = log.components(separatedBy: line).dropFirst().first.flatMap({ Int($0.prefix { $0.isNumber }) }) { return s }
+    }
+    return nil
 }
 
 let mpiEnvironment = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",

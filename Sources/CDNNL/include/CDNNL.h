@@ -61,6 +61,9 @@ int CDNNL_gemm_bf16_implementation(int trans_a, int trans_b, long m, long n, lon
 /// Number of primitives created so far (each distinct GEMM configuration once).
 long CDNNL_primitive_count(void);
 
+/// Bytes of the calling thread's user scratchpad (the largest any of its GEMMs asked for).
+long CDNNL_thread_scratchpad_bytes(void);
+
 #ifdef __cplusplus
 }
 #endif

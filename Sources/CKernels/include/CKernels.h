@@ -57,6 +57,10 @@ void ck_bf16_to_f32(float *dst, const unsigned short *src, long lo, long hi);
 int ck_cpu_has_avx512_bf16(void);
 int ck_cpu_has_amx_bf16(void);
 
+/// glibc malloc's view (mallinfo2): bytes in use from its heaps, in mmapped chunks, and free in
+/// its heaps. Zeros where unavailable.
+void ck_malloc_stats(size_t *in_use, size_t *mmapped, size_t *free_in_heap);
+
 #ifdef __cplusplus
 }
 #endif

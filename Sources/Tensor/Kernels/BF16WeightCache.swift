@@ -45,7 +45,7 @@ public enum BF16Weights {
 
     /// Whether `w` is cached (see the type's documentation).
     @inline(__always)
-    static func isCacheable(_ w: Tensor) -> Bool { w.requiresGrad && !w.storage.pooled }
+    static func isCacheable(_ w: Tensor) -> Bool { w.requiresGrad && !w.storage.pooled && !MatmulPrecision.ablated("no-weight-cache") }
 
     /// The bf16 copy of `w`'s values (`[O, I]` as stored) for a GEMM in the forward
     /// (`backward: false`) or backward pass. Keep the returned buffer alive during the GEMM.

@@ -31,6 +31,8 @@ public enum OneDNN {
 
     /// Matmul primitives created so far.
     public static var primitiveCount: Int { Int(CDNNL_primitive_count()) }
+    /// Bytes of this thread's oneDNN scratchpad (the largest any of its GEMMs needed).
+    public static var threadScratchpadBytes: Int { Int(CDNNL_thread_scratchpad_bytes()) }
 
     /// The oneDNN implementation a `bf16gemm` with these arguments runs (e.g. "brg:avx512_core_bf16").
     public static func implementation(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
