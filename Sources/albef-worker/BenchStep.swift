@@ -132,21 +132,25 @@ func memoryBreakdown() -> String {
     guard let roll = try? String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8) else { return "unavailable" }
     let rss = kb(roll, "Rss"), anon = kb(roll, "Anonymous")
     var byFile: [String: Double] = [:]
+    var anonExec = 0.0
     if let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8) {
-        var current = ""
+        var current = "", exec = false
         for line in smaps.split(separator: "\n") {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
-            if let first = f.first, first.contains("-"), f.count >= 5 { current = f.count >= 6 ? String(f[5]) : "" }
-            else if line.hasPrefix("Rss:"), current.hasPrefix("/"), f.count >= 2, let v = Double(f[1]) {
-                byFile[URL(fileURLWithPath: current).lastPathComponent, default: 0] += v
+            if let first = f.first, first.contains("-"), f.count >= 5, f[1].count == 4 {
+                current = f.count >= 6 ? String(f[5]) : ""
+                exec = f[1].contains("x")
+            } else if line.hasPrefix("Rss:"), f.count >= 2, let v = Double(f[1]) {
+                if current.hasPrefix("/") { byFile[URL(fileURLWithPath: current).lastPathComponent, default: 0] += v }
+                else if exec { anonExec += v }
             }
         }
     }
     let top = byFile.sorted { $0.value > $1.value }.prefix(4).map { String(format: "%@ %.0f", $0.key, $0.value / 1024) }.joined(separator: ", ")
     var inUse = 0, mmapped = 0, freeInHeap = 0
     ck_malloc_stats(&inUse, &mmapped, &freeInHeap)
-    return String(format: "rss %.0f MiB: anonymous %.0f MiB, file-backed %.0f MiB (%@); malloc: in use %.0f MiB (of it mmapped %.0f MiB), free in its heap %.0f MiB; pool: live %.0f MiB, idle %.0f MiB",
-                  rss / 1024, anon / 1024, (rss - anon) / 1024, top, Double(inUse + mmapped) / 1048576, Double(mmapped) / 1048576,
+    return String(format: "rss %.0f MiB: anonymous %.0f MiB, file-backed %.0f MiB (%@); anonymous executable (JIT code) %.0f MiB; malloc: in use %.0f MiB (of it mmapped %.0f MiB), free in its heap %.0f MiB; pool: live %.0f MiB, idle %.0f MiB",
+                  rss / 1024, anon / 1024, (rss - anon) / 1024, top, anonExec / 1024, Double(inUse + mmapped) / 1048576, Double(mmapped) / 1048576,
                   Double(freeInHeap) / 1048576, Double(BufferPool.shared.liveBytes) / 1048576,
                   Double(BufferPool.shared.systemBytes - BufferPool.shared.liveBytes) / 1048576)
 }
