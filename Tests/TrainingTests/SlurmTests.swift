@@ -161,6 +161,60 @@ final class SlurmTests: XCTestCase {
         XCTAssertEqual((checkpoints.first?["positions"] as? [Any])?.count, 2, "\(String(describing: state))")
     }
 
+    /// `COMMAND=finetune-retrieval`: the same batch script runs Retrieval.py's fine-tuning on the
+    /// corpus's `re_train.json`, `srun --mpi=pmix` with one rank on each node, to the end of its
+    /// two epochs: one MPI world, every step once, a checkpoint at each epoch end (the last one
+    /// `latest`), and `eval_every: 1`'s rank-sliced evaluation of the held-out split after each.
+    func testFinetuneRetrievalOnTwoNodes() throws {
+        let d = try workDir()
+        let out = d.path + "/run-retrieval"
+        let cfg = d.appendingPathComponent("retrieval.yaml")
+        try """
+        train_file: ['\(d.path)/corpus/re_train.json']
+        test_file: '\(d.path)/corpus/heldout.json'
+        image_root: '\(d.path)/corpus'
+        bert_config: '\(Self.root.path)/configs/config_bert_quickstart.json'
+        image_res: 32
+        vision_width: 256
+        vit: {patch_size: 16, depth: 2, num_heads: 4, mlp_ratio: 4}
+        embed_dim: 64
+        batch_size_train: 8
+        batch_size_test: 16
+        max_length: 16
+        queue_size: 64
+        temp: 0.07
+        momentum: 0.95
+        alpha: 0.4
+        distill: true
+        warm_up: true
+        k_test: 4
+        eval_every: 1
+        optimizer: {opt: adamW, lr: 1e-4, weight_decay: 0.02}
+        schedular: {sched: cosine, lr: 1e-4, epochs: 2, min_lr: 1e-5, decay_rate: 1, warmup_lr: 1e-4, warmup_epochs: 1, cooldown_epochs: 0}
+        """.write(to: cfg, atomically: true, encoding: .utf8)
+        let (s, log) = try submit("albef-retrieval", ["--nodes=2", "--ntasks-per-node=1"],
+                                  env: ["OUT": out, "COMMAND": "finetune-retrieval", "CONFIG": cfg.path,
+                                        "CORPUS": d.path + "/corpus/re_train.json", "EXTRA": "--log-every 1", "CHECKPOINT_EVERY": "0"])
+        XCTAssertEqual(s, 0, log)
+        XCTAssertTrue(log.contains("launcher srun, finetune-retrieval, config \(cfg.path)"), log)
+        XCTAssertEqual(count("albef-worker: 2 rank(s)", in: log), 1, log)
+        let perEpoch = try XCTUnwrap(log.components(separatedBy: " iterations/epoch").first?.split(separator: " ").last.flatMap { Int($0) }, log)
+        XCTAssertGreaterThan(perEpoch, 1, log)
+        for step in 1...(2 * perEpoch) {
+            XCTAssertEqual(count("epoch \((step - 1) / perEpoch) step \(step) | loss_ita", in: log), 1, "step \(step)\n\(log)")
+        }
+        XCTAssertTrue(log.contains("finished: 2 epoch(s) at step \(2 * perEpoch)"), log)
+        XCTAssertTrue(log.contains("pretrain.sbatch: training exited with status 0"), log)
+        XCTAssertEqual(checkpointSteps(out), [String(format: "step_%08d", perEpoch), String(format: "step_%08d", 2 * perEpoch)])
+        XCTAssertEqual(latest(out), String(format: "step_%08d", 2 * perEpoch))
+        let evals = try String(contentsOfFile: out + "/eval.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(evals.count, 2, "one evaluation per epoch end\n\(log)")
+        let last = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(evals[1].utf8)) as? [String: Any])
+        XCTAssertEqual(last["step"] as? Int, 2 * perEpoch, "\(last)")
+        XCTAssertNotNil(last["test/txt_r1"] as? Double, "\(last)")
+        XCTAssertTrue(log.contains("eval after epoch 1 (step \(2 * perEpoch)): test/txt_r1"), log)
+    }
+
     /// A corpus that does not exist fails the job at once with the file named and how to make one.
     func testMissingCorpusFailsWithTheFix() throws {
         let d = try workDir()
