@@ -314,12 +314,17 @@ final class WorldSetup {
 /// `Retrieval.py`'s `checkpoint_best.pth`: after each epoch-end evaluation, rank 0 copies the
 /// epoch's `model.safetensors` to `OUTPUT/checkpoint_best/model.safetensors` when its selection
 /// metric (val r_mean) beats the best so far (`OUTPUT/checkpoint_best/best.json`, so a resumed run
-/// keeps comparing against it). Written under a temporary name and renamed.
+/// keeps comparing against it). Written under a temporary name and renamed into place; at every
+/// moment either the previous best or the new one is complete on disk.
 enum BestCheckpoint {
     static func offer(output: String, checkpoint: URL, epochsDone: Int, step: Int, metric: String, value: Double) throws {
         let fm = FileManager.default
         let dir = URL(fileURLWithPath: output).appendingPathComponent("checkpoint_best")
         let record = dir.appendingPathComponent("best.json")
+        // The previous best, set aside while the new one is renamed into place (below); a crash
+        // between those two renames leaves it here, and it is put back before anything else.
+        let previous = URL(fileURLWithPath: output).appendingPathComponent(".previous-checkpoint_best")
+        if !fm.fileExists(atPath: dir.path) && fm.fileExists(atPath: previous.path) { try fm.moveItem(at: previous, to: dir) }
         if let d = fm.contents(atPath: record.path), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
            let best = o["value"] as? Double, best >= value {
             return
@@ -331,8 +336,12 @@ enum BestCheckpoint {
         let o: [String: Any] = ["epoch": epochsDone - 1, "step": step, "metric": metric, "value": value, "checkpoint": checkpoint.path]
         try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
             .write(to: tmp.appendingPathComponent("best.json"))
-        try? fm.removeItem(at: dir)
+        if fm.fileExists(atPath: dir.path) {
+            try? fm.removeItem(at: previous)
+            try fm.moveItem(at: dir, to: previous)
+        }
         try fm.moveItem(at: tmp, to: dir)
+        try? fm.removeItem(at: previous)
         print("checkpoint_best: epoch \(epochsDone - 1) (\(metric) \(String(format: "%.2f", value))) → \(dir.path)/model.safetensors")
     }
 }
