@@ -319,6 +319,43 @@ final class BF16Tests: XCTestCase {
         BF16Weights.clear()
     }
 
+    /// The half-backward ablations: `backward-dinp-fp32` gives the input gradient of fp32 mode and
+    /// the weight gradient of bf16 mode, `backward-dweight-fp32` the other way round; the forward is
+    /// bf16's in both.
+    func testBackwardHalfAblationsSplitTheTwoGEMMs() throws {
+        try requireBF16()
+        let x = randomTensor([6, 9], seed: 11), w = randomTensor([4, 9], seed: 12), b = randomTensor([4], seed: 13)
+        for t in [x, w, b] { t.requiresGrad = true }
+        func run() -> (y: [Float], gx: [Float], gw: [Float]) {
+            for t in [x, w, b] { t.zeroGrad() }
+            let y = x.linear(w, b)
+            (y * y).sum().backward()
+            return (y.scalars, x.grad!.scalars, w.grad!.scalars)
+        }
+        let saved = MatmulPrecision.ablations
+        defer { MatmulPrecision.ablations = saved; MatmulPrecision.set(.fp32) }
+        MatmulPrecision.ablations = []
+        let fp32 = MatmulPrecision.with(.fp32) { run() }!
+        MatmulPrecision.set(.bf16)
+        let bf = run()
+        XCTAssertNotEqual(bf.gx, fp32.gx)
+        XCTAssertNotEqual(bf.gw, fp32.gw)
+        MatmulPrecision.ablations = ["backward-dinp-fp32"]
+        let dinp = run()
+        MatmulPrecision.ablations = ["backward-dweight-fp32"]
+        let dweight = run()
+        XCTAssertEqual(dinp.y, bf.y)
+        XCTAssertEqual(dweight.y, bf.y)
+        // dout = 2y is bf16's in all three, so each half equals the fp32 kernel on the same dout.
+        let dout = bf.y.map { 2 * $0 }
+        var gx = [Float](repeating: 0, count: 54), gw = [Float](repeating: 0, count: 36)
+        linearBackward(dinp: &gx, dweight: &gw, dbias: nil, dout: dout, inp: x.scalars, weight: w.scalars, n: 6, inFeatures: 9, outFeatures: 4)
+        XCTAssertEqual(dinp.gx, gx, "backward-dinp-fp32: the input gradient in fp32")
+        XCTAssertEqual(dinp.gw, bf.gw, "backward-dinp-fp32: the weight gradient in bf16")
+        XCTAssertEqual(dweight.gx, bf.gx, "backward-dweight-fp32: the input gradient in bf16")
+        XCTAssertEqual(dweight.gw, gw, "backward-dweight-fp32: the weight gradient in fp32")
+    }
+
     /// fp32 stays the default, and switching bf16 on and off leaves fp32 results bit-identical
     /// to the fp32 kernels called directly.
     func testFP32IsTheDefaultAndUnchanged() throws {

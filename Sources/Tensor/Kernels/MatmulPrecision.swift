@@ -65,7 +65,8 @@ public enum MatmulPrecision {
     /// Ablations of the bf16 policy (environment `ALBEF_BF16_ABLATE`, comma-separated; for
     /// experiments only, read once): `backward-fp32` runs every GEMM's backward in fp32,
     /// `momentum-fp32` the momentum encoders' forward, `itc-fp32` the ITC projections,
-    /// `attention-fp32` the attention matmuls, `no-weight-cache` converts the trainable weights
+    /// `attention-fp32` the attention matmuls, `backward-dinp-fp32` / `backward-dweight-fp32` one
+    /// of a linear layer's two backward GEMMs (input gradient / weight gradient), `no-weight-cache` converts the trainable weights
     /// at every GEMM instead of once per step (memory analysis: the cache's share of the RSS).
     nonisolated(unsafe) public static var ablations: Set<String> = {
         guard let v = getenv("ALBEF_BF16_ABLATE") else { return [] }

@@ -28,6 +28,28 @@ extension Tensor {
             BF16Weights.noteBackward()
             linearBackward(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
                            inFeatures: inFeatures, outFeatures: outFeatures)
+        } else if bf16 && (MatmulPrecision.ablated("backward-dinp-fp32") || MatmulPrecision.ablated("backward-dweight-fp32")) {
+            // One of the two backward GEMMs in fp32, the other in bf16 (experiments only).
+            let dinpFP32 = MatmulPrecision.ablated("backward-dinp-fp32")
+            BF16Weights.noteBackward()
+            if let dinp {
+                if dinpFP32 {
+                    linearBackward(dinp: dinp, dweight: nil, dbias: nil, dout: dout, inp: inp, weight: weight.data, n: n,
+                                   inFeatures: inFeatures, outFeatures: outFeatures)
+                } else {
+                    let w = BF16Weights.operand(weight, backward: true)
+                    linearBackwardBF16(dinp: dinp, dweight: nil, dbias: nil, dout: dout, inp: inp, weight: UnsafePointer(w.pointer), n: n,
+                                       inFeatures: inFeatures, outFeatures: outFeatures)
+                    withExtendedLifetime(w) {}
+                }
+            }
+            if dinpFP32 {
+                linearBackwardBF16(dinp: nil, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: nil, n: n,
+                                   inFeatures: inFeatures, outFeatures: outFeatures)
+            } else {
+                linearBackward(dinp: nil, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
+                               inFeatures: inFeatures, outFeatures: outFeatures)
+            }
         } else if bf16 {
             // The bf16 weight is only read for dinp (dweight reads dout and inp).
             let w = dinp == nil ? nil : BF16Weights.operand(weight, backward: true)
