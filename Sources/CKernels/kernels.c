@@ -105,14 +105,3 @@ void ck_softmax_backward(float *dinp, const float *dout, const float *out, long 
     DISPATCH(softmax_backward, dinp, dout, out, lo, hi, cols);
 }
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-void ck_malloc_stats(size_t *in_use, size_t *mmapped, size_t *free_in_heap) {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
-    struct mallinfo2 m = mallinfo2();
-    *in_use = m.uordblks; *mmapped = m.hblkhd; *free_in_heap = m.fordblks;
-#else
-    *in_use = 0; *mmapped = 0; *free_in_heap = 0;
-#endif
-}

@@ -110,7 +110,7 @@ struct BenchStep: ParsableCommand {
 
 /// Resident set size now (from /proc/self/statm), MiB.
 func residentMiB() -> Double {
-    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+    guard let s = procFile("/proc/self/statm"),
           let pages = s.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
     return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1048576
 }
@@ -122,6 +122,14 @@ func peakResidentMiB() -> Double {
     return Double(ru.ru_maxrss) / 1024
 }
 
+/// A /proc file read to its end (`String(contentsOfFile:)` trusts the size stat reports, 0 there,
+/// and returns only the first chunk of a long one such as smaps).
+func procFile(_ path: String) -> String? {
+    guard let h = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? h.close() }
+    return String(decoding: h.readDataToEndOfFile(), as: UTF8.self)
+}
+
 /// Resident memory now by kind (/proc/self/smaps_rollup, /proc/self/smaps): anonymous (heap,
 /// pool, JIT code), file-backed (code of the binary and its libraries), and the libraries that
 /// hold most of the latter.
@@ -129,11 +137,11 @@ func memoryBreakdown() -> String {
     func kb(_ text: String, _ key: String) -> Double {
         text.split(separator: "\n").first { $0.hasPrefix(key + ":") }.flatMap { Double($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
     }
-    guard let roll = try? String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8) else { return "unavailable" }
+    guard let roll = procFile("/proc/self/smaps_rollup") else { return "unavailable" }
     let rss = kb(roll, "Rss"), anon = kb(roll, "Anonymous")
     var byFile: [String: Double] = [:]
     var anonExec = 0.0
-    if let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8) {
+    if let smaps = procFile("/proc/self/smaps") {
         var current = "", exec = false
         for line in smaps.split(separator: "\n") {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)

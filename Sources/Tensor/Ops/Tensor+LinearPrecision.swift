@@ -24,43 +24,30 @@ extension Tensor {
                                           dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                                           inp: UnsafePointer<Float>, weight: Tensor, n: Int, inFeatures: Int, outFeatures: Int,
                                           bf16: Bool) {
-        if bf16 && MatmulPrecision.ablated("backward-fp32") {
-            BF16Weights.noteBackward()
-            linearBackward(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
-                           inFeatures: inFeatures, outFeatures: outFeatures)
-        } else if bf16 && (MatmulPrecision.ablated("backward-dinp-fp32") || MatmulPrecision.ablated("backward-dweight-fp32")) {
-            // One of the two backward GEMMs in fp32, the other in bf16 (experiments only).
-            let dinpFP32 = MatmulPrecision.ablated("backward-dinp-fp32")
-            BF16Weights.noteBackward()
-            if let dinp {
-                if dinpFP32 {
-                    linearBackward(dinp: dinp, dweight: nil, dbias: nil, dout: dout, inp: inp, weight: weight.data, n: n,
+        // Each of the two GEMMs in bf16 unless an ablation keeps it in fp32 (`backward-fp32`: both).
+        let ablatedBoth = bf16 && MatmulPrecision.ablated("backward-fp32")
+        let dinpBF16 = bf16 && !ablatedBoth && !MatmulPrecision.ablated("backward-dinp-fp32")
+        let dweightBF16 = bf16 && !ablatedBoth && !MatmulPrecision.ablated("backward-dweight-fp32")
+        // The bf16 weight is only read for dinp (dweight reads dout and inp); its lookup marks the
+        // backward pass for the weight cache, else this does.
+        if bf16 && !(dinpBF16 && dinp != nil) { BF16Weights.noteBackward() }
+        func gemms(bf16: Bool, dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
+            if bf16 {
+                let w = dinp == nil ? nil : BF16Weights.operand(weight, backward: true)
+                linearBackwardBF16(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp,
+                                   weight: w.map { UnsafePointer($0.pointer) }, n: n,
                                    inFeatures: inFeatures, outFeatures: outFeatures)
-                } else {
-                    let w = BF16Weights.operand(weight, backward: true)
-                    linearBackwardBF16(dinp: dinp, dweight: nil, dbias: nil, dout: dout, inp: inp, weight: UnsafePointer(w.pointer), n: n,
-                                       inFeatures: inFeatures, outFeatures: outFeatures)
-                    withExtendedLifetime(w) {}
-                }
-            }
-            if dinpFP32 {
-                linearBackwardBF16(dinp: nil, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: nil, n: n,
-                                   inFeatures: inFeatures, outFeatures: outFeatures)
+                withExtendedLifetime(w) {}
             } else {
-                linearBackward(dinp: nil, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
+                linearBackward(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
                                inFeatures: inFeatures, outFeatures: outFeatures)
             }
-        } else if bf16 {
-            // The bf16 weight is only read for dinp (dweight reads dout and inp).
-            let w = dinp == nil ? nil : BF16Weights.operand(weight, backward: true)
-            if w == nil { BF16Weights.noteBackward() }
-            linearBackwardBF16(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp,
-                               weight: w.map { UnsafePointer($0.pointer) }, n: n,
-                               inFeatures: inFeatures, outFeatures: outFeatures)
-            withExtendedLifetime(w) {}
+        }
+        if dinpBF16 == dweightBF16 {
+            gemms(bf16: dinpBF16, dinp: dinp, dweight: dweight, dbias: dbias)
         } else {
-            linearBackward(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
-                           inFeatures: inFeatures, outFeatures: outFeatures)
+            gemms(bf16: dinpBF16, dinp: dinp, dweight: nil, dbias: nil)
+            gemms(bf16: dweightBF16, dinp: nil, dweight: dweight, dbias: dbias)
         }
     }
 }
