@@ -22,6 +22,9 @@ public final class Tensor {
     public var gradientBinder: ((Tensor) -> Void)?
     var parents: [Tensor] = []
     var backwardFn: ((Tensor) -> Void)?
+    /// In bf16 mode, linear layers with this tensor as their weight compute its gradient
+    /// (`dW += doutᵀ·inp`) in fp32 instead of on bf16 operands (config `bf16_fp32_weight_grads`).
+    public var weightGradFP32 = false
     /// Debug name (parameters carry their state_dict key).
     public var name: String?
 

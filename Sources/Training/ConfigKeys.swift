@@ -12,7 +12,7 @@ enum ConfigKeys {
         "": ["bert_config", "bert", "image_res", "vision_width", "embed_dim", "batch_size", "temp", "mlm_probability",
              "queue_size", "momentum", "alpha", "max_length", "alpha_ramp_epochs", "train_file", "augment", "vocab",
              "text_init", "vision_init", "checkpoint", "vit", "optimizer", "schedular", "scheduler",
-             "max_image_pixels", "max_bad_fraction", "accum_steps", "grad_reduce", "grad_overlap", "grad_topology", "grad_bucket_mb", "precision", "eval_every"],
+             "max_image_pixels", "max_bad_fraction", "accum_steps", "grad_reduce", "grad_overlap", "grad_topology", "grad_bucket_mb", "precision", "bf16_fp32_weight_grads", "eval_every"],
         "augment": ["crop_scale", "flip", "randaugment", "flip_swaps_left_right"],
         "vit": ["patch_size", "depth", "num_heads", "mlp_ratio"],
         "optimizer": ["opt", "lr", "weight_decay", "in_backward", "pretrained_lr_mult"],

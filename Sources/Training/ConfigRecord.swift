@@ -38,7 +38,7 @@ public struct ConfigRecord: Codable, Equatable, Sendable {
             "bert.hidden_dropout_prob": "\(m.bert.hiddenDropoutProb)", "bert.attention_probs_dropout_prob": "\(m.bert.attentionProbsDropoutProb)",
             "train_file": c.trainFiles.joined(separator: ", "), "grad_reduce": c.gradReduceBF16 ? "bf16" : "fp32",
             "grad_topology": c.gradHierarchical ? "hierarchical" : "flat",
-            "precision": c.precision.rawValue, "task": c.task.rawValue,
+            "precision": c.precision.rawValue, "bf16_fp32_weight_grads": c.bf16FP32WeightGrads.joined(separator: ", "), "task": c.task.rawValue,
         ]
     }
 }

@@ -354,6 +354,15 @@ final class BF16Tests: XCTestCase {
         XCTAssertEqual(dinp.gw, bf.gw, "backward-dinp-fp32: the weight gradient in bf16")
         XCTAssertEqual(dweight.gx, bf.gx, "backward-dweight-fp32: the input gradient in bf16")
         XCTAssertEqual(dweight.gw, gw, "backward-dweight-fp32: the weight gradient in fp32")
+        // The learning policy's per-weight flag (`bf16_fp32_weight_grads`) is the same split,
+        // for the flagged weight only.
+        MatmulPrecision.ablations = []
+        w.weightGradFP32 = true
+        defer { w.weightGradFP32 = false }
+        let flagged = run()
+        XCTAssertEqual(flagged.y, bf.y)
+        XCTAssertEqual(flagged.gx, bf.gx, "weightGradFP32: the input gradient in bf16")
+        XCTAssertEqual(flagged.gw, gw, "weightGradFP32: the weight gradient in fp32")
     }
 
     /// fp32 stays the default, and switching bf16 on and off leaves fp32 results bit-identical

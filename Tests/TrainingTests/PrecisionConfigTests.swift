@@ -3,6 +3,7 @@ import XCTest
 @testable import Tensor
 @testable import Training
 import Distributed
+import ALBEF
 
 /// The `precision` config key: fp32 by default, bf16 when asked, anything else an error that
 /// names the key, the file and the allowed values; a typo of the key gets a suggestion.
@@ -24,6 +25,44 @@ final class PrecisionConfigTests: XCTestCase {
         XCTAssertThrowsError(try TrainConfig.load(write("precison: bf16\n"))) { e in
             XCTAssertTrue("\(e)".contains("did you mean 'precision'"), "\(e)")
         }
+    }
+
+    /// `bf16_fp32_weight_grads`: the default covers the text side; a list set in the file replaces
+    /// it (`[]`: none); a name matching no parameter, or a value that is not a list of names, is
+    /// an error naming the key and the file. Applied to a model, exactly the parameters under
+    /// the names are flagged, a tied weight through any of its keys.
+    func testBF16WeightGradPolicy() throws {
+        let d = try TrainConfig.load(write("precision: bf16\n"))
+        XCTAssertEqual(d.bf16FP32WeightGrads, ["text_encoder", "vision_proj", "text_proj", "itm_head"])
+        XCTAssertEqual(try TrainConfig.load(write("bf16_fp32_weight_grads: []\n")).bf16FP32WeightGrads, [])
+        let bad = try write("bf16_fp32_weight_grads: text_encoder\n")
+        XCTAssertThrowsError(try TrainConfig.load(bad)) { e in
+            XCTAssertTrue("\(e)".contains("bf16_fp32_weight_grads") && "\(e)".contains(bad) && "\(e)".contains("list"), "\(e)")
+        }
+        var c = TrainConfig.testMicro(batchSize: 4, queueSize: 32, dropout: 0)
+        let model = ALBEFPretrain(c.model, seed: 1)
+        let params = model.namedParameters()
+        func flagged() -> Set<String> { Set(params.filter { $0.1.weightGradFP32 }.map(\.0)) }
+        let matched = try c.applyBF16WeightGradPolicy(to: model)
+        XCTAssertEqual(matched.map(\.name), ["text_encoder", "vision_proj", "text_proj", "itm_head"])
+        XCTAssertTrue(flagged().contains("text_encoder.bert.encoder.layer.0.attention.self.query.weight"))
+        XCTAssertTrue(flagged().contains("vision_proj.weight"))
+        XCTAssertFalse(flagged().contains { $0.hasPrefix("visual_encoder.") }, "the vision encoder's stay bf16")
+        XCTAssertFalse(flagged().contains { $0.hasPrefix("text_encoder_m.") || $0.hasPrefix("vision_proj_m.") }, "momentum weights have no gradient")
+        c.bf16FP32WeightGrads = ["visual_encoder.blocks.0"]
+        c.explicitBF16FP32WeightGrads = true
+        XCTAssertEqual(try c.applyBF16WeightGradPolicy(to: model).map(\.matrices), [4])
+        XCTAssertTrue(flagged().allSatisfy { $0.hasPrefix("visual_encoder.blocks.0.") } && !flagged().isEmpty, "\(flagged())")
+        c.bf16FP32WeightGrads = ["text_encoder.cls.predictions.decoder"]
+        try c.applyBF16WeightGradPolicy(to: model)
+        XCTAssertTrue(flagged().contains("text_encoder.bert.embeddings.word_embeddings.weight"), "tied to the decoder: \(flagged())")
+        c.bf16FP32WeightGrads = ["text_encoders"]
+        XCTAssertThrowsError(try c.applyBF16WeightGradPolicy(to: model)) { e in
+            XCTAssertTrue("\(e)".contains("'text_encoders' names no parameter") && "\(e)".contains("visual_encoder"), "\(e)")
+        }
+        c.bf16FP32WeightGrads = []
+        try c.applyBF16WeightGradPolicy(to: model)
+        XCTAssertEqual(flagged(), [])
     }
 
     /// Two in-process ranks training in bf16 keep bit-identical weights (gradients are averaged

@@ -19,7 +19,9 @@ extension Tensor {
         }
     }
 
-    /// `dinp += dout·W`, `dweight += doutᵀ·inp`, `dbias += Σ dout` in the current precision.
+    /// `dinp += dout·W`, `dweight += doutᵀ·inp`, `dbias += Σ dout` in the current precision; in
+    /// bf16 the weight gradient runs in fp32 when `weight.weightGradFP32` (the learning policy,
+    /// `bf16_fp32_weight_grads`).
     static func linearBackwardInPrecision(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
                                           dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                                           inp: UnsafePointer<Float>, weight: Tensor, n: Int, inFeatures: Int, outFeatures: Int,
@@ -27,7 +29,7 @@ extension Tensor {
         // Each of the two GEMMs in bf16 unless an ablation keeps it in fp32 (`backward-fp32`: both).
         let ablatedBoth = bf16 && MatmulPrecision.ablated("backward-fp32")
         let dinpBF16 = bf16 && !ablatedBoth && !MatmulPrecision.ablated("backward-dinp-fp32")
-        let dweightBF16 = bf16 && !ablatedBoth && !MatmulPrecision.ablated("backward-dweight-fp32")
+        let dweightBF16 = bf16 && !ablatedBoth && !weight.weightGradFP32 && !MatmulPrecision.ablated("backward-dweight-fp32")
         // The bf16 weight is only read for dinp (dweight reads dout and inp); its lookup marks the
         // backward pass for the weight cache, else this does.
         if bf16 && !(dinpBF16 && dinp != nil) { BF16Weights.noteBackward() }
