@@ -22,6 +22,17 @@ struct BenchStep: ParsableCommand {
     @Option(help: "GEMM precision: fp32, bf16, or both (each round runs one fp32 and one bf16 step on the same trainer, side by side; ratios are medians of the per-round ratios).")
     var precision: String = "fp32"
 
+    @Option(help: "bf16 weight gradients: config (the config's bf16_fp32_weight_grads), bf16 (every GEMM in bf16, autocast's policy), or both (each round runs a bf16 step with each, side by side).")
+    var weightGrads: String = "config"
+
+    /// One measured configuration: a precision and, in bf16, the weight-gradient policy.
+    struct Variant: Hashable {
+        var precision: Precision
+        /// bf16 weight gradients of every module (`bf16_fp32_weight_grads: []`).
+        var allBF16WeightGrads = false
+        var label: String { precision == .fp32 ? "fp32" : allBF16WeightGrads ? "bf16 weight_grads=bf16" : "bf16" }
+    }
+
     func run() throws {
         Threading.setThreads(threads)
         let precisions: [Precision]
@@ -35,6 +46,13 @@ struct BenchStep: ParsableCommand {
             if let warning = MatmulPrecision.set(.bf16) { throw ValidationError("--precision bf16: \(warning)") }
             print("bf16 backend: \(MatmulPrecision.cpu)")
         }
+        guard ["config", "bf16", "both"].contains(weightGrads) else { throw ValidationError("--weight-grads must be config, bf16 or both, got '\(weightGrads)'") }
+        var variants: [Variant] = []
+        for p in precisions {
+            if p == .fp32 { variants.append(Variant(precision: .fp32)); continue }
+            if weightGrads != "bf16" { variants.append(Variant(precision: .bf16)) }
+            if weightGrads != "config" { variants.append(Variant(precision: .bf16, allBF16WeightGrads: true)) }
+        }
         MatmulPrecision.set(precisions[0])
         var cfg = try TrainConfig.load(config)
         if let b = batchSize { cfg.batchSize = b }
@@ -43,21 +61,27 @@ struct BenchStep: ParsableCommand {
         if cfg.model.queueSize % cfg.batchSize != 0 { cfg.model.queueSize = (cfg.model.queueSize / cfg.batchSize + 1) * cfg.batchSize }
         let comm = LocalWorld(size: 1).communicators()[0]
         let trainer = try Trainer(config: cfg, comm: comm, seed: 1)
+        var autocastPolicy = cfg
+        autocastPolicy.bf16FP32WeightGrads = []
+        if variants.contains(where: { $0.precision == .bf16 && !$0.allBF16WeightGrads }) {
+            print("bf16 weight gradients in fp32 for: " + (cfg.bf16FP32WeightGrads.isEmpty ? "none" : cfg.bf16FP32WeightGrads.joined(separator: ", ")))
+        }
         let data = SyntheticBatches(batchSize: cfg.batchSize, length: l, imageRes: cfg.model.imageRes, vocabSize: cfg.model.bert.vocabSize, seed: 2)
         let batches = (0..<2).map { data.batch(rank: 0, step: $0) }
         print(String(format: "after init: rss %.0f MiB, peak %.0f MiB", residentMiB(), peakResidentMiB()))
-        var times: [Precision: [Double]] = [:], fwd: [Precision: [Double]] = [:], bwd: [Precision: [Double]] = [:], opt: [Precision: [Double]] = [:]
-        var flops: [Precision: Int] = [:]
-        var ratios: [Double] = []
+        var times: [Variant: [Double]] = [:], fwd: [Variant: [Double]] = [:], bwd: [Variant: [Double]] = [:], opt: [Variant: [Double]] = [:]
+        var flops: [Variant: Int] = [:]
+        var ratios: [Double] = [], policyRatios: [Double] = []
         for s in 0..<(warmup + steps) {
             if s == warmup {
                 FlopCounter.enabled = true
                 FlopCounter.byShape = ProcessInfo.processInfo.environment["ALBEF_GEMM_SHAPES"] != nil
                 _ = FlopCounter.take()
             }
-            var round: [Precision: Double] = [:]
-            for p in precisions {
-                MatmulPrecision.set(p)
+            var round: [Variant: Double] = [:]
+            for p in variants {
+                MatmulPrecision.set(p.precision)
+                if weightGrads == "both" || p.allBF16WeightGrads { try (p.allBF16WeightGrads ? autocastPolicy : cfg).applyBF16WeightGradPolicy(to: trainer.model) }
                 let m = try trainer.step(batches[s % 2], epoch: 1, iteration: s, iterationsPerEpoch: 1000)
                 if s >= warmup {
                     times[p, default: []].append(m.stepSeconds); fwd[p, default: []].append(m.forwardSeconds)
@@ -65,16 +89,17 @@ struct BenchStep: ParsableCommand {
                     flops[p, default: 0] += FlopCounter.take()
                     round[p] = m.stepSeconds
                 }
-                let tag = precisions.count > 1 ? " [\(p.rawValue)]" : ""
+                let tag = variants.count > 1 ? " [\(p.label)]" : ""
                 print(String(format: "step %d%@: %.3f s (forward %.3f, backward %.3f, optimizer %.3f) loss %.4f rss %.0f MiB peak %.0f MiB; pool: peak live %.0f MiB, from system %.0f MiB",
                              s, tag, m.stepSeconds, m.forwardSeconds, m.backwardSeconds, m.optimizerSeconds, m.loss, residentMiB(), peakResidentMiB(),
                              Double(BufferPool.shared.peakLiveBytes) / 1048576, Double(BufferPool.shared.systemBytes) / 1048576))
             }
-            if let a = round[.fp32], let b = round[.bf16] { ratios.append(b / a) }
+            if let a = round[Variant(precision: .fp32)], let b = round[Variant(precision: .bf16)] ?? round[Variant(precision: .bf16, allBF16WeightGrads: true)] { ratios.append(b / a) }
+            if let a = round[Variant(precision: .bf16, allBF16WeightGrads: true)], let b = round[Variant(precision: .bf16)] { policyRatios.append(b / a) }
         }
         if FlopCounter.byShape {
             for (k, v) in FlopCounter.shapes.sorted(by: { $0.value.flops > $1.value.flops }).prefix(25) {
-                print(String(format: "  gemm %@: %d calls, %.2f GFLOP/step", k, v.calls / (steps * precisions.count), Double(v.flops) / Double(steps * precisions.count) / 1e9))
+                print(String(format: "  gemm %@: %d calls, %.2f GFLOP/step", k, v.calls / (steps * variants.count), Double(v.flops) / Double(steps * variants.count) / 1e9))
             }
         }
         if getenv("ALBEF_POOL_TRACE") != nil {
@@ -93,9 +118,9 @@ struct BenchStep: ParsableCommand {
                          BF16Weights.counters.conversions, BF16Weights.counters.hits, OneDNN.primitiveCount,
                          Double(OneDNN.threadScratchpadBytes) / 1048576))
         }
-        for p in precisions {
+        for p in variants {
             let t = times[p]!, sorted = t.sorted()
-            let suffix = precisions.count > 1 || p != .fp32 ? " precision=\(p.rawValue)" : ""
+            let suffix = variants.count > 1 || p.precision != .fp32 ? " precision=\(p.label)" : ""
             print(String(format: "split%@ (median): forward %.3f s, backward %.3f s, optimizer+EMA %.3f s", suffix, med(fwd[p]!), med(bwd[p]!), med(opt[p]!)))
             print(String(format: "step: config=%@%@ median_s=%.3f min_s=%.3f max_s=%.3f peak_rss_mib=%.0f gflops=%.1f", label, suffix, med(t), sorted.first!,
                          sorted.last!, rssMiB, Double(flops[p] ?? 0) / t.reduce(0, +) / 1e9))
@@ -103,6 +128,10 @@ struct BenchStep: ParsableCommand {
         if !ratios.isEmpty {
             print(String(format: "step: config=%@ bf16_vs_fp32 median_ratio=%.3f (per-round ratios %@)", label, med(ratios),
                          ratios.map { String(format: "%.3f", $0) }.joined(separator: " ")))
+        }
+        if !policyRatios.isEmpty {
+            print(String(format: "step: config=%@ bf16 weight_grads config_vs_bf16 median_ratio=%.3f (per-round ratios %@)", label, med(policyRatios),
+                         policyRatios.map { String(format: "%.3f", $0) }.joined(separator: " ")))
         }
         MatmulPrecision.set(.fp32)
     }
