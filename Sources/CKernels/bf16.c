@@ -101,3 +101,34 @@ int ck_cpu_has_amx_bf16(void) {
     return 0;
 #endif
 }
+
+// Weights split in place (see CKernels.h): hi = top half of (u + 0x8000), lo = u − (hi << 16),
+// which lies in [−0x8000, 0x7fff] and so fits an int16; u = (hi << 16) + lo exactly.
+void ck_bf16_split_rows(float *w, long cols, long lo, long hi, float *tmp) {
+    for (long r = lo; r < hi; r++) {
+        float *row = w + r * cols;
+        memcpy(tmp, row, (size_t)cols * 4);
+        const uint32_t *u = (const uint32_t *)tmp;
+        uint16_t *h = (uint16_t *)row, *l = h + cols;
+        for (long j = 0; j < cols; j++) {
+            uint32_t top = (u[j] + 0x8000u) >> 16;
+            h[j] = (uint16_t)top;
+            l[j] = (uint16_t)(u[j] - (top << 16));
+        }
+    }
+}
+
+void ck_bf16_join_rows(float *w, long cols, long lo, long hi, float *tmp) {
+    for (long r = lo; r < hi; r++) {
+        float *row = w + r * cols;
+        const uint16_t *h = (const uint16_t *)row, *l = h + cols;
+        uint32_t *u = (uint32_t *)tmp;
+        for (long j = 0; j < cols; j++) u[j] = ((uint32_t)h[j] << 16) + (uint32_t)(int32_t)(int16_t)l[j];
+        memcpy(row, tmp, (size_t)cols * 4);
+    }
+}
+
+void ck_f32_to_bf16_half_up(unsigned short *dst, const float *src, long lo, long hi) {
+    const uint32_t *u = (const uint32_t *)src;
+    for (long i = lo; i < hi; i++) dst[i] = (uint16_t)((u[i] + 0x8000u) >> 16);
+}

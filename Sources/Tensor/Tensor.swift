@@ -25,6 +25,10 @@ public final class Tensor {
     /// In bf16 mode, linear layers with this tensor as their weight compute its gradient
     /// (`dW += doutᵀ·inp`) in fp32 instead of on bf16 operands (config `bf16_fp32_weight_grads`).
     public var weightGradFP32 = false
+    /// In bf16 mode this weight may be split in place into bf16 high and int16 low halves during
+    /// a step (`BF16Weights`): set for the weights whose every reader joins it first (linear
+    /// layers, embedding tables); a weight read by anything else must leave it false.
+    public var bf16Splittable = false
     /// Debug name (parameters carry their state_dict key).
     public var name: String?
 

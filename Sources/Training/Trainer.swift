@@ -184,6 +184,10 @@ public final class ModelTrainer<Model: TrainableALBEF> {
     public func step(_ micro: [PretrainBatch], epoch: Int, iteration: Int, iterationsPerEpoch: Int,
                      injection: StepInjection = StepInjection()) throws -> StepMetrics {
         precondition(micro.count == layout.accumSteps, "Trainer.step: \(micro.count) micro-batches for \(layout.accumSteps) micro-steps")
+        // bf16: weights split in place by the GEMMs are joined by the optimizer; whatever is left
+        // (a weight no optimizer segment covers, or a step that throws) is joined here, so nothing
+        // after a step (checkpoints, the divergence check, evaluation) sees split values.
+        defer { BF16Weights.joinAll() }
         let t0 = monotonicSeconds()
         let (lr, alpha) = config.rates(epoch: epoch, iteration: iteration, globalStep: globalStep, iterationsPerEpoch: iterationsPerEpoch)
         optimizer.lr = Float(lr)
@@ -259,6 +263,7 @@ public final class ModelTrainer<Model: TrainableALBEF> {
 
     /// Named tensors whose equality across ranks the divergence check verifies.
     public func syncedTensors() -> [(String, UnsafeMutablePointer<Float>, Int)] {
+        BF16Weights.joinAll()
         var out: [(String, UnsafeMutablePointer<Float>, Int)] = []
         for s in model.online!.segments { out.append((s.key, model.online!.values.pointer + s.offset, s.count)) }
         for s in model.momentum!.segments { out.append((s.key, model.momentum!.values.pointer + s.offset, s.count)) }

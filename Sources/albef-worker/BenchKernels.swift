@@ -135,10 +135,10 @@ struct BenchKernels: ParsableCommand {
                     ours: { bf16gemm(transB: true, m: m, n: nOut, k: k, a: ab.pointer, lda: k, b: wb.pointer, ldb: k, c: o, ldc: nOut) })
                 let lf = pairedRounds(
                     raw: { linearForward(out: o, inp: a, weight: w, bias: b, n: m, inFeatures: k, outFeatures: nOut) },
-                    ours: { linearForwardBF16(out: o, inp: a, weight: wb.pointer, bias: b, n: m, inFeatures: k, outFeatures: nOut) })
+                    ours: { linearForwardBF16(out: o, inp: a, weight: wb.pointer, ldw: k, bias: b, n: m, inFeatures: k, outFeatures: nOut) })
                 let lb = pairedRounds(
                     raw: { linearBackward(dinp: da, dweight: dw, dbias: db, dout: dout, inp: a, weight: w, n: m, inFeatures: k, outFeatures: nOut) },
-                    ours: { linearBackwardBF16(dinp: da, dweight: dw, dbias: db, dout: dout, inp: a, weight: wb.pointer, n: m, inFeatures: k, outFeatures: nOut) })
+                    ours: { linearBackwardBF16(dinp: da, dweight: dw, dbias: db, dout: dout, inp: a, weight: wb.pointer, ldw: k, n: m, inFeatures: k, outFeatures: nOut) })
                 let impl = (try? OneDNN.implementation(transB: true, m: m, n: nOut, k: k, lda: k, ldb: k, ldc: nOut)) ?? "?"
                 print(String(format: "bf16 gemm %dx%dx%d (%@)  %7.1f GFLOP/s  sgemm %7.1f GFLOP/s (medians)  median speed-up %.3f", m, nOut, k, impl as NSString,
                              flops / rf.ours / 1e9, flops / rf.raw / 1e9, rf.ratio))

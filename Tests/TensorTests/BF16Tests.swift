@@ -114,12 +114,12 @@ final class BF16Tests: XCTestCase {
         let xr = rounded(x), wr = rounded(w), gr = rounded(g)
         let wb = BF16Buffer(converting: w.data, count: w.count)
         let out16 = Tensor(zeros: [n, o]), out32 = Tensor(zeros: [n, o])
-        linearForwardBF16(out: out16.data, inp: x.data, weight: wb.pointer, bias: bias.data, n: n, inFeatures: i, outFeatures: o)
+        linearForwardBF16(out: out16.data, inp: x.data, weight: wb.pointer, ldw: i, bias: bias.data, n: n, inFeatures: i, outFeatures: o)
         linearForward(out: out32.data, inp: xr.data, weight: wr.data, bias: bias.data, n: n, inFeatures: i, outFeatures: o)
         assertClose(out16.scalars, out32.scalars, atol: 2e-5, rtol: 2e-5, "forward")
         let dx16 = Tensor(zeros: [n, i]), dw16 = Tensor(zeros: [o, i]), db16 = Tensor(zeros: [o])
         let dx32 = Tensor(zeros: [n, i]), dw32 = Tensor(zeros: [o, i]), db32 = Tensor(zeros: [o])
-        linearBackwardBF16(dinp: dx16.data, dweight: dw16.data, dbias: db16.data, dout: g.data, inp: x.data, weight: wb.pointer, n: n, inFeatures: i, outFeatures: o)
+        linearBackwardBF16(dinp: dx16.data, dweight: dw16.data, dbias: db16.data, dout: g.data, inp: x.data, weight: wb.pointer, ldw: i, n: n, inFeatures: i, outFeatures: o)
         linearBackward(dinp: dx32.data, dweight: dw32.data, dbias: nil, dout: gr.data, inp: xr.data, weight: wr.data, n: n, inFeatures: i, outFeatures: o)
         linearBackward(dinp: nil, dweight: nil, dbias: db32.data, dout: g.data, inp: x.data, weight: w.data, n: n, inFeatures: i, outFeatures: o)
         assertClose(dx16.scalars, dx32.scalars, atol: 2e-5, rtol: 2e-5, "dinp")
@@ -275,6 +275,96 @@ final class BF16Tests: XCTestCase {
         XCTAssertEqual(BF16Weights.cachedBytes, 0)
     }
 
+    /// Splitting a weight in place and joining it back gives back every bit (random values and
+    /// the edge cases: zeros, subnormals, ±Inf, the largest finite value, every low half at and
+    /// around the tie); each row is its bf16 high halves then its int16 low halves; the high half
+    /// is round-to-nearest-even except at exact ties, which go away from zero.
+    func testWeightSplitRoundTrip() {
+        let rows = 7, cols = 37
+        var rng = RandomGenerator(seed: 9)
+        var values = (0..<(rows * cols)).map { _ in rng.normal() * 0.05 }
+        let specials: [UInt32] = [0, 0x8000_0000, 0x0000_0001, 0x8000_8000, 0x7f80_0000, 0xff80_0000, 0x7f7f_ffff,
+                                  0x3f80_8000, 0x3f81_8000, 0xbf80_8000, 0x3f80_7fff, 0x3f80_ffff, 0xbf80_ffff, 0x007f_8000]
+        for (i, u) in specials.enumerated() { values[i * 3] = Float(bitPattern: u) }
+        let w = Storage(count: rows * cols)
+        w.pointer.update(from: values, count: values.count)
+        var tmp = [Float](repeating: 0, count: cols)
+        ck_bf16_split_rows(w.pointer, cols, 0, rows, &tmp)
+        let halves = UnsafeRawPointer(w.pointer).assumingMemoryBound(to: UInt16.self)
+        for r in 0..<rows {
+            for c in 0..<cols {
+                let x = values[r * cols + c], u = x.bitPattern
+                let hi = halves[r * 2 * cols + c], lo = Int16(bitPattern: halves[r * 2 * cols + cols + c])
+                XCTAssertEqual(UInt32(hi) << 16 &+ UInt32(bitPattern: Int32(lo)), u, "split of \(x) (\(String(u, radix: 16)))")
+                if u & 0xffff == 0x8000 {
+                    XCTAssertEqual(hi, UInt16(truncatingIfNeeded: (u >> 16) &+ 1), "a tie goes away from zero")
+                } else if !(x.isNaN || u & 0x7fff_ffff == 0x7f7f_ffff) {
+                    XCTAssertEqual(hi, Self.referenceBF16(x), "high half of \(x) is its bf16 rounding")
+                }
+            }
+        }
+        ck_bf16_join_rows(w.pointer, cols, 0, rows, &tmp)
+        XCTAssertEqual((0..<values.count).map { w.pointer[$0].bitPattern }, values.map(\.bitPattern), "join restores every bit")
+        // The copy `no-weight-split` caches: the same high halves.
+        var h = [UInt16](repeating: 0, count: values.count)
+        ck_f32_to_bf16_half_up(&h, values, 0, values.count)
+        ck_bf16_split_rows(w.pointer, cols, 0, rows, &tmp)
+        for r in 0..<rows { for c in 0..<cols { XCTAssertEqual(h[r * cols + c], halves[r * 2 * cols + c]) } }
+    }
+
+    /// A packed linear weight (`bf16Splittable`) is split in place by its first bf16 GEMM (no
+    /// copy cached), gives the same outputs and gradients as the `no-weight-split` copy, and is
+    /// joined back to its exact fp32 bits by the fp32 path, by an embedding lookup of the same
+    /// table (the tied MLM decoder) and by `joinAll`.
+    func testLinearWeightSplitInPlace() throws {
+        try requireBF16()
+        let saved = MatmulPrecision.ablations
+        MatmulPrecision.set(.bf16)
+        defer { MatmulPrecision.ablations = saved; MatmulPrecision.set(.fp32); BF16Weights.clear() }
+        let flat = Storage(count: 6 * 40)
+        let w = Tensor(shape: [6, 40], storage: Storage(borrowing: flat.pointer, count: 240, owner: flat), requiresGrad: true)
+        w.bf16Splittable = true
+        var rng = RandomGenerator(seed: 4)
+        for i in 0..<240 { w.data[i] = rng.normal() * 0.1 }
+        let original = (0..<240).map { w.data[$0].bitPattern }
+        let x = randomTensor([5, 40], seed: 5)
+        x.requiresGrad = true
+        func run() -> (y: [Float], gx: [Float], gw: [Float]) {
+            x.zeroGrad(); w.zeroGrad()
+            let y = x.linear(w, nil)
+            y.sum().backward()
+            return (y.scalars, x.grad!.scalars, w.grad!.scalars)
+        }
+        MatmulPrecision.ablations = []
+        let cached0 = BF16Weights.cachedBytes
+        let split = run()
+        XCTAssertTrue(BF16Weights.isSplit(w.data), "the bf16 GEMM split the weight")
+        XCTAssertEqual(BF16Weights.cachedBytes, cached0, "no copy cached for a split weight")
+        XCTAssertNotEqual((0..<240).map { w.data[$0].bitPattern }, original, "the memory holds the halves now")
+        BF16Weights.joinAll()
+        XCTAssertFalse(BF16Weights.isSplit(w.data))
+        XCTAssertEqual((0..<240).map { w.data[$0].bitPattern }, original, "joined: every fp32 bit back")
+        MatmulPrecision.ablations = ["no-weight-split"]
+        let copy = run()
+        XCTAssertFalse(BF16Weights.isSplit(w.data))
+        XCTAssertEqual(split.y, copy.y, "outputs: split = cached copy")
+        XCTAssertEqual(split.gx, copy.gx)
+        XCTAssertEqual(split.gw, copy.gw)
+        BF16Weights.clear()
+        MatmulPrecision.ablations = []
+        // The fp32 path and the embedding lookup join a split weight before reading it.
+        _ = x.linear(w, nil)
+        XCTAssertTrue(BF16Weights.isSplit(w.data))
+        let fp32 = MatmulPrecision.inFP32 { x.linear(w, nil).scalars }
+        XCTAssertFalse(BF16Weights.isSplit(w.data), "the fp32 GEMM joined it")
+        XCTAssertEqual(fp32, MatmulPrecision.with(.fp32) { x.linear(w, nil).scalars }!)
+        MatmulPrecision.set(.bf16)
+        _ = x.linear(w, nil)
+        let rows = w.embedding([3, 0], shape: [2])
+        XCTAssertFalse(BF16Weights.isSplit(w.data), "the lookup joined it")
+        XCTAssertEqual(rows.scalars.map(\.bitPattern), Array(original[120..<160] + original[0..<40]))
+    }
+
     /// An op recorded inside `MatmulPrecision.inFP32` runs its forward and its backward in fp32
     /// (bit-identical to fp32 mode) even when the backward runs after the scope closed, and an op
     /// recorded in bf16 runs its backward in bf16 even inside a later fp32 scope: each op's
@@ -312,7 +402,7 @@ final class BF16Tests: XCTestCase {
         let flat = Storage(count: 6 * 5)
         let cw = Tensor(shape: [6, 5], storage: Storage(borrowing: flat.pointer, count: 30, owner: flat), requiresGrad: true)
         let live = BufferPool.shared.liveBytes
-        let buffer = BF16Weights.operand(cw, backward: false)
+        let buffer = BF16Weights.cachedOperand(cw, backward: false)
         XCTAssertEqual(BufferPool.shared.liveBytes, live, "the cached copy takes nothing from the pool")
         XCTAssertFalse(buffer.storage.pooled)
         XCTAssertEqual(buffer.count, 30)

@@ -99,12 +99,53 @@ final class PrecisionConfigTests: XCTestCase {
         XCTAssertTrue(a.1.allSatisfy(\.isFinite), "\(a.1)")
     }
 
+    /// Weights split in place during a bf16 step: every reader sees the fp32 values. Training
+    /// with the split (the default) ends with bit-identical losses, weights, momentum weights and
+    /// AdamW moments to training with a cached copy laid out the same way (`no-weight-split`),
+    /// with the optimizer in backward (bucket by bucket) and with two accumulated micro-steps;
+    /// after every step no weight is left split.
+    func testWeightSplitMatchesCache() throws {
+        guard MatmulPrecision.set(.bf16) == nil else { throw XCTSkip("no bf16 GEMM backend: \(MatmulPrecision.cpu)") }
+        let saved = MatmulPrecision.ablations
+        defer { MatmulPrecision.ablations = saved; MatmulPrecision.set(.fp32); BF16Weights.clear() }
+        Threading.setThreads(1)
+        let data = SyntheticBatches(batchSize: 4, length: 9, imageRes: 32, vocabSize: 1200, seed: 78)
+        func train(accum: Int, split: Bool) throws -> [[Float]] {
+            MatmulPrecision.ablations = split ? [] : ["no-weight-split"]
+            var config = TrainConfig.testMicro(batchSize: 4, queueSize: 32, dropout: 0.1)
+            config.accumSteps = accum
+            let comm = LocalWorld(size: 1).communicators()[0]
+            let trainer = try Trainer(config: config, comm: comm, seed: 6)
+            var losses: [Float] = []
+            let splits0 = BF16Weights.splitCount
+            for s in 0..<3 {
+                let micro = (0..<accum).map { data.batch(rank: 0, step: s * accum + $0) }
+                losses.append(Float(try trainer.step(micro, epoch: 0, iteration: s, iterationsPerEpoch: 10).loss))
+                XCTAssertEqual(BF16Weights.splitNow.count, 0, "a weight left split after step \(s)")
+            }
+            if split { XCTAssertGreaterThan(BF16Weights.splitCount - splits0, 0, "weights were split") }
+            let on = trainer.model.online!, mo = trainer.model.momentum!
+            func values(_ s: Storage, _ n: Int) -> [Float] { Array(UnsafeBufferPointer(start: s.pointer, count: n)) }
+            return [losses, values(on.values, on.count), values(mo.values, mo.count), values(trainer.optimizer.m, on.count),
+                    values(trainer.optimizer.v, on.count)]
+        }
+        for accum in [1, 2] {
+            let split = try train(accum: accum, split: true), copy = try train(accum: accum, split: false)
+            for (i, what) in ["losses", "weights", "momentum weights", "AdamW m", "AdamW v"].enumerated() {
+                XCTAssertTrue(split[i] == copy[i], "\(what) differ (accum \(accum)): a reader saw a split weight")
+            }
+        }
+    }
+
     /// The bf16 weight cache never serves stale weights across steps: training with the cache
     /// dropped before every step (every weight converted fresh) ends with bit-identical weights
-    /// to training with it (the generation rule reconverting after each optimizer step).
+    /// to training with it (the generation rule reconverting after each optimizer step). The
+    /// linear weights are cached here (`no-weight-split`) instead of split in place.
     func testWeightCacheMatchesFreshConversionEveryStep() throws {
         guard MatmulPrecision.set(.bf16) == nil else { throw XCTSkip("no bf16 GEMM backend: \(MatmulPrecision.cpu)") }
-        defer { MatmulPrecision.set(.fp32) }
+        let saved = MatmulPrecision.ablations
+        MatmulPrecision.ablations = ["no-weight-split"]
+        defer { MatmulPrecision.ablations = saved; MatmulPrecision.set(.fp32) }
         Threading.setThreads(1)
         let config = TrainConfig.testMicro(batchSize: 4, queueSize: 32, dropout: 0.1)
         let data = SyntheticBatches(batchSize: 4, length: 9, imageRes: 32, vocabSize: 1200, seed: 77)

@@ -75,6 +75,7 @@ extension ALBEFEncoders {
     public func momentumUpdate() {
         let m = momentumCoefficient
         let w = Float(1 - Double(m))
+        BF16Weights.joinAll()  // reads every online weight as fp32 (a no-op unless bf16 GEMMs split some)
         if let on = online, let mo = momentum {
             saxpby(mo.count, alpha: w, x: on.values.pointer, beta: m, y: mo.values.pointer)
         } else {

@@ -24,13 +24,18 @@ extension ALBEFPretrain {
         // 1. temp ← clamp(temp, 0.001, 0.5), in place.
         temp.data[0] = min(max(temp.data[0], 0.001), 0.5)
 
+        // The momentum update (`_momentum_update`) runs first: the reference runs it after the
+        // online image and text encoders, but it reads only the online weights (which those
+        // encoders do not change) and writes only the momentum ones (which they do not read), so
+        // its result is the same; here no bf16 GEMM has split an online weight yet.
+        if updateMomentum { withNoGrad { momentumUpdate() } }
+
         // 2–3. Online image and text features.
         let (imageEmbeds, imageFeat) = encodeImage(batch.images)
         let (textEmbeds, textFeat) = encodeText(ids: batch.inputIds, attentionMask: batch.attentionMask, batch: b, length: l)
 
         // 4. Momentum features and soft ITC targets (no grad); the positives are the diagonal.
         let (imageEmbedsM, targetsI2T, targetsT2I, imageFeatM, textFeatM) = withNoGrad {
-            if updateMomentum { momentumUpdate() }
             let (xm, im, hm, tm) = momentumFeatures(images: batch.images, ids: batch.inputIds, attentionMask: batch.attentionMask,
                                                     batch: b, length: l)
             if keepActivations { acts["image_embeds_m"] = xm; acts["text_embeds_m"] = hm }

@@ -67,6 +67,12 @@ extension ALBEFRetrieval {
         let b = batch.batchSize, l = batch.length
         var acts: [String: Tensor] = [:]
 
+        // The momentum update (`_momentum_update`) runs first: the reference runs it after the
+        // online image and text encoders, but it reads only the online weights (which those
+        // encoders do not change) and writes only the momentum ones (which they do not read), so
+        // its result is the same; here no bf16 GEMM has split an online weight yet.
+        if updateMomentum { withNoGrad { momentumUpdate() } }
+
         // Online image and text features (temp is used as it is: no clamp in model_retrieval).
         let (imageEmbeds, imageFeat) = encodeImage(batch.images)
         let (textEmbeds, textFeat) = encodeText(ids: batch.inputIds, attentionMask: batch.attentionMask, batch: b, length: l)
@@ -76,7 +82,6 @@ extension ALBEFRetrieval {
 
         // Momentum features and ITC targets (no grad).
         let (targetsI2T, targetsT2I, imageFeatM, textFeatM) = withNoGrad {
-            if updateMomentum { momentumUpdate() }
             let (xm, im, hm, tm) = momentumFeatures(images: batch.images, ids: batch.inputIds, attentionMask: batch.attentionMask,
                                                     batch: b, length: l)
             if keepActivations { acts["image_embeds_m"] = xm; acts["text_embeds_m"] = hm }

@@ -226,7 +226,12 @@ public final class BertMLMHead: Module {
     }
     final class Decoder: Module {
         let weight: Tensor, bias: Tensor
-        init(weight: Tensor, bias: Tensor) { self.weight = weight; self.bias = bias }
+        init(weight: Tensor, bias: Tensor) {
+            self.weight = weight
+            self.bias = bias
+            // Read by this GEMM and by the embedding lookup, which joins a split table first.
+            weight.bf16Splittable = true
+        }
         override var localParameters: [(String, Tensor)] { [("weight", weight), ("bias", bias)] }
     }
     let transform: Transform

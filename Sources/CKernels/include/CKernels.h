@@ -52,6 +52,17 @@ void ck_f32_to_bf16(unsigned short *dst, const float *src, long lo, long hi);
 void ck_f32_to_bf16_rows(unsigned short *dst, long ldd, const float *src, long lds, long cols, long lo, long hi);
 /// dst[i] = float(src[i]) for i in [lo, hi).
 void ck_bf16_to_f32(float *dst, const unsigned short *src, long lo, long hi);
+/// A [rows, cols] fp32 matrix split in place, rows [lo, hi): each row of `cols` floats becomes
+/// `cols` bf16 values (the high halves, rounded half up on the bit pattern: the top 16 bits of
+/// u + 0x8000) followed by `cols` int16 low halves (u − (high << 16)), so the row is a bf16 row
+/// with leading dimension 2·cols and `ck_bf16_join_rows` restores every bit. `tmp` holds `cols`
+/// floats. The high half is round-to-nearest except at exact ties (away from zero, where
+/// `ck_f32_to_bf16` rounds to even); a NaN whose payload is only in its low 16 bits reads as ±Inf.
+void ck_bf16_split_rows(float *w, long cols, long lo, long hi, float *tmp);
+/// Inverse of `ck_bf16_split_rows` (bit-exact).
+void ck_bf16_join_rows(float *w, long cols, long lo, long hi, float *tmp);
+/// dst[i] = the high half `ck_bf16_split_rows` gives for src[i], for i in [lo, hi).
+void ck_f32_to_bf16_half_up(unsigned short *dst, const float *src, long lo, long hi);
 /// What the CPU reports (CPUID, with the OS's AVX-512 / AMX state enabled in XCR0):
 /// AVX512_BF16 (vdpbf16ps) and AMX-BF16 (tile matmul).
 int ck_cpu_has_avx512_bf16(void);

@@ -7,6 +7,7 @@ public final class Linear: Module {
 
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
         weight = Tensor(zeros: [outFeatures, inFeatures], requiresGrad: true)
+        weight.bf16Splittable = true  // read only by the linear ops (which join it for fp32)
         self.bias = bias ? Tensor(zeros: [outFeatures], requiresGrad: true) : nil
     }
 

@@ -1,7 +1,7 @@
 import CKernels
 
-/// bfloat16 values (bit patterns) in pooled memory: a `Storage` of ⌈count/2⌉ floats, so the
-/// buffer pool's reuse and its live/peak accounting cover bf16 temporaries too.
+/// bfloat16 values (bit patterns) in pooled memory: a `Storage` from the buffer pool, so its
+/// reuse and its live/peak accounting cover bf16 temporaries too.
 public final class BF16Buffer {
     let storage: Storage
     /// Number of bf16 elements.
@@ -11,10 +11,14 @@ public final class BF16Buffer {
         UnsafeMutableRawPointer(storage.pointer).assumingMemoryBound(to: UInt16.self)
     }
 
-    /// Uninitialised room for `count` bf16 values.
+    /// Uninitialised room for `count` bf16 values. The pool buffer is the one an fp32 tensor of
+    /// `count` elements takes (twice the bytes needed, of which only the first half is touched):
+    /// a bf16 temporary then shares its size class with the activations it is converted from,
+    /// so the buffers it frees are reused by them instead of sitting idle in a class of their
+    /// own (base step in bf16: 101 MiB less peak RSS, measured).
     public init(count: Int) {
         self.count = count
-        storage = Storage(count: (count + 1) / 2, zeroed: false)
+        storage = Storage(count: count, zeroed: false)
     }
 
     /// Uninitialised room for `count` bf16 values in memory of its own, exactly that size

@@ -1,10 +1,30 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKernels
 
-/// bf16 copies of the trainable weights, converted once per training step instead of per GEMM.
+/// A bf16 GEMM operand: `pointer` with leading dimension `ld` (elements), valid while `owner` lives.
+struct BF16Operand {
+    let pointer: UnsafePointer<UInt16>
+    let ld: Int
+    let owner: AnyObject
+}
+
+/// bf16 operands of the trainable weights, made once per training step instead of per GEMM.
 ///
-/// A weight is cached when it is a trainable parameter packed into a flat parameter buffer
+/// Linear and embedding weights (`Tensor.bf16Splittable`, packed, trainable) are **split in
+/// place** at their first bf16 GEMM: each row of `I` floats becomes its `I` bf16 high halves
+/// followed by `I` int16 low halves (`ck_bf16_split_rows`), so the GEMM reads the high halves
+/// with leading dimension `2I` and no copy is kept (2 bytes a parameter less than a cache). The
+/// weight stays split through the forward passes and the backward, and is joined back to
+/// exactly its fp32 bits before anything reads it: AdamW joins each parameter before updating
+/// it (optimizer-in-backward, bucket by bucket), the momentum update and the fp32 GEMM paths
+/// join what they read, and `Trainer.step` joins whatever is left when it returns or throws.
+/// The high half rounds half up on the bit pattern: nearest, like `convertToBF16`, except at
+/// exact ties (1 value in 2¹⁶), which go away from zero instead of to even.
+///
+/// Every other cacheable weight (the patch embedding's conv weight) gets a bf16 copy:
+/// a weight is cached when it is a trainable parameter packed into a flat parameter buffer
 /// (`requiresGrad`, storage borrowed from the buffer, not pooled); anything else (momentum
 /// weights, which run forward once per step; unpacked tensors; activations) is converted at the
 /// call. Entries are keyed by the weight's `Storage` object (weakly held: a freed model's
@@ -47,9 +67,33 @@ public enum BF16Weights {
     @inline(__always)
     static func isCacheable(_ w: Tensor) -> Bool { w.requiresGrad && !w.storage.pooled && !MatmulPrecision.ablated("no-weight-cache") }
 
-    /// The bf16 copy of `w`'s values (`[O, I]` as stored) for a GEMM in the forward
-    /// (`backward: false`) or backward pass. Keep the returned buffer alive during the GEMM.
-    static func operand(_ w: Tensor, backward: Bool) -> BF16Buffer {
+    /// Whether `w` is split in place instead of cached: a cacheable 2-D weight whose every
+    /// reader handles the split (`Tensor.bf16Splittable`: linear and embedding weights).
+    @inline(__always)
+    static func isSplittable(_ w: Tensor) -> Bool {
+        w.bf16Splittable && w.shape.count == 2 && isCacheable(w) && !MatmulPrecision.ablated("no-weight-split")
+    }
+
+    /// The bf16 operand of `w` (`[O, I]` as stored) for a GEMM in the forward (`backward:
+    /// false`) or backward pass: `pointer` with leading dimension `ld` (elements). Keep the
+    /// operand alive during the GEMM.
+    static func operand(_ w: Tensor, backward: Bool) -> BF16Operand {
+        if isSplittable(w) {
+            split(w)
+            return BF16Operand(pointer: UnsafeRawPointer(w.data).assumingMemoryBound(to: UInt16.self), ld: 2 * w.shape[1], owner: w.storage)
+        }
+        let cols = w.shape.count == 2 ? w.shape[1] : w.count / max(w.shape.first ?? 1, 1)
+        let b = cachedOperand(w, backward: backward)
+        return BF16Operand(pointer: UnsafePointer(b.pointer), ld: b.count == 2 * w.count ? 2 * cols : cols, owner: b)
+    }
+
+    /// The cached (or, for a weight that is not cacheable, freshly converted) bf16 copy.
+    static func cachedOperand(_ w: Tensor, backward: Bool) -> BF16Buffer {
+        // A splittable weight kept whole by the `no-weight-split` ablation is cached as the split
+        // would lay it out (high halves rounded half up, rows 2I apart; oneDNN's sums depend on
+        // the leading dimension), so the two give the same bits
+        // (`PrecisionConfigTests.testWeightSplitMatchesCache`).
+        let halfUp = w.bf16Splittable && w.shape.count == 2 && isCacheable(w)
         guard isCacheable(w) else {
             pthread_mutex_lock(&lock); conversions += 1; pthread_mutex_unlock(&lock)
             return BF16Buffer(converting: w.data, count: w.count)
@@ -63,7 +107,8 @@ public enum BF16Weights {
         if backward { backwardSinceNewGeneration = true }
         let gen = generation
         var entry = entries[key]
-        if let e = entry, e.storage !== w.storage || e.buffer.count != w.count {
+        let count = halfUp ? 2 * w.count : w.count
+        if let e = entry, e.storage !== w.storage || e.buffer.count != count {
             entries[key] = nil  // a freed storage's identifier reused
             entry = nil
         }
@@ -75,7 +120,7 @@ public enum BF16Weights {
         conversions += 1
         if entry == nil {
             if entries.count % 64 == 63 { entries = entries.filter { $0.value.storage != nil } }
-            let e = Entry(storage: w.storage, buffer: BF16Buffer(unpooledCount: w.count), generation: gen)
+            let e = Entry(storage: w.storage, buffer: BF16Buffer(unpooledCount: count), generation: gen)
             entries[key] = e
             entry = e
         }
@@ -84,8 +129,83 @@ public enum BF16Weights {
         pthread_mutex_unlock(&lock)
         // Converted outside the lock (the pool and the thread split need no lock here); only the
         // rank that owns these weights uses this entry.
-        convertToBF16(e.buffer.pointer, w.data, count: w.count)
+        if halfUp {
+            let dst = e.buffer.pointer, src = w.data, cols = w.shape[1]
+            Threading.parallelFor(w.shape[0], grain: max(1, (1 << 15) / cols)) { r in
+                for row in r { ck_f32_to_bf16_half_up(dst + row * 2 * cols, src + row * cols, 0, cols) }
+            }
+        } else {
+            convertToBF16(e.buffer.pointer, w.data, count: w.count)
+        }
         return e.buffer
+    }
+
+    // MARK: weights split in place
+
+    /// A weight split in place: its base address, shape, and its storage (weakly: a freed
+    /// model's entries are dropped, never joined).
+    struct Split {
+        weak var storage: Storage?
+        let rows: Int, cols: Int
+    }
+    /// Split weights by base address.
+    nonisolated(unsafe) static var splits: [UnsafeMutablePointer<Float>: Split] = [:]
+    /// Statistics: splits and joins done.
+    nonisolated(unsafe) public private(set) static var splitCount = 0
+    nonisolated(unsafe) public private(set) static var joinCount = 0
+
+    /// Splits `w` in place (a no-op when it already is): every row of `I` floats becomes `I`
+    /// bf16 high halves followed by `I` int16 low halves (`ck_bf16_split_rows`). Until `join`,
+    /// the fp32 values are not in memory; every reader of a splittable weight joins it first.
+    static func split(_ w: Tensor) {
+        let p = w.data, rows = w.shape[0], cols = w.shape[1]
+        pthread_mutex_lock(&lock)
+        if let s = splits[p], s.storage != nil { pthread_mutex_unlock(&lock); return }  // by address: tied views share it
+        splits[p] = Split(storage: w.storage, rows: rows, cols: cols)
+        splitCount += 1
+        pthread_mutex_unlock(&lock)
+        Threading.parallelFor(rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
+                ck_bf16_split_rows(p, cols, r.lowerBound, r.upperBound, tmp.baseAddress!)
+            }
+        }
+    }
+
+    /// Whether the weight at `pointer` is split now.
+    public static func isSplit(_ pointer: UnsafeMutablePointer<Float>) -> Bool {
+        pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }
+        return splits[pointer]?.storage != nil
+    }
+
+    /// Joins the weight whose base address is `pointer` back into fp32 (bit-exact), if split.
+    /// Call before reading or writing its values (the optimizer does, per parameter).
+    public static func join(_ pointer: UnsafeMutablePointer<Float>) {
+        pthread_mutex_lock(&lock)
+        guard !splits.isEmpty, let s = splits.removeValue(forKey: pointer) else { pthread_mutex_unlock(&lock); return }
+        joinCount += 1
+        pthread_mutex_unlock(&lock)
+        guard s.storage != nil else { return }
+        let cols = s.cols
+        Threading.parallelFor(s.rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
+                ck_bf16_join_rows(pointer, cols, r.lowerBound, r.upperBound, tmp.baseAddress!)
+            }
+        }
+    }
+
+    /// Joins every split weight (end of a step, before anything reads parameters).
+    public static func joinAll() {
+        pthread_mutex_lock(&lock)
+        let all = Array(splits.keys)
+        pthread_mutex_unlock(&lock)
+        for p in all { join(p) }
+    }
+
+    /// Number of weights split now, and their bytes.
+    public static var splitNow: (count: Int, bytes: Int) {
+        pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }
+        let live = splits.values.filter { $0.storage != nil }
+        return (live.count, live.reduce(0) { $0 + $1.rows * $1.cols * 4 })
     }
 
     /// Records that a backward pass ran a GEMM without a weight lookup (its input needed no
@@ -104,8 +224,9 @@ public enum BF16Weights {
         pthread_mutex_unlock(&lock)
     }
 
-    /// Frees every cached copy.
+    /// Frees every cached copy (and joins every split weight).
     public static func clear() {
+        joinAll()
         pthread_mutex_lock(&lock)
         entries = [:]
         generation += 1

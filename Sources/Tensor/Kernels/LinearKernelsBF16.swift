@@ -1,9 +1,9 @@
 /// Linear layer forward in bf16 mixed precision: `out[N,O] = bf16(inp)[N,I] · bf16(W)ᵀ + bias`,
 /// products accumulated in fp32 and the result fp32; the bias is added in fp32 (written first,
-/// the product added with beta = 1). `weight` is the bf16 copy of the `[O, I]` weight.
+/// the product added with beta = 1). `weight` is the `[O, I]` weight in bf16, rows `ldw` apart.
 /// PyTorch counterpart: `F.linear` under `torch.autocast("cpu", dtype=torch.bfloat16)`.
 public func linearForwardBF16(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
-                              weight: UnsafePointer<UInt16>, bias: UnsafePointer<Float>?,
+                              weight: UnsafePointer<UInt16>, ldw: Int, bias: UnsafePointer<Float>?,
                               n: Int, inFeatures: Int, outFeatures: Int) {
     // out (N, O), inp (N, I) fp32, weight (O, I) bf16, bias (O)
     if let bias {
@@ -11,24 +11,24 @@ public func linearForwardBF16(out: UnsafeMutablePointer<Float>, inp: UnsafePoint
     }
     let x = BF16Buffer(converting: inp, count: n * inFeatures)
     bf16gemm(transB: true, m: n, n: outFeatures, k: inFeatures, a: x.pointer, lda: inFeatures,
-             b: weight, ldb: inFeatures, beta: bias == nil ? 0 : 1, c: out, ldc: outFeatures)
+             b: weight, ldb: ldw, beta: bias == nil ? 0 : 1, c: out, ldc: outFeatures)
     withExtendedLifetime(x) {}
 }
 
 /// Linear layer backward in bf16 mixed precision, accumulating into fp32 gradients:
 /// `dinp += bf16(dout) · bf16(W)`, `dweight += bf16(dout)ᵀ · bf16(inp)`, `dbias += Σ_rows dout`
-/// (the bias gradient from the fp32 `dout`, as autocast's fp32 reduction). `weight` (the bf16
-/// copy of the `[O, I]` weight) is needed only with `dinp`.
+/// (the bias gradient from the fp32 `dout`, as autocast's fp32 reduction). `weight` (the `[O, I]`
+/// weight in bf16, rows `ldw` apart) is needed only with `dinp`.
 public func linearBackwardBF16(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
                                dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
-                               inp: UnsafePointer<Float>, weight: UnsafePointer<UInt16>?,
+                               inp: UnsafePointer<Float>, weight: UnsafePointer<UInt16>?, ldw: Int,
                                n: Int, inFeatures: Int, outFeatures: Int) {
     precondition(dinp == nil || weight != nil, "linearBackwardBF16: dinp needs the bf16 weight")
     // dout (N, O) fp32, inp (N, I) fp32, weight (O, I) bf16
     if dinp != nil || dweight != nil {
         let g = BF16Buffer(converting: dout, count: n * outFeatures)
         if let dinp, let weight {
-            bf16gemm(m: n, n: inFeatures, k: outFeatures, a: g.pointer, lda: outFeatures, b: weight, ldb: inFeatures,
+            bf16gemm(m: n, n: inFeatures, k: outFeatures, a: g.pointer, lda: outFeatures, b: weight, ldb: ldw,
                      beta: 1, c: dinp, ldc: inFeatures)
         }
         if let dweight {

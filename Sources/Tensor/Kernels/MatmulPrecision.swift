@@ -67,7 +67,9 @@ public enum MatmulPrecision {
     /// `momentum-fp32` the momentum encoders' forward, `itc-fp32` the ITC projections,
     /// `attention-fp32` the attention matmuls, `backward-dinp-fp32` / `backward-dweight-fp32` one
     /// of a linear layer's two backward GEMMs (input gradient / weight gradient), `no-weight-cache` converts the trainable weights
-    /// at every GEMM instead of once per step (memory analysis: the cache's share of the RSS).
+    /// at every GEMM instead of once per step (memory analysis: the cache's share of the RSS),
+    /// `no-weight-split` keeps a bf16 copy of the linear and embedding weights instead of splitting
+    /// them in place (`BF16Weights`; the same bits, 2 bytes a parameter more).
     nonisolated(unsafe) public static var ablations: Set<String> = {
         guard let v = getenv("ALBEF_BF16_ABLATE") else { return [] }
         return Set(String(cString: v).split(separator: ",").map(String.init))
@@ -84,6 +86,7 @@ public enum MatmulPrecision {
     /// cannot create its engine) falls back to fp32 and returns the warning to print; otherwise nil.
     @discardableResult
     public static func set(_ p: Precision) -> String? {
+        BF16Weights.joinAll()
         guard p == .bf16 else { current = .fp32; return nil }
         let report = cpu
         guard report.backend != nil else {

@@ -77,6 +77,7 @@ extension Tensor {
         precondition(ids.count == idsShape.reduce(1, *), "embedding: \(ids.count) ids for shape \(idsShape)")
         let v = shape[0], c = shape[1]
         let out = Tensor(uninitialized: idsShape + [c])
+        BF16Weights.join(data)  // a table split by a bf16 GEMM (the tied MLM decoder) reads whole again
         ids.withUnsafeBufferPointer { p in
             embeddingForward(out: out.data, table: data, ids: p.baseAddress!, count: ids.count, vocab: v, width: c)
         }

@@ -10,10 +10,11 @@ extension Tensor {
                                          bias: UnsafePointer<Float>?, n: Int, inFeatures: Int, outFeatures: Int, bf16: Bool) {
         if bf16 {
             let w = BF16Weights.operand(weight, backward: false)
-            linearForwardBF16(out: out, inp: inp, weight: w.pointer, bias: bias, n: n, inFeatures: inFeatures,
+            linearForwardBF16(out: out, inp: inp, weight: w.pointer, ldw: w.ld, bias: bias, n: n, inFeatures: inFeatures,
                               outFeatures: outFeatures)
-            withExtendedLifetime(w) {}
+            withExtendedLifetime(w.owner) {}
         } else {
+            BF16Weights.join(weight.data)
             linearForward(out: out, inp: inp, weight: weight.data, bias: bias, n: n, inFeatures: inFeatures,
                           outFeatures: outFeatures)
         }
@@ -37,10 +38,11 @@ extension Tensor {
             if bf16 {
                 let w = dinp == nil ? nil : BF16Weights.operand(weight, backward: true)
                 linearBackwardBF16(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp,
-                                   weight: w.map { UnsafePointer($0.pointer) }, n: n,
+                                   weight: w?.pointer, ldw: w?.ld ?? inFeatures, n: n,
                                    inFeatures: inFeatures, outFeatures: outFeatures)
-                withExtendedLifetime(w) {}
+                withExtendedLifetime(w?.owner) {}
             } else {
+                if dinp != nil { BF16Weights.join(weight.data) }
                 linearBackward(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp, weight: weight.data, n: n,
                                inFeatures: inFeatures, outFeatures: outFeatures)
             }
