@@ -127,8 +127,3 @@ void ck_bf16_join_rows(float *w, long cols, long lo, long hi, float *tmp) {
         memcpy(row, tmp, (size_t)cols * 4);
     }
 }
-
-void ck_f32_to_bf16_half_up(unsigned short *dst, const float *src, long lo, long hi) {
-    const uint32_t *u = (const uint32_t *)src;
-    for (long i = lo; i < hi; i++) dst[i] = (uint16_t)((u[i] + 0x8000u) >> 16);
-}

@@ -88,7 +88,6 @@ public enum Checkpointer {
     @discardableResult
     public static func save<Model>(trainer: ModelTrainer<Model>, output: String, epoch: Int, iteration: Int, dataPosition: String?,
                             leases: LeaseAccount? = nil) throws -> URL {
-        BF16Weights.joinAll()  // a no-op after a step; kept so no split weight is ever written
         let comm = trainer.comm
         let root = directory(output)
         let name = String(format: "step_%08d", trainer.globalStep)

@@ -263,7 +263,6 @@ public final class ModelTrainer<Model: TrainableALBEF> {
 
     /// Named tensors whose equality across ranks the divergence check verifies.
     public func syncedTensors() -> [(String, UnsafeMutablePointer<Float>, Int)] {
-        BF16Weights.joinAll()
         var out: [(String, UnsafeMutablePointer<Float>, Int)] = []
         for s in model.online!.segments { out.append((s.key, model.online!.values.pointer + s.offset, s.count)) }
         for s in model.momentum!.segments { out.append((s.key, model.momentum!.values.pointer + s.offset, s.count)) }

@@ -115,7 +115,7 @@ struct BenchStep: ParsableCommand {
         print("memory now: " + memoryBreakdown())
         if precisions.contains(.bf16) {
             print(String(format: "bf16 weights: split in place %d times, joined %d (%d split now); copies cached: %.0f MiB, conversions %d, hits %d; oneDNN primitives %d, scratchpad %.0f MiB",
-                         BF16Weights.splitCount, BF16Weights.joinCount, BF16Weights.splitNow.count,
+                         BF16Weights.splitCount, BF16Weights.joinCount, BF16Weights.splitNow,
                          Double(BF16Weights.cachedBytes) / 1048576,
                          BF16Weights.counters.conversions, BF16Weights.counters.hits, OneDNN.primitiveCount,
                          Double(OneDNN.threadScratchpadBytes) / 1048576))

@@ -305,11 +305,14 @@ final class BF16Tests: XCTestCase {
         }
         ck_bf16_join_rows(w.pointer, cols, 0, rows, &tmp)
         XCTAssertEqual((0..<values.count).map { w.pointer[$0].bitPattern }, values.map(\.bitPattern), "join restores every bit")
-        // The copy `no-weight-split` caches: the same high halves.
-        var h = [UInt16](repeating: 0, count: values.count)
-        ck_f32_to_bf16_half_up(&h, values, 0, values.count)
+        // The copy `no-weight-split` caches: the same high halves (and low halves), rows 2I apart.
+        let t = Tensor(shape: [rows, cols], storage: Storage(borrowing: w.pointer, count: rows * cols, owner: w), requiresGrad: true)
+        t.bf16Splittable = true
+        let copy = BF16Weights.cachedOperand(t, backward: false, splitLayout: true)
+        defer { BF16Weights.clear() }
         ck_bf16_split_rows(w.pointer, cols, 0, rows, &tmp)
-        for r in 0..<rows { for c in 0..<cols { XCTAssertEqual(h[r * cols + c], halves[r * 2 * cols + c]) } }
+        XCTAssertEqual(copy.count, 2 * rows * cols)
+        for i in 0..<(2 * rows * cols) { XCTAssertEqual(copy.pointer[i], halves[i]) }
     }
 
     /// A packed linear weight (`bf16Splittable`) is split in place by its first bf16 GEMM (no
@@ -402,7 +405,7 @@ final class BF16Tests: XCTestCase {
         let flat = Storage(count: 6 * 5)
         let cw = Tensor(shape: [6, 5], storage: Storage(borrowing: flat.pointer, count: 30, owner: flat), requiresGrad: true)
         let live = BufferPool.shared.liveBytes
-        let buffer = BF16Weights.cachedOperand(cw, backward: false)
+        let buffer = BF16Weights.cachedOperand(cw, backward: false, splitLayout: false)
         XCTAssertEqual(BufferPool.shared.liveBytes, live, "the cached copy takes nothing from the pool")
         XCTAssertFalse(buffer.storage.pooled)
         XCTAssertEqual(buffer.count, 30)

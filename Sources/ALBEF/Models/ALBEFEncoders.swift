@@ -71,7 +71,10 @@ extension ALBEFEncoders {
 
     /// `_momentum_update`: θ_m ← m·θ_m + (1 − m)·θ over every pair, with the factor 1 − m
     /// computed in double and rounded; one saxpby on the packed buffers (or one per tensor
-    /// before packing).
+    /// before packing). The training steps run it before the online encoders (the reference
+    /// runs it after them): it reads only online weights, which those encoders do not change,
+    /// and writes only momentum weights, which they do not read, so the result is the same, and
+    /// no bf16 GEMM has split an online weight yet (it joins any that are).
     public func momentumUpdate() {
         let m = momentumCoefficient
         let w = Float(1 - Double(m))

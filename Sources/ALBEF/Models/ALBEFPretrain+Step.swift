@@ -24,10 +24,7 @@ extension ALBEFPretrain {
         // 1. temp ← clamp(temp, 0.001, 0.5), in place.
         temp.data[0] = min(max(temp.data[0], 0.001), 0.5)
 
-        // The momentum update (`_momentum_update`) runs first: the reference runs it after the
-        // online image and text encoders, but it reads only the online weights (which those
-        // encoders do not change) and writes only the momentum ones (which they do not read), so
-        // its result is the same; here no bf16 GEMM has split an online weight yet.
+        // The momentum update first, before any online GEMM (same result: `momentumUpdate`).
         if updateMomentum { withNoGrad { momentumUpdate() } }
 
         // 2–3. Online image and text features.

@@ -67,10 +67,7 @@ extension ALBEFRetrieval {
         let b = batch.batchSize, l = batch.length
         var acts: [String: Tensor] = [:]
 
-        // The momentum update (`_momentum_update`) runs first: the reference runs it after the
-        // online image and text encoders, but it reads only the online weights (which those
-        // encoders do not change) and writes only the momentum ones (which they do not read), so
-        // its result is the same; here no bf16 GEMM has split an online weight yet.
+        // The momentum update first, before any online GEMM (same result: `momentumUpdate`).
         if updateMomentum { withNoGrad { momentumUpdate() } }
 
         // Online image and text features (temp is used as it is: no clamp in model_retrieval).

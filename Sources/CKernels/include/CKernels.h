@@ -61,8 +61,6 @@ void ck_bf16_to_f32(float *dst, const unsigned short *src, long lo, long hi);
 void ck_bf16_split_rows(float *w, long cols, long lo, long hi, float *tmp);
 /// Inverse of `ck_bf16_split_rows` (bit-exact).
 void ck_bf16_join_rows(float *w, long cols, long lo, long hi, float *tmp);
-/// dst[i] = the high half `ck_bf16_split_rows` gives for src[i], for i in [lo, hi).
-void ck_f32_to_bf16_half_up(unsigned short *dst, const float *src, long lo, long hi);
 /// What the CPU reports (CPUID, with the OS's AVX-512 / AMX state enabled in XCR0):
 /// AVX512_BF16 (vdpbf16ps) and AMX-BF16 (tile matmul).
 int ck_cpu_has_avx512_bf16(void);

@@ -67,38 +67,40 @@ public enum BF16Weights {
     @inline(__always)
     static func isCacheable(_ w: Tensor) -> Bool { w.requiresGrad && !w.storage.pooled && !MatmulPrecision.ablated("no-weight-cache") }
 
-    /// Whether `w` is split in place instead of cached: a cacheable 2-D weight whose every
-    /// reader handles the split (`Tensor.bf16Splittable`: linear and embedding weights).
+    /// Whether `w` takes the split layout (`Tensor.bf16Splittable`: linear and embedding weights,
+    /// 2-D, cacheable): split in place, or under the `no-weight-split` ablation a cached copy laid
+    /// out the same way.
     @inline(__always)
-    static func isSplittable(_ w: Tensor) -> Bool {
-        w.bf16Splittable && w.shape.count == 2 && isCacheable(w) && !MatmulPrecision.ablated("no-weight-split")
-    }
+    static func hasSplitLayout(_ w: Tensor) -> Bool { w.bf16Splittable && w.shape.count == 2 && isCacheable(w) }
 
-    /// The bf16 operand of `w` (`[O, I]` as stored) for a GEMM in the forward (`backward:
-    /// false`) or backward pass: `pointer` with leading dimension `ld` (elements). Keep the
-    /// operand alive during the GEMM.
-    static func operand(_ w: Tensor, backward: Bool) -> BF16Operand {
-        if isSplittable(w) {
-            split(w)
-            return BF16Operand(pointer: UnsafeRawPointer(w.data).assumingMemoryBound(to: UInt16.self), ld: 2 * w.shape[1], owner: w.storage)
+    /// The bf16 operand of `w` (`[O, I]` as stored, `I` = `cols`) for a GEMM in the forward
+    /// (`backward: false`) or backward pass: `pointer` with leading dimension `ld` (elements).
+    /// Keep the operand's owner alive during the GEMM.
+    static func operand(_ w: Tensor, cols: Int, backward: Bool) -> BF16Operand {
+        guard hasSplitLayout(w) else {
+            let b = cachedOperand(w, backward: backward, splitLayout: false)
+            return BF16Operand(pointer: b.pointer, ld: cols, owner: b)
         }
-        let cols = w.shape.count == 2 ? w.shape[1] : w.count / max(w.shape.first ?? 1, 1)
-        let b = cachedOperand(w, backward: backward)
-        return BF16Operand(pointer: UnsafePointer(b.pointer), ld: b.count == 2 * w.count ? 2 * cols : cols, owner: b)
+        precondition(w.shape[1] == cols, "BF16Weights.operand: weight \(w.shape) used with \(cols) input features")
+        if MatmulPrecision.ablated("no-weight-split") {
+            let b = cachedOperand(w, backward: backward, splitLayout: true)
+            return BF16Operand(pointer: b.pointer, ld: 2 * cols, owner: b)
+        }
+        split(w)
+        return BF16Operand(pointer: UnsafeRawPointer(w.data).assumingMemoryBound(to: UInt16.self), ld: 2 * cols, owner: w.storage)
     }
 
-    /// The cached (or, for a weight that is not cacheable, freshly converted) bf16 copy.
-    static func cachedOperand(_ w: Tensor, backward: Bool) -> BF16Buffer {
-        // A splittable weight kept whole by the `no-weight-split` ablation is cached as the split
-        // would lay it out (high halves rounded half up, rows 2I apart; oneDNN's sums depend on
-        // the leading dimension), so the two give the same bits
-        // (`PrecisionConfigTests.testWeightSplitMatchesCache`).
-        let halfUp = w.bf16Splittable && w.shape.count == 2 && isCacheable(w)
+    /// The cached (or, for a weight that is not cacheable, freshly converted) bf16 copy. With
+    /// `splitLayout` (the `no-weight-split` ablation) the copy is the weight split as `split`
+    /// would split it — high halves rows `2I` apart; oneDNN's sums depend on the leading
+    /// dimension — so the two give the same bits (`PrecisionConfigTests.testWeightSplitMatchesCache`).
+    static func cachedOperand(_ w: Tensor, backward: Bool, splitLayout: Bool) -> BF16Buffer {
         guard isCacheable(w) else {
             pthread_mutex_lock(&lock); conversions += 1; pthread_mutex_unlock(&lock)
             return BF16Buffer(converting: w.data, count: w.count)
         }
         let key = ObjectIdentifier(w.storage)
+        let count = splitLayout ? 2 * w.count : w.count
         pthread_mutex_lock(&lock)
         if !backward && backwardSinceNewGeneration {
             generation += 1
@@ -107,7 +109,6 @@ public enum BF16Weights {
         if backward { backwardSinceNewGeneration = true }
         let gen = generation
         var entry = entries[key]
-        let count = halfUp ? 2 * w.count : w.count
         if let e = entry, e.storage !== w.storage || e.buffer.count != count {
             entries[key] = nil  // a freed storage's identifier reused
             entry = nil
@@ -129,11 +130,10 @@ public enum BF16Weights {
         pthread_mutex_unlock(&lock)
         // Converted outside the lock (the pool and the thread split need no lock here); only the
         // rank that owns these weights uses this entry.
-        if halfUp {
-            let dst = e.buffer.pointer, src = w.data, cols = w.shape[1]
-            Threading.parallelFor(w.shape[0], grain: max(1, (1 << 15) / cols)) { r in
-                for row in r { ck_f32_to_bf16_half_up(dst + row * 2 * cols, src + row * cols, 0, cols) }
-            }
+        if splitLayout {
+            let copy = UnsafeMutableRawPointer(e.buffer.pointer).assumingMemoryBound(to: Float.self)
+            copy.update(from: w.data, count: w.count)
+            eachRowBlock(copy, rows: w.shape[0], cols: w.shape[1], ck_bf16_split_rows)
         } else {
             convertToBF16(e.buffer.pointer, w.data, count: w.count)
         }
@@ -142,8 +142,8 @@ public enum BF16Weights {
 
     // MARK: weights split in place
 
-    /// A weight split in place: its base address, shape, and its storage (weakly: a freed
-    /// model's entries are dropped, never joined).
+    /// A weight split in place: its shape, and its storage (weakly: a freed model's entries are
+    /// dropped, never joined).
     struct Split {
         weak var storage: Storage?
         let rows: Int, cols: Int
@@ -153,6 +153,17 @@ public enum BF16Weights {
     /// Statistics: splits and joins done.
     nonisolated(unsafe) public private(set) static var splitCount = 0
     nonisolated(unsafe) public private(set) static var joinCount = 0
+
+    /// Runs a row kernel (`ck_bf16_split_rows` / `ck_bf16_join_rows`) over the `[rows, cols]`
+    /// matrix at `p`, split over threads, each block with its own `cols`-float scratch row.
+    static func eachRowBlock(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
+                             _ kernel: (UnsafeMutablePointer<Float>?, Int, Int, Int, UnsafeMutablePointer<Float>?) -> Void) {
+        Threading.parallelFor(rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
+                kernel(p, cols, r.lowerBound, r.upperBound, tmp.baseAddress!)
+            }
+        }
+    }
 
     /// Splits `w` in place (a no-op when it already is): every row of `I` floats becomes `I`
     /// bf16 high halves followed by `I` int16 low halves (`ck_bf16_split_rows`). Until `join`,
@@ -164,11 +175,7 @@ public enum BF16Weights {
         splits[p] = Split(storage: w.storage, rows: rows, cols: cols)
         splitCount += 1
         pthread_mutex_unlock(&lock)
-        Threading.parallelFor(rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
-                ck_bf16_split_rows(p, cols, r.lowerBound, r.upperBound, tmp.baseAddress!)
-            }
-        }
+        eachRowBlock(p, rows: rows, cols: cols, ck_bf16_split_rows)
     }
 
     /// Whether the weight at `pointer` is split now.
@@ -178,34 +185,34 @@ public enum BF16Weights {
     }
 
     /// Joins the weight whose base address is `pointer` back into fp32 (bit-exact), if split.
-    /// Call before reading or writing its values (the optimizer does, per parameter).
+    /// Every reader of a splittable weight's values calls this first (the optimizer per
+    /// parameter, the fp32 GEMMs, the embedding lookup); with nothing split (fp32 mode) it
+    /// returns after one read of the count.
     public static func join(_ pointer: UnsafeMutablePointer<Float>) {
+        // Splits and joins happen on the thread that runs the graph, so this unlocked read sees
+        // every split that thread made.
+        if splits.isEmpty { return }
         pthread_mutex_lock(&lock)
-        guard !splits.isEmpty, let s = splits.removeValue(forKey: pointer) else { pthread_mutex_unlock(&lock); return }
+        guard let s = splits.removeValue(forKey: pointer) else { pthread_mutex_unlock(&lock); return }
         joinCount += 1
         pthread_mutex_unlock(&lock)
         guard s.storage != nil else { return }
-        let cols = s.cols
-        Threading.parallelFor(s.rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
-                ck_bf16_join_rows(pointer, cols, r.lowerBound, r.upperBound, tmp.baseAddress!)
-            }
-        }
+        eachRowBlock(pointer, rows: s.rows, cols: s.cols, ck_bf16_join_rows)
     }
 
     /// Joins every split weight (end of a step, before anything reads parameters).
     public static func joinAll() {
+        if splits.isEmpty { return }
         pthread_mutex_lock(&lock)
         let all = Array(splits.keys)
         pthread_mutex_unlock(&lock)
         for p in all { join(p) }
     }
 
-    /// Number of weights split now, and their bytes.
-    public static var splitNow: (count: Int, bytes: Int) {
+    /// Number of weights split now.
+    public static var splitNow: Int {
         pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }
-        let live = splits.values.filter { $0.storage != nil }
-        return (live.count, live.reduce(0) { $0 + $1.rows * $1.cols * 4 })
+        return splits.values.filter { $0.storage != nil }.count
     }
 
     /// Records that a backward pass ran a GEMM without a weight lookup (its input needed no

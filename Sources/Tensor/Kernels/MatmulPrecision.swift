@@ -86,7 +86,6 @@ public enum MatmulPrecision {
     /// cannot create its engine) falls back to fp32 and returns the warning to print; otherwise nil.
     @discardableResult
     public static func set(_ p: Precision) -> String? {
-        BF16Weights.joinAll()
         guard p == .bf16 else { current = .fp32; return nil }
         let report = cpu
         guard report.backend != nil else {

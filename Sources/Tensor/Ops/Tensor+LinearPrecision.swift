@@ -9,7 +9,7 @@ extension Tensor {
     static func linearForwardInPrecision(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, weight: Tensor,
                                          bias: UnsafePointer<Float>?, n: Int, inFeatures: Int, outFeatures: Int, bf16: Bool) {
         if bf16 {
-            let w = BF16Weights.operand(weight, backward: false)
+            let w = BF16Weights.operand(weight, cols: inFeatures, backward: false)
             linearForwardBF16(out: out, inp: inp, weight: w.pointer, ldw: w.ld, bias: bias, n: n, inFeatures: inFeatures,
                               outFeatures: outFeatures)
             withExtendedLifetime(w.owner) {}
@@ -36,7 +36,7 @@ extension Tensor {
         if bf16 && !(dinpBF16 && dinp != nil) { BF16Weights.noteBackward() }
         func gemms(bf16: Bool, dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?) {
             if bf16 {
-                let w = dinp == nil ? nil : BF16Weights.operand(weight, backward: true)
+                let w = dinp == nil ? nil : BF16Weights.operand(weight, cols: inFeatures, backward: true)
                 linearBackwardBF16(dinp: dinp, dweight: dweight, dbias: dbias, dout: dout, inp: inp,
                                    weight: w?.pointer, ldw: w?.ld ?? inFeatures, n: n,
                                    inFeatures: inFeatures, outFeatures: outFeatures)
