@@ -188,8 +188,8 @@ func memoryBreakdown() -> String {
     let top = byFile.sorted { $0.value > $1.value }.prefix(4).map { String(format: "%@ %.0f", $0.key, $0.value / 1024) }.joined(separator: ", ")
     var inUse = 0, mmapped = 0, freeInHeap = 0
     ck_malloc_stats(&inUse, &mmapped, &freeInHeap)
-    return String(format: "rss %.0f MiB: anonymous %.0f MiB, file-backed %.0f MiB (%@); anonymous executable (JIT code) %.0f MiB; malloc: in use %.0f MiB (of it mmapped %.0f MiB), free in its heap %.0f MiB; pool: live %.0f MiB, idle %.0f MiB",
+    return String(format: "rss %.0f MiB: anonymous %.0f MiB, file-backed %.0f MiB (%@); anonymous executable (JIT code) %.0f MiB; malloc: in use %.0f MiB (of it mmapped %.0f MiB), free in its heap %.0f MiB; pool: live %.0f MiB, idle %.0f MiB; bf16 scratch %.0f MiB",
                   rss / 1024, anon / 1024, (rss - anon) / 1024, top, anonExec / 1024, Double(inUse + mmapped) / 1048576, Double(mmapped) / 1048576,
                   Double(freeInHeap) / 1048576, Double(BufferPool.shared.liveBytes) / 1048576,
-                  Double(BufferPool.shared.systemBytes - BufferPool.shared.liveBytes) / 1048576)
+                  Double(BufferPool.shared.systemBytes - BufferPool.shared.liveBytes) / 1048576, Double(bf16ScratchBytes) / 1048576)
 }

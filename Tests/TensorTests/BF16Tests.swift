@@ -275,6 +275,41 @@ final class BF16Tests: XCTestCase {
         XCTAssertEqual(BF16Weights.cachedBytes, 0)
     }
 
+    /// bf16 temporaries come from the thread's scratch arena, not the buffer pool: a set that
+    /// does not fit gets allocations of their own, the block grows to the whole set when the
+    /// arena empties, and from then on the same set reuses the block from its start (same
+    /// addresses, nothing allocated); a buffer given back on another thread counts too.
+    func testScratchArenaReusesItsBlock() {
+        let arena = ScratchArena()
+        func set() -> [UnsafeMutableRawPointer] {
+            let a = arena.take(1000), b = arena.take(5000), c = arena.take(64)
+            XCTAssertEqual(Int(bitPattern: a.pointer) % 64, 0)
+            XCTAssertEqual(Int(bitPattern: b.pointer) % 64, 0)
+            defer { for x in [a, b, c] { arena.give(x.pointer, inBlock: x.inBlock) } }
+            return [a.pointer, b.pointer, c.pointer]
+        }
+        let blockBefore = ScratchArena.blockBytes
+        _ = set()  // no block yet: three allocations of their own
+        XCTAssertGreaterThanOrEqual(ScratchArena.blockBytes - blockBefore, 1024 + 5056 + 64, "grown to the whole set")
+        let first = set(), second = set()
+        XCTAssertEqual(first, second, "the block is reused from its start")
+        XCTAssertEqual(Int(bitPattern: first[1]) - Int(bitPattern: first[0]), 1024, "bump allocation, 64-byte rounded")
+        // Given back from another thread.
+        let t = arena.take(100)
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) let p = t.pointer
+        Thread { arena.give(p, inBlock: t.inBlock); done.signal() }.start()
+        done.wait()
+        XCTAssertEqual(set(), first, "emptied by the other thread's give")
+        // BF16Buffer temporaries leave the pool alone.
+        let x = randomTensor([64, 33], seed: 9)
+        let live = BufferPool.shared.liveBytes
+        let b = BF16Buffer(converting: x.data, count: x.count)
+        XCTAssertTrue(b.isScratch)
+        XCTAssertEqual(BufferPool.shared.liveBytes, live)
+        XCTAssertEqual(b.floats, x.scalars.map(roundedToBF16))
+    }
+
     /// Splitting a weight in place and joining it back gives back every bit (random values and
     /// the edge cases: zeros, subnormals, ±Inf, the largest finite value, every low half at and
     /// around the tie); each row is its bf16 high halves then its int16 low halves; the high half
@@ -366,6 +401,28 @@ final class BF16Tests: XCTestCase {
         let rows = w.embedding([3, 0], shape: [2])
         XCTAssertFalse(BF16Weights.isSplit(w.data), "the lookup joined it")
         XCTAssertEqual(rows.scalars.map(\.bitPattern), Array(original[120..<160] + original[0..<40]))
+        // A weight split by another thread's graph (another rank of the process) is left alone by
+        // this thread's joinAll; that thread's joinAll, or a join by address, joins it.
+        nonisolated(unsafe) let (xs, ws) = (x, w)
+        let done = DispatchSemaphore(value: 0)
+        Thread { _ = xs.linear(ws, nil); done.signal() }.start()
+        done.wait()
+        XCTAssertTrue(BF16Weights.isSplit(w.data))
+        BF16Weights.joinAll()
+        XCTAssertTrue(BF16Weights.isSplit(w.data), "not this thread's split")
+        BF16Weights.join(w.data)
+        XCTAssertFalse(BF16Weights.isSplit(w.data))
+        XCTAssertEqual((0..<240).map { w.data[$0].bitPattern }, original)
+        // A non-trainable weight (a momentum encoder's) is split in a no-grad forward too, and gives the same output.
+        let mflat = Storage(count: 240)
+        let m = Tensor(shape: [6, 40], storage: Storage(borrowing: mflat.pointer, count: 240, owner: mflat))
+        m.bf16Splittable = true
+        m.data.update(from: w.data, count: 240)
+        let ym = withNoGrad { x.linear(m, nil).scalars }
+        XCTAssertTrue(BF16Weights.isSplit(m.data), "split like the trainable weight")
+        XCTAssertEqual(ym, withNoGrad { x.linear(w, nil).scalars })
+        BF16Weights.joinAll()
+        XCTAssertEqual((0..<240).map { m.data[$0].bitPattern }, original)
     }
 
     /// An op recorded inside `MatmulPrecision.inFP32` runs its forward and its backward in fp32
@@ -407,7 +464,7 @@ final class BF16Tests: XCTestCase {
         let live = BufferPool.shared.liveBytes
         let buffer = BF16Weights.cachedOperand(cw, backward: false, splitLayout: false)
         XCTAssertEqual(BufferPool.shared.liveBytes, live, "the cached copy takes nothing from the pool")
-        XCTAssertFalse(buffer.storage.pooled)
+        XCTAssertFalse(buffer.isScratch)
         XCTAssertEqual(buffer.count, 30)
         BF16Weights.clear()
     }

@@ -79,6 +79,7 @@ public struct RetrievalScoreMatrices {
         let wasTraining = model.isTraining
         model.train(false)
         defer { model.train(wasTraining) }
+        defer { BF16Weights.joinAll() }  // bf16 GEMMs split the weights they read; a checkpoint or checksum may read them next
         return try withNoGrad {
             let t = ids.count / max(l, 1)
             precondition(ids.count == t * l && mask.count == ids.count, "RetrievalScoreMatrices: ids/mask must be [T, \(l)]")

@@ -1,24 +1,27 @@
 import CKernels
 
-/// bfloat16 values (bit patterns) in pooled memory: a `Storage` from the buffer pool, so its
-/// reuse and its live/peak accounting cover bf16 temporaries too.
+/// bfloat16 values (bit patterns): a temporary in the calling thread's scratch arena
+/// (`init(count:)`, `ScratchArena`) or a long-lived copy in memory of its exact size
+/// (`init(unpooledCount:)`).
 public final class BF16Buffer {
-    let storage: Storage
+    private enum Backing {
+        case scratch(ScratchArena, inBlock: Bool)
+        case owned(RawAllocation)
+    }
+    private let backing: Backing
     /// Number of bf16 elements.
     public let count: Int
     /// Element pointer (64-byte aligned).
-    public var pointer: UnsafeMutablePointer<UInt16> {
-        UnsafeMutableRawPointer(storage.pointer).assumingMemoryBound(to: UInt16.self)
-    }
+    public let pointer: UnsafeMutablePointer<UInt16>
 
-    /// Uninitialised room for `count` bf16 values. The pool buffer is the one an fp32 tensor of
-    /// `count` elements takes (twice the bytes needed, of which only the first half is touched):
-    /// a bf16 temporary then shares its size class with the activations it is converted from,
-    /// so the buffers it frees are reused by them instead of sitting idle in a class of their
-    /// own (base step in bf16: 101 MiB less peak RSS, measured).
+    /// Uninitialised room for `count` bf16 values, for the duration of one kernel: from the
+    /// calling thread's scratch arena, outside the buffer pool (see `ScratchArena` for why).
     public init(count: Int) {
         self.count = count
-        storage = Storage(count: count, zeroed: false)
+        let arena = ScratchArena.current
+        let (p, inBlock) = arena.take(count * 2)
+        pointer = p.bindMemory(to: UInt16.self, capacity: count)
+        backing = .scratch(arena, inBlock: inBlock)
     }
 
     /// Uninitialised room for `count` bf16 values in memory of its own, exactly that size
@@ -26,10 +29,17 @@ public final class BF16Buffer {
     /// which in the pool would take a power-of-two bucket (up to 2× their size) and keep it.
     public init(unpooledCount count: Int) {
         self.count = count
-        let floats = max((count + 1) / 2, 1)
-        let owner = RawAllocation(byteCount: floats * 4)
-        storage = Storage(borrowing: owner.pointer.bindMemory(to: Float.self, capacity: floats), count: floats, owner: owner)
+        let owner = RawAllocation(byteCount: max(count, 1) * 2)
+        pointer = owner.pointer.bindMemory(to: UInt16.self, capacity: count)
+        backing = .owned(owner)
     }
+
+    deinit {
+        if case .scratch(let arena, let inBlock) = backing { arena.give(UnsafeMutableRawPointer(pointer), inBlock: inBlock) }
+    }
+
+    /// Whether this is a temporary in a scratch arena (else memory of its own).
+    var isScratch: Bool { if case .scratch = backing { return true } else { return false } }
 
     /// `src[0..<count]` rounded to bf16 (threads over chunks).
     public convenience init(converting src: UnsafePointer<Float>, count: Int) {

@@ -23,11 +23,14 @@ struct BF16Operand {
 /// The high half rounds half up on the bit pattern: nearest, like `convertToBF16`, except at
 /// exact ties (1 value in 2¹⁶), which go away from zero instead of to even.
 ///
+/// The momentum encoders' linear weights are split the same way during their forward passes
+/// (a bf16 copy per call would cost pool memory at the peak: 47 MiB for the MLM decoder on
+/// base) and joined with the rest.
+///
 /// Every other cacheable weight (the patch embedding's conv weight) gets a bf16 copy:
 /// a weight is cached when it is a trainable parameter packed into a flat parameter buffer
-/// (`requiresGrad`, storage borrowed from the buffer, not pooled); anything else (momentum
-/// weights, which run forward once per step; unpacked tensors; activations) is converted at the
-/// call. Entries are keyed by the weight's `Storage` object (weakly held: a freed model's
+/// (`requiresGrad`, storage borrowed from the buffer, not pooled); anything else (the momentum
+/// conv weight, which runs forward once per step; activations) is converted at the call. Entries are keyed by the weight's `Storage` object (weakly held: a freed model's
 /// entries are never reused, even when a new one lands at the same address) and carry the
 /// generation they were converted in. The copies live outside the buffer pool, each in memory
 /// of its exact size (`BF16Buffer(unpooledCount:)`).
@@ -68,10 +71,13 @@ public enum BF16Weights {
     static func isCacheable(_ w: Tensor) -> Bool { w.requiresGrad && !w.storage.pooled && !MatmulPrecision.ablated("no-weight-cache") }
 
     /// Whether `w` takes the split layout (`Tensor.bf16Splittable`: linear and embedding weights,
-    /// 2-D, cacheable): split in place, or under the `no-weight-split` ablation a cached copy laid
-    /// out the same way.
+    /// 2-D, not a pooled temporary; trainable or not, so the momentum encoders' weights too):
+    /// split in place, or under the `no-weight-split` ablation a copy laid out the same way
+    /// (cached when `w` is cacheable).
     @inline(__always)
-    static func hasSplitLayout(_ w: Tensor) -> Bool { w.bf16Splittable && w.shape.count == 2 && isCacheable(w) }
+    static func hasSplitLayout(_ w: Tensor) -> Bool {
+        w.bf16Splittable && w.shape.count == 2 && !w.storage.pooled && !MatmulPrecision.ablated("no-weight-cache")
+    }
 
     /// The bf16 operand of `w` (`[O, I]` as stored, `I` = `cols`) for a GEMM in the forward
     /// (`backward: false`) or backward pass: `pointer` with leading dimension `ld` (elements).
@@ -97,7 +103,10 @@ public enum BF16Weights {
     static func cachedOperand(_ w: Tensor, backward: Bool, splitLayout: Bool) -> BF16Buffer {
         guard isCacheable(w) else {
             pthread_mutex_lock(&lock); conversions += 1; pthread_mutex_unlock(&lock)
-            return BF16Buffer(converting: w.data, count: w.count)
+            guard splitLayout else { return BF16Buffer(converting: w.data, count: w.count) }
+            let b = BF16Buffer(count: 2 * w.count)
+            splitCopy(w, into: b)
+            return b
         }
         let key = ObjectIdentifier(w.storage)
         let count = splitLayout ? 2 * w.count : w.count
@@ -131,25 +140,35 @@ public enum BF16Weights {
         // Converted outside the lock (the pool and the thread split need no lock here); only the
         // rank that owns these weights uses this entry.
         if splitLayout {
-            let copy = UnsafeMutableRawPointer(e.buffer.pointer).assumingMemoryBound(to: Float.self)
-            copy.update(from: w.data, count: w.count)
-            eachRowBlock(copy, rows: w.shape[0], cols: w.shape[1], ck_bf16_split_rows)
+            splitCopy(w, into: e.buffer)
         } else {
             convertToBF16(e.buffer.pointer, w.data, count: w.count)
         }
         return e.buffer
     }
 
+    /// `w`'s values copied into `b` (`2 × w.count` bf16 slots) and split there as `split` splits in place.
+    static func splitCopy(_ w: Tensor, into b: BF16Buffer) {
+        let copy = UnsafeMutableRawPointer(b.pointer).assumingMemoryBound(to: Float.self)
+        copy.update(from: w.data, count: w.count)
+        eachRowBlock(copy, rows: w.shape[0], cols: w.shape[1], ck_bf16_split_rows)
+    }
+
     // MARK: weights split in place
 
-    /// A weight split in place: its shape, and its storage (weakly: a freed model's entries are
-    /// dropped, never joined).
+    /// A weight split in place: its shape, its storage (weakly: a freed model's entries are
+    /// dropped, never joined) and the thread whose graph split it (`joinAll` joins only its own:
+    /// ranks of one process, `LocalWorld`, each run a graph on their own thread).
     struct Split {
         weak var storage: Storage?
         let rows: Int, cols: Int
+        let thread: pthread_t
     }
-    /// Split weights by base address.
-    nonisolated(unsafe) static var splits: [UnsafeMutablePointer<Float>: Split] = [:]
+    /// Split weights by base address, and how many (read without the lock by the fp32 fast path).
+    nonisolated(unsafe) static var splits: [UnsafeMutablePointer<Float>: Split] = [:] {
+        didSet { splitTotal = splits.count }
+    }
+    nonisolated(unsafe) static var splitTotal = 0
     /// Statistics: splits and joins done.
     nonisolated(unsafe) public private(set) static var splitCount = 0
     nonisolated(unsafe) public private(set) static var joinCount = 0
@@ -172,7 +191,7 @@ public enum BF16Weights {
         let p = w.data, rows = w.shape[0], cols = w.shape[1]
         pthread_mutex_lock(&lock)
         if let s = splits[p], s.storage != nil { pthread_mutex_unlock(&lock); return }  // by address: tied views share it
-        splits[p] = Split(storage: w.storage, rows: rows, cols: cols)
+        splits[p] = Split(storage: w.storage, rows: rows, cols: cols, thread: pthread_self())
         splitCount += 1
         pthread_mutex_unlock(&lock)
         eachRowBlock(p, rows: rows, cols: cols, ck_bf16_split_rows)
@@ -189,9 +208,9 @@ public enum BF16Weights {
     /// parameter, the fp32 GEMMs, the embedding lookup); with nothing split (fp32 mode) it
     /// returns after one read of the count.
     public static func join(_ pointer: UnsafeMutablePointer<Float>) {
-        // Splits and joins happen on the thread that runs the graph, so this unlocked read sees
-        // every split that thread made.
-        if splits.isEmpty { return }
+        // A weight is split by the thread that runs its graph and joined by it or after it
+        // (its optimizer, also on the reduction thread), so this unlocked read sees that split.
+        if splitTotal == 0 { return }
         pthread_mutex_lock(&lock)
         guard let s = splits.removeValue(forKey: pointer) else { pthread_mutex_unlock(&lock); return }
         joinCount += 1
@@ -200,13 +219,16 @@ public enum BF16Weights {
         eachRowBlock(pointer, rows: s.rows, cols: s.cols, ck_bf16_join_rows)
     }
 
-    /// Joins every split weight (end of a step, before anything reads parameters).
+    /// Joins every weight the calling thread's graph split (end of a step, before anything
+    /// reads parameters). Another thread's splits (another rank of the process, mid-forward)
+    /// are left to it.
     public static func joinAll() {
-        if splits.isEmpty { return }
+        if splitTotal == 0 { return }
+        let me = pthread_self()
         pthread_mutex_lock(&lock)
-        let all = Array(splits.keys)
+        let mine = splits.filter { pthread_equal($0.value.thread, me) != 0 }.map(\.key)
         pthread_mutex_unlock(&lock)
-        for p in all { join(p) }
+        for p in mine { join(p) }
     }
 
     /// Number of weights split now.
