@@ -114,8 +114,10 @@ struct BenchStep: ParsableCommand {
                      cfg.model.imageRes, threads))
         print("memory now: " + memoryBreakdown())
         if precisions.contains(.bf16) {
-            print(String(format: "bf16 weights: split in place %d times, joined %d (%d split now); copies cached: %.0f MiB, conversions %d, hits %d; oneDNN primitives %d, scratchpad %.0f MiB",
-                         BF16Weights.splitCount, BF16Weights.joinCount, BF16Weights.splitNow,
+            let bf16Steps = Double(max(1, (steps + warmup) * variants.filter { $0.precision == .bf16 }.count))
+            print(String(format: "bf16 weights: split in place %d times (%.3f s a step), joined %d (%.3f s a step; %d split now); copies cached: %.0f MiB, conversions %d, hits %d; oneDNN primitives %d, scratchpad %.0f MiB",
+                         BF16Weights.splitCount, BF16Weights.splitSeconds / bf16Steps, BF16Weights.joinCount,
+                         BF16Weights.joinSeconds / bf16Steps, BF16Weights.splitNow,
                          Double(BF16Weights.cachedBytes) / 1048576,
                          BF16Weights.counters.conversions, BF16Weights.counters.hits, OneDNN.primitiveCount,
                          Double(OneDNN.threadScratchpadBytes) / 1048576))

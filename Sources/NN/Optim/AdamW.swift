@@ -70,11 +70,14 @@ public final class AdamW {
             let lrS = lrScale[si] == 1 ? lr : lr * lrScale[si]
             let wdFactor = 1 - lrS * decay[si]
             let stepSize = lrS / bc1
-            BF16Weights.join(p + s.offset)  // a weight split by bf16 GEMMs gets its fp32 bits back first
-            Threading.parallelFor(s.count, grain: 1 << 15) { range in
+            let update: (Range<Int>) -> Void = { range in
                 adamWKernel(p: p + s.offset, g: g + s.offset, m: mp + s.offset, v: vp + s.offset, range: range, wdFactor: wdFactor,
                             beta1: b1, beta2: b2, stepSize: stepSize, bc2Sqrt: bc2Sqrt, eps: e)
             }
+            // A weight split by bf16 GEMMs gets its fp32 bits back block by block just before
+            // its update (one pass over it instead of two; the same bits: the update is per element).
+            if BF16Weights.joiningBlocks(p + s.offset, count: s.count, update) { continue }
+            Threading.parallelFor(s.count, grain: 1 << 15, update)
         }
     }
 }

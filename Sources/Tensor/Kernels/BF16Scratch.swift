@@ -64,7 +64,7 @@ final class ScratchArena: @unchecked Sendable {
             if demand > capacity {
                 // Grown only while nothing in it is live: every temporary of the largest kernel so far fits next time.
                 block?.deallocate()
-                let grown = (demand + (1 << 20) - 1) & ~((1 << 20) - 1)
+                let grown = (demand + (1 << 16) - 1) & ~((1 << 16) - 1)
                 block = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 64)
                 ScratchArena.account(grown - capacity)
                 capacity = grown

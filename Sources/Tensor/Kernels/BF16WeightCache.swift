@@ -30,9 +30,10 @@ struct BF16Operand {
 /// Every other cacheable weight (the patch embedding's conv weight) gets a bf16 copy:
 /// a weight is cached when it is a trainable parameter packed into a flat parameter buffer
 /// (`requiresGrad`, storage borrowed from the buffer, not pooled); anything else (the momentum
-/// conv weight, which runs forward once per step; activations) is converted at the call. Entries are keyed by the weight's `Storage` object (weakly held: a freed model's
-/// entries are never reused, even when a new one lands at the same address) and carry the
-/// generation they were converted in. The copies live outside the buffer pool, each in memory
+/// conv weight, which runs forward once per step; activations) is converted at the call.
+/// Entries are keyed by the weight's `Storage` object (weakly held: a freed model's entries are
+/// never reused, even when a new one lands at the same address) and carry the generation they
+/// were converted in. The copies live outside the buffer pool, each in memory
 /// of its exact size (`BF16Buffer(unpooledCount:)`).
 ///
 /// Invalidation: weights change only in the optimizer, which runs during or after a backward
@@ -169,9 +170,17 @@ public enum BF16Weights {
         didSet { splitTotal = splits.count }
     }
     nonisolated(unsafe) static var splitTotal = 0
-    /// Statistics: splits and joins done.
+    /// Statistics: splits and joins done, and the seconds they took (wall clock of the calls).
     nonisolated(unsafe) public private(set) static var splitCount = 0
     nonisolated(unsafe) public private(set) static var joinCount = 0
+    nonisolated(unsafe) public private(set) static var splitSeconds = 0.0
+    nonisolated(unsafe) public private(set) static var joinSeconds = 0.0
+
+    @inline(__always) static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
 
     /// Runs a row kernel (`ck_bf16_split_rows` / `ck_bf16_join_rows`) over the `[rows, cols]`
     /// matrix at `p`, split over threads, each block with its own `cols`-float scratch row.
@@ -194,7 +203,10 @@ public enum BF16Weights {
         splits[p] = Split(storage: w.storage, rows: rows, cols: cols, thread: pthread_self())
         splitCount += 1
         pthread_mutex_unlock(&lock)
+        let t0 = now()
         eachRowBlock(p, rows: rows, cols: cols, ck_bf16_split_rows)
+        let dt = now() - t0
+        pthread_mutex_lock(&lock); splitSeconds += dt; pthread_mutex_unlock(&lock)
     }
 
     /// Whether the weight at `pointer` is split now.
@@ -216,8 +228,38 @@ public enum BF16Weights {
         joinCount += 1
         pthread_mutex_unlock(&lock)
         guard s.storage != nil else { return }
+        let t0 = now()
         eachRowBlock(pointer, rows: s.rows, cols: s.cols, ck_bf16_join_rows)
+        let dt = now() - t0
+        pthread_mutex_lock(&lock); joinSeconds += dt; pthread_mutex_unlock(&lock)
     }
+
+    /// For a reader that passes over a whole weight once and writes it (AdamW): if the weight at
+    /// `pointer` (`count` floats) is split, runs `body` over blocks of its element range, each
+    /// block joined just before on the same thread (so the join adds no pass over memory), and
+    /// returns true; else returns false and does nothing. Blocks are whole rows; `body` may run
+    /// on several threads at once.
+    public static func joiningBlocks(_ pointer: UnsafeMutablePointer<Float>, count: Int,
+                                     _ body: (Range<Int>) -> Void) -> Bool {
+        if splitTotal == 0 { return false }
+        pthread_mutex_lock(&lock)
+        guard let s = splits[pointer], s.storage != nil, s.rows * s.cols == count else { pthread_mutex_unlock(&lock); return false }
+        splits[pointer] = nil
+        joinCount += 1
+        fusedJoinCount += 1
+        pthread_mutex_unlock(&lock)
+        let cols = s.cols
+        let p = pointer
+        Threading.parallelFor(s.rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
+                ck_bf16_join_rows(p, cols, r.lowerBound, r.upperBound, tmp.baseAddress!)
+            }
+            body(r.lowerBound * cols ..< r.upperBound * cols)
+        }
+        return true
+    }
+    /// Statistics: joins done by `joiningBlocks` (also in `joinCount`, not in `joinSeconds`).
+    nonisolated(unsafe) public private(set) static var fusedJoinCount = 0
 
     /// Joins every weight the calling thread's graph split (end of a step, before anything
     /// reads parameters). Another thread's splits (another rank of the process, mid-forward)
