@@ -1,4 +1,4 @@
-// glibc malloc's statistics for the memory breakdown of `bench-step`, and its mmap threshold (see CKernels.h).
+// glibc malloc's statistics for the memory breakdown of `bench-step` (see CKernels.h).
 #include "CKernels.h"
 #include <stdlib.h>  // defines __GLIBC__ where glibc is the C library
 #if defined(__GLIBC__)
@@ -10,14 +10,5 @@ void ck_malloc_stats(size_t *in_use, size_t *mmapped, size_t *free_in_heap) {
     *in_use = m.uordblks; *mmapped = m.hblkhd; *free_in_heap = m.fordblks;
 #else
     *in_use = 0; *mmapped = 0; *free_in_heap = 0;
-#endif
-}
-
-int ck_malloc_fix_mmap_threshold(size_t bytes) {
-#if defined(__GLIBC__)
-    return mallopt(M_MMAP_THRESHOLD, (int)bytes);
-#else
-    (void)bytes;
-    return 0;
 #endif
 }

@@ -89,8 +89,27 @@ public final class BufferPool: @unchecked Sendable {
         systemBytes += cap * 4
         noteTake(cap)
         pthread_mutex_unlock(&lock)
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: cap * 4, alignment: 64)
+        let raw = BufferPool.systemAllocate(cap * 4)
         return (raw.bindMemory(to: Float.self, capacity: cap), cap)
+    }
+
+    /// Buffers of at least this many bytes get pages of their own (`mmap`), outside malloc's
+    /// heap. The pool keeps its buffers for the whole run; in glibc's heap (which serves blocks
+    /// up to its sliding mmap threshold, 32 MiB at most) they sit between the short-lived blocks
+    /// of other code, whose freed space then stays resident: 68 MiB of free heap at the end of a
+    /// base bf16 step, measured. Below this size: malloc.
+    static let mmapBytes = 256 << 10
+
+    static func systemAllocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        guard bytes >= mmapBytes else { return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64) }
+        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            fatalError("BufferPool: out of memory: mmap of \(bytes) bytes failed (errno \(errno))")
+        }
+        return p
+    }
+
+    static func systemFree(_ p: UnsafeMutableRawPointer, bytes: Int) {
+        if bytes >= mmapBytes { munmap(p, bytes) } else { p.deallocate() }
     }
 
     /// Called with the lock held.
@@ -114,14 +133,14 @@ public final class BufferPool: @unchecked Sendable {
         } else {
             systemBytes -= capacity * 4
             pthread_mutex_unlock(&lock)
-            UnsafeMutableRawPointer(p).deallocate()
+            BufferPool.systemFree(UnsafeMutableRawPointer(p), bytes: capacity * 4)
         }
     }
 
     /// Releases every idle buffer to the system.
     public func trim() {
         pthread_mutex_lock(&lock)
-        for (cap, list) in free { for p in list { UnsafeMutableRawPointer(p).deallocate() }; systemBytes -= cap * 4 * list.count }
+        for (cap, list) in free { for p in list { BufferPool.systemFree(UnsafeMutableRawPointer(p), bytes: cap * 4) }; systemBytes -= cap * 4 * list.count }
         free = [:]
         cachedBytes = 0
         pthread_mutex_unlock(&lock)

@@ -1,7 +1,6 @@
 import ALBEF
 import ALBEFSelfCheck
 import ArgumentParser
-import CKernels
 import Foundation
 import Tensor
 
@@ -9,13 +8,6 @@ import Tensor
 struct Worker: ParsableCommand {
     static func main() {
         setvbuf(stdout, nil, _IOLBF, 0)  // log lines appear as they are printed, also in files and pipes
-        // Blocks of 256 KiB and more get pages of their own, given back when freed: glibc's
-        // sliding threshold otherwise serves them from its heap, where the freed ones of a
-        // training step stay resident (base bf16: 47 MiB of peak RSS, measured; fp32 unchanged).
-        // A user's GLIBC_TUNABLES=glibc.malloc.mmap_threshold=… is left to rule.
-        if !(ProcessInfo.processInfo.environment["GLIBC_TUNABLES"] ?? "").contains("mmap_threshold") {
-            _ = ck_malloc_fix_mmap_threshold(256 << 10)
-        }
         do {
             var command = try parseAsRoot()
             try command.run()

@@ -285,7 +285,7 @@ final class BF16Tests: XCTestCase {
             let a = arena.take(1000), b = arena.take(5000), c = arena.take(64)
             XCTAssertEqual(Int(bitPattern: a.pointer) % 64, 0)
             XCTAssertEqual(Int(bitPattern: b.pointer) % 64, 0)
-            defer { for x in [a, b, c] { arena.give(x.pointer, inBlock: x.inBlock) } }
+            defer { for (x, n) in [(a, 1000), (b, 5000), (c, 64)] { arena.give(x.pointer, inBlock: x.inBlock, bytes: n) } }
             return [a.pointer, b.pointer, c.pointer]
         }
         let blockBefore = ScratchArena.blockBytes
@@ -298,7 +298,7 @@ final class BF16Tests: XCTestCase {
         let t = arena.take(100)
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) let p = t.pointer
-        Thread { arena.give(p, inBlock: t.inBlock); done.signal() }.start()
+        Thread { arena.give(p, inBlock: t.inBlock, bytes: 100); done.signal() }.start()
         done.wait()
         XCTAssertEqual(set(), first, "emptied by the other thread's give")
         // BF16Buffer temporaries leave the pool alone.

@@ -69,12 +69,6 @@ int ck_cpu_has_amx_bf16(void);
 /// glibc malloc's view (mallinfo2): bytes in use from its heaps, in mmapped chunks, and free in
 /// its heaps. Zeros where unavailable.
 void ck_malloc_stats(size_t *in_use, size_t *mmapped, size_t *free_in_heap);
-/// Fixes glibc malloc's mmap threshold at `bytes` (mallopt M_MMAP_THRESHOLD): allocations of at
-/// least that size get pages of their own, returned to the system when freed. Without it glibc
-/// raises the threshold to the size of each mmapped block freed (up to 32 MiB), and later blocks
-/// of up to that size come from its heap, where freed ones stay resident. Returns 1 on success,
-/// 0 where it does not apply (not glibc).
-int ck_malloc_fix_mmap_threshold(size_t bytes);
 
 #ifdef __cplusplus
 }

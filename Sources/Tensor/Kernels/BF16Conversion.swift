@@ -35,7 +35,7 @@ public final class BF16Buffer {
     }
 
     deinit {
-        if case .scratch(let arena, let inBlock) = backing { arena.give(UnsafeMutableRawPointer(pointer), inBlock: inBlock) }
+        if case .scratch(let arena, let inBlock) = backing { arena.give(UnsafeMutableRawPointer(pointer), inBlock: inBlock, bytes: count * 2) }
     }
 
     /// Whether this is a temporary in a scratch arena (else memory of its own).

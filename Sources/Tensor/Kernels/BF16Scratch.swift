@@ -23,6 +23,8 @@ import Glibc
 /// Each thread that runs a kernel (the graph's thread, `Threading`'s workers, the reduction
 /// thread) has its own arena (`current`), freed when the thread ends and its buffers are gone.
 /// A buffer keeps its arena alive and may be given back from another thread (the arena locks).
+/// Blocks and overflow allocations come from `BufferPool.systemAllocate` (pages of their own
+/// from 256 KiB up, outside malloc's heap).
 final class ScratchArena: @unchecked Sendable {
     private var block: UnsafeMutableRawPointer?
     private var capacity = 0
@@ -33,8 +35,11 @@ final class ScratchArena: @unchecked Sendable {
 
     init() { pthread_mutex_init(&lock, nil) }
 
+    /// `bytes` rounded up to whole 64-byte lines.
+    static func rounded(_ bytes: Int) -> Int { (max(bytes, 1) + 63) & ~63 }
+
     deinit {
-        block?.deallocate()
+        if let block { BufferPool.systemFree(block, bytes: capacity) }
         ScratchArena.account(-capacity)
         pthread_mutex_destroy(&lock)
     }
@@ -42,7 +47,7 @@ final class ScratchArena: @unchecked Sendable {
     /// `bytes` (rounded up to 64) of uninitialised memory, 64-byte aligned, and whether it is in
     /// the block (else an allocation of its own, which `give` frees).
     func take(_ bytes: Int) -> (pointer: UnsafeMutableRawPointer, inBlock: Bool) {
-        let b = (max(bytes, 1) + 63) & ~63
+        let b = ScratchArena.rounded(bytes)
         pthread_mutex_lock(&lock)
         live += 1
         demand += b
@@ -53,19 +58,19 @@ final class ScratchArena: @unchecked Sendable {
             return (p, true)
         }
         pthread_mutex_unlock(&lock)
-        return (UnsafeMutableRawPointer.allocate(byteCount: b, alignment: 64), false)
+        return (BufferPool.systemAllocate(b), false)
     }
 
-    func give(_ p: UnsafeMutableRawPointer, inBlock: Bool) {
-        if !inBlock { p.deallocate() }
+    func give(_ p: UnsafeMutableRawPointer, inBlock: Bool, bytes: Int) {
+        if !inBlock { BufferPool.systemFree(p, bytes: ScratchArena.rounded(bytes)) }
         pthread_mutex_lock(&lock)
         live -= 1
         if live == 0 {
             if demand > capacity {
                 // Grown only while nothing in it is live: every temporary of the largest kernel so far fits next time.
-                block?.deallocate()
+                if let block { BufferPool.systemFree(block, bytes: capacity) }
                 let grown = (demand + (1 << 16) - 1) & ~((1 << 16) - 1)
-                block = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 64)
+                block = BufferPool.systemAllocate(grown)
                 ScratchArena.account(grown - capacity)
                 capacity = grown
             }
