@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 
 /// A thread that runs gradient reductions while the training thread goes on with backward.
 ///
@@ -36,21 +37,15 @@ public final class ReductionThread: @unchecked Sendable {
                 }
                 let job = jobs.removeFirst()
                 cond.unlock()
-                let t0 = now()
+                let t0 = monotonicSeconds()
                 job()
-                let t1 = now()
+                let t1 = monotonicSeconds()
                 cond.lock()
                 completed += 1
                 busySeconds += t1 - t0
                 cond.broadcast()
                 cond.unlock()
             }
-        }
-
-        func now() -> Double {
-            var ts = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
         }
     }
 

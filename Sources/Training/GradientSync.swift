@@ -225,13 +225,6 @@ final class ThreadRequest: CollectiveRequest {
     func wait() { thread.wait(upTo: ticket) }
 }
 
-/// Seconds from a monotonic clock.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
 #if canImport(Glibc)
 import Glibc
 #endif

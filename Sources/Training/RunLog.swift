@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 
 /// The logging step of a ``TrainingRun``: on rank 0, every `logEvery` steps (and the first), one
 /// console line, one `metrics.jsonl` object and the same scalars as TensorBoard events.

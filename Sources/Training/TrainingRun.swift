@@ -1,6 +1,7 @@
 import ALBEF
 import Distributed
 import Foundation
+import Tensor
 
 /// Options of a training run (the `albef-worker train` flags).
 public struct RunOptions: Sendable {

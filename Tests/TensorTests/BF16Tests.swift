@@ -413,6 +413,17 @@ final class BF16Tests: XCTestCase {
         BF16Weights.join(w.data)
         XCTAssertFalse(BF16Weights.isSplit(w.data))
         XCTAssertEqual((0..<240).map { w.data[$0].bitPattern }, original)
+        // The reader's join (AdamW): each block is joined before the reader sees it, the blocks
+        // cover the weight once; a count that is not the whole weight joins it and runs nothing.
+        _ = x.linear(w, nil)
+        let seen = Storage(count: 240, zeroed: true)
+        nonisolated(unsafe) let (wp, sp) = (w.data, seen.pointer)
+        XCTAssertTrue(BF16Weights.join(w.data, count: 240) { r in for i in r { sp[i] += 1; XCTAssertEqual(wp[i].bitPattern, original[i]) } })
+        XCTAssertEqual((0..<240).map { seen.pointer[$0] }, [Float](repeating: 1, count: 240))
+        _ = x.linear(w, nil)
+        XCTAssertFalse(BF16Weights.join(w.data, count: 40) { _ in XCTFail("a partial count runs no block") })
+        XCTAssertFalse(BF16Weights.isSplit(w.data))
+        XCTAssertEqual((0..<240).map { w.data[$0].bitPattern }, original)
         // A non-trainable weight (a momentum encoder's) is split in a no-grad forward too, and gives the same output.
         let mflat = Storage(count: 240)
         let m = Tensor(shape: [6, 40], storage: Storage(borrowing: mflat.pointer, count: 240, owner: mflat))

@@ -76,7 +76,7 @@ public final class AdamW {
             }
             // A weight split by bf16 GEMMs gets its fp32 bits back block by block just before
             // its update (one pass over it instead of two; the same bits: the update is per element).
-            if BF16Weights.joiningBlocks(p + s.offset, count: s.count, update) { continue }
+            if BF16Weights.join(p + s.offset, count: s.count, eachBlock: update) { continue }
             Threading.parallelFor(s.count, grain: 1 << 15, update)
         }
     }

@@ -102,9 +102,14 @@ public func bf16Bits(_ x: Float) -> UInt16 {
 @inline(__always)
 public func floatFromBF16(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
 
-/// Memory from the system, freed with its owner.
+/// Memory from the system (`BufferPool.systemAllocate`: pages of its own from 256 KiB up),
+/// freed with its owner.
 final class RawAllocation {
     let pointer: UnsafeMutableRawPointer
-    init(byteCount: Int) { pointer = UnsafeMutableRawPointer.allocate(byteCount: byteCount, alignment: 64) }
-    deinit { pointer.deallocate() }
+    let byteCount: Int
+    init(byteCount: Int) {
+        self.byteCount = byteCount
+        pointer = BufferPool.systemAllocate(byteCount)
+    }
+    deinit { BufferPool.systemFree(pointer, bytes: byteCount) }
 }

@@ -111,7 +111,7 @@ final class ScratchArena: @unchecked Sendable {
         pthread_mutex_lock(&totalLock); total += delta; pthread_mutex_unlock(&totalLock)
     }
     /// Bytes held by every thread's arena block (exact allocations in flight not counted).
-    public static var blockBytes: Int {
+    static var blockBytes: Int {
         pthread_mutex_lock(&totalLock); defer { pthread_mutex_unlock(&totalLock) }
         return total
     }

@@ -69,16 +69,19 @@ public enum BF16Weights {
 
     /// Whether `w` is cached (see the type's documentation).
     @inline(__always)
-    static func isCacheable(_ w: Tensor) -> Bool { w.requiresGrad && !w.storage.pooled && !MatmulPrecision.ablated("no-weight-cache") }
+    static func isCacheable(_ w: Tensor) -> Bool { w.requiresGrad && isStoredWeight(w) }
+
+    /// Whether `w` lives in memory of its own rather than in a pooled temporary (a weight packed
+    /// into a flat parameter buffer, trainable or not), and the `no-weight-cache` ablation is off.
+    @inline(__always)
+    static func isStoredWeight(_ w: Tensor) -> Bool { !w.storage.pooled && !MatmulPrecision.ablated("no-weight-cache") }
 
     /// Whether `w` takes the split layout (`Tensor.bf16Splittable`: linear and embedding weights,
     /// 2-D, not a pooled temporary; trainable or not, so the momentum encoders' weights too):
     /// split in place, or under the `no-weight-split` ablation a copy laid out the same way
     /// (cached when `w` is cacheable).
     @inline(__always)
-    static func hasSplitLayout(_ w: Tensor) -> Bool {
-        w.bf16Splittable && w.shape.count == 2 && !w.storage.pooled && !MatmulPrecision.ablated("no-weight-cache")
-    }
+    static func hasSplitLayout(_ w: Tensor) -> Bool { w.bf16Splittable && w.shape.count == 2 && isStoredWeight(w) }
 
     /// The bf16 operand of `w` (`[O, I]` as stored, `I` = `cols`) for a GEMM in the forward
     /// (`backward: false`) or backward pass: `pointer` with leading dimension `ld` (elements).
@@ -176,20 +179,17 @@ public enum BF16Weights {
     nonisolated(unsafe) public private(set) static var splitSeconds = 0.0
     nonisolated(unsafe) public private(set) static var joinSeconds = 0.0
 
-    @inline(__always) static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
-
     /// Runs a row kernel (`ck_bf16_split_rows` / `ck_bf16_join_rows`) over the `[rows, cols]`
-    /// matrix at `p`, split over threads, each block with its own `cols`-float scratch row.
+    /// matrix at `p`, split over threads, each block with its own `cols`-float scratch row, then
+    /// `then` on the block's row range (same thread).
     static func eachRowBlock(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
-                             _ kernel: (UnsafeMutablePointer<Float>?, Int, Int, Int, UnsafeMutablePointer<Float>?) -> Void) {
+                             _ kernel: (UnsafeMutablePointer<Float>?, Int, Int, Int, UnsafeMutablePointer<Float>?) -> Void,
+                             then: ((Range<Int>) -> Void)? = nil) {
         Threading.parallelFor(rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
                 kernel(p, cols, r.lowerBound, r.upperBound, tmp.baseAddress!)
             }
+            then?(r)
         }
     }
 
@@ -201,12 +201,11 @@ public enum BF16Weights {
         pthread_mutex_lock(&lock)
         if let s = splits[p], s.storage != nil { pthread_mutex_unlock(&lock); return }  // by address: tied views share it
         splits[p] = Split(storage: w.storage, rows: rows, cols: cols, thread: pthread_self())
-        splitCount += 1
         pthread_mutex_unlock(&lock)
-        let t0 = now()
+        let t0 = monotonicSeconds()
         eachRowBlock(p, rows: rows, cols: cols, ck_bf16_split_rows)
-        let dt = now() - t0
-        pthread_mutex_lock(&lock); splitSeconds += dt; pthread_mutex_unlock(&lock)
+        let dt = monotonicSeconds() - t0
+        pthread_mutex_lock(&lock); splitCount += 1; splitSeconds += dt; pthread_mutex_unlock(&lock)
     }
 
     /// Whether the weight at `pointer` is split now.
@@ -220,46 +219,32 @@ public enum BF16Weights {
     /// parameter, the fp32 GEMMs, the embedding lookup); with nothing split (fp32 mode) it
     /// returns after one read of the count.
     public static func join(_ pointer: UnsafeMutablePointer<Float>) {
-        // A weight is split by the thread that runs its graph and joined by it or after it
-        // (its optimizer, also on the reduction thread), so this unlocked read sees that split.
-        if splitTotal == 0 { return }
-        pthread_mutex_lock(&lock)
-        guard let s = splits.removeValue(forKey: pointer) else { pthread_mutex_unlock(&lock); return }
-        joinCount += 1
-        pthread_mutex_unlock(&lock)
-        guard s.storage != nil else { return }
-        let t0 = now()
-        eachRowBlock(pointer, rows: s.rows, cols: s.cols, ck_bf16_join_rows)
-        let dt = now() - t0
-        pthread_mutex_lock(&lock); joinSeconds += dt; pthread_mutex_unlock(&lock)
+        _ = join(pointer, count: 0, eachBlock: nil)
     }
 
-    /// For a reader that passes over a whole weight once and writes it (AdamW): if the weight at
-    /// `pointer` (`count` floats) is split, runs `body` over blocks of its element range, each
-    /// block joined just before on the same thread (so the join adds no pass over memory), and
-    /// returns true; else returns false and does nothing. Blocks are whole rows; `body` may run
-    /// on several threads at once.
-    public static func joiningBlocks(_ pointer: UnsafeMutablePointer<Float>, count: Int,
-                                     _ body: (Range<Int>) -> Void) -> Bool {
+    /// `join` for a reader that passes over the whole weight once (AdamW over its `count`
+    /// floats): the weight is joined row block by row block and `eachBlock` runs on each block's
+    /// element range right after, on the same thread, so the join adds no pass over memory.
+    /// Returns whether `eachBlock` ran; when it did not (the weight was not split, or `count` is
+    /// not the whole weight, which is then joined first), the caller makes its own pass.
+    public static func join(_ pointer: UnsafeMutablePointer<Float>, count: Int,
+                            eachBlock: ((Range<Int>) -> Void)?) -> Bool {
+        // A weight is split by the thread that runs its graph and joined by it or after it
+        // (its optimizer, also on the reduction thread), so this unlocked read sees that split.
         if splitTotal == 0 { return false }
         pthread_mutex_lock(&lock)
-        guard let s = splits[pointer], s.storage != nil, s.rows * s.cols == count else { pthread_mutex_unlock(&lock); return false }
-        splits[pointer] = nil
-        joinCount += 1
-        fusedJoinCount += 1
+        let split = splits.removeValue(forKey: pointer)
         pthread_mutex_unlock(&lock)
+        guard let s = split, s.storage != nil else { return false }
         let cols = s.cols
-        let p = pointer
-        Threading.parallelFor(s.rows, grain: max(1, (1 << 15) / max(cols, 1))) { r in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
-                ck_bf16_join_rows(p, cols, r.lowerBound, r.upperBound, tmp.baseAddress!)
-            }
-            body(r.lowerBound * cols ..< r.upperBound * cols)
-        }
-        return true
+        var fused: ((Range<Int>) -> Void)?
+        if let eachBlock, s.rows * cols == count { fused = { r in eachBlock(r.lowerBound * cols ..< r.upperBound * cols) } }
+        let t0 = monotonicSeconds()
+        eachRowBlock(pointer, rows: s.rows, cols: cols, ck_bf16_join_rows, then: fused)
+        let dt = fused == nil ? monotonicSeconds() - t0 : 0  // a fused join's time is its reader's
+        pthread_mutex_lock(&lock); joinCount += 1; joinSeconds += dt; pthread_mutex_unlock(&lock)
+        return fused != nil
     }
-    /// Statistics: joins done by `joiningBlocks` (also in `joinCount`, not in `joinSeconds`).
-    nonisolated(unsafe) public private(set) static var fusedJoinCount = 0
 
     /// Joins every weight the calling thread's graph split (end of a step, before anything
     /// reads parameters). Another thread's splits (another rank of the process, mid-forward)
