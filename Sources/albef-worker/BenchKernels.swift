@@ -147,7 +147,28 @@ struct BenchKernels: ParsableCommand {
                 print(String(format: "bf16 linear %dx%d→%d backward  %7.1f GFLOP/s  fp32 linear %7.1f GFLOP/s  median speed-up %.3f", m, k, nOut,
                              2 * flops / lb.ours / 1e9, 2 * flops / lb.raw / 1e9, lb.ratio))
                 bf16Speedups.append(rf.ratio)
-                withExtendedLifetime((ab, wb, gb)) {}
+                // The layout a training step reads its weights in: split in place (`BF16Weights`),
+                // the bf16 high halves of each row followed by its low halves, so leading
+                // dimension 2K; beside a dense bf16 copy (leading dimension K). oneDNN may pick
+                // a different kernel for each (2.6.3 here: gemm:jit for the split, brg for dense).
+                let ws = BF16Buffer(unpooledCount: nOut * 2 * k)
+                for r in 0..<nOut { (ws.pointer + r * 2 * k).update(from: wb.pointer + r * k, count: k) }
+                let sf = pairedRounds(
+                    raw: { bf16gemm(transB: true, m: m, n: nOut, k: k, a: ab.pointer, lda: k, b: wb.pointer, ldb: k, beta: 1, c: o, ldc: nOut) },
+                    ours: { bf16gemm(transB: true, m: m, n: nOut, k: k, a: ab.pointer, lda: k, b: ws.pointer, ldb: 2 * k, beta: 1, c: o, ldc: nOut) })
+                let sd = pairedRounds(
+                    raw: { bf16gemm(m: m, n: k, k: nOut, a: gb.pointer, lda: nOut, b: wb.pointer, ldb: k, beta: 1, c: da, ldc: k) },
+                    ours: { bf16gemm(m: m, n: k, k: nOut, a: gb.pointer, lda: nOut, b: ws.pointer, ldb: 2 * k, beta: 1, c: da, ldc: k) })
+                func layoutImpl(transB: Bool, n: Int, kk: Int, ldb: Int, ldc: Int) -> String {
+                    (try? OneDNN.implementation(transB: transB, m: m, n: n, k: kk, lda: kk, ldb: ldb, beta: 1, ldc: ldc)) ?? "?"
+                }
+                print(String(format: "bf16 gemm %dx%dx%d x·Wᵀ, W split in place (%@)  %7.1f GFLOP/s  dense copy (%@) %7.1f GFLOP/s (medians)  median split/dense speed %.3f",
+                             m, nOut, k, layoutImpl(transB: true, n: nOut, kk: k, ldb: 2 * k, ldc: nOut) as NSString, flops / sf.ours / 1e9,
+                             layoutImpl(transB: true, n: nOut, kk: k, ldb: k, ldc: nOut) as NSString, flops / sf.raw / 1e9, sf.ratio))
+                print(String(format: "bf16 gemm %dx%dx%d dout·W, W split in place (%@)  %7.1f GFLOP/s  dense copy (%@) %7.1f GFLOP/s (medians)  median split/dense speed %.3f",
+                             m, k, nOut, layoutImpl(transB: false, n: k, kk: nOut, ldb: 2 * k, ldc: k) as NSString, flops / sd.ours / 1e9,
+                             layoutImpl(transB: false, n: k, kk: nOut, ldb: k, ldc: k) as NSString, flops / sd.raw / 1e9, sd.ratio))
+                withExtendedLifetime((ab, wb, gb, ws)) {}
             }
             for p in [a, w, b, o, dout, da, dw, db] { p.deallocate() }
         }
