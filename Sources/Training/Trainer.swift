@@ -88,7 +88,7 @@ public final class ModelTrainer<Model: TrainableALBEF> {
         let fp32Grads = try config.applyBF16WeightGradPolicy(to: model)
         if rank == 0 && MatmulPrecision.current == .bf16 {
             print("precision: bf16 weight gradients in fp32 for " + (fp32Grads.isEmpty ? "no module (every GEMM in bf16, autocast's policy)"
-                : fp32Grads.map { "\($0.name) (\($0.matrices) matrices)" }.joined(separator: ", ")))
+                : fp32Grads.map { "\($0.name) (\($0.matrices) \($0.matrices == 1 ? "matrix" : "matrices"))" }.joined(separator: ", ")))
         }
         // Accumulation sums whole micro-step gradients before one reduction: the flat layout.
         model.pack(gradients: config.optimizerInBackward && layout.accumSteps == 1 ? .deferred : .flat)
