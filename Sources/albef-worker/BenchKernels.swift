@@ -149,25 +149,23 @@ struct BenchKernels: ParsableCommand {
                 bf16Speedups.append(rf.ratio)
                 // The layout a training step reads its weights in: split in place (`BF16Weights`),
                 // the bf16 high halves of each row followed by its low halves, so leading
-                // dimension 2K; beside a dense bf16 copy (leading dimension K). oneDNN may pick
-                // a different kernel for each (2.6.3 here: gemm:jit for the split, brg for dense).
+                // dimension 2K; beside a dense bf16 copy (leading dimension K), for x·Wᵀ (forward)
+                // and dout·W (input gradient). oneDNN may pick a different kernel for each
+                // (2.6.3 here: gemm:jit for the split, brg for dense).
                 let ws = BF16Buffer(unpooledCount: nOut * 2 * k)
                 for r in 0..<nOut { (ws.pointer + r * 2 * k).update(from: wb.pointer + r * k, count: k) }
-                let sf = pairedRounds(
-                    raw: { bf16gemm(transB: true, m: m, n: nOut, k: k, a: ab.pointer, lda: k, b: wb.pointer, ldb: k, beta: 1, c: o, ldc: nOut) },
-                    ours: { bf16gemm(transB: true, m: m, n: nOut, k: k, a: ab.pointer, lda: k, b: ws.pointer, ldb: 2 * k, beta: 1, c: o, ldc: nOut) })
-                let sd = pairedRounds(
-                    raw: { bf16gemm(m: m, n: k, k: nOut, a: gb.pointer, lda: nOut, b: wb.pointer, ldb: k, beta: 1, c: da, ldc: k) },
-                    ours: { bf16gemm(m: m, n: k, k: nOut, a: gb.pointer, lda: nOut, b: ws.pointer, ldb: 2 * k, beta: 1, c: da, ldc: k) })
-                func layoutImpl(transB: Bool, n: Int, kk: Int, ldb: Int, ldc: Int) -> String {
-                    (try? OneDNN.implementation(transB: transB, m: m, n: n, k: kk, lda: kk, ldb: ldb, beta: 1, ldc: ldc)) ?? "?"
+                for (what, transB, n, kk, a, lda, c, ldc) in [("x·Wᵀ", true, nOut, k, ab.pointer, k, o, nOut),
+                                                              ("dout·W", false, k, nOut, gb.pointer, nOut, da, k)] {
+                    func gemm(_ b: UnsafePointer<UInt16>, ldb: Int) {
+                        bf16gemm(transB: transB, m: m, n: n, k: kk, a: a, lda: lda, b: b, ldb: ldb, beta: 1, c: c, ldc: ldc)
+                    }
+                    func kernel(ldb: Int) -> NSString {
+                        ((try? OneDNN.implementation(transB: transB, m: m, n: n, k: kk, lda: lda, ldb: ldb, beta: 1, ldc: ldc)) ?? "?") as NSString
+                    }
+                    let r = pairedRounds(raw: { gemm(wb.pointer, ldb: k) }, ours: { gemm(ws.pointer, ldb: 2 * k) })
+                    print(String(format: "bf16 gemm %dx%dx%d %@, W split in place (%@)  %7.1f GFLOP/s  dense copy (%@) %7.1f GFLOP/s (medians)  median split/dense speed %.3f",
+                                 m, n, kk, what as NSString, kernel(ldb: 2 * k), flops / r.ours / 1e9, kernel(ldb: k), flops / r.raw / 1e9, r.ratio))
                 }
-                print(String(format: "bf16 gemm %dx%dx%d x·Wᵀ, W split in place (%@)  %7.1f GFLOP/s  dense copy (%@) %7.1f GFLOP/s (medians)  median split/dense speed %.3f",
-                             m, nOut, k, layoutImpl(transB: true, n: nOut, kk: k, ldb: 2 * k, ldc: nOut) as NSString, flops / sf.ours / 1e9,
-                             layoutImpl(transB: true, n: nOut, kk: k, ldb: k, ldc: nOut) as NSString, flops / sf.raw / 1e9, sf.ratio))
-                print(String(format: "bf16 gemm %dx%dx%d dout·W, W split in place (%@)  %7.1f GFLOP/s  dense copy (%@) %7.1f GFLOP/s (medians)  median split/dense speed %.3f",
-                             m, k, nOut, layoutImpl(transB: false, n: k, kk: nOut, ldb: 2 * k, ldc: k) as NSString, flops / sd.ours / 1e9,
-                             layoutImpl(transB: false, n: k, kk: nOut, ldb: k, ldc: k) as NSString, flops / sd.raw / 1e9, sd.ratio))
                 withExtendedLifetime((ab, wb, gb, ws)) {}
             }
             for p in [a, w, b, o, dout, da, dw, db] { p.deallocate() }
