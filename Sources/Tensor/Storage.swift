@@ -37,6 +37,18 @@ public final class Storage {
     deinit {
         if pooled { BufferPool.shared.give(pointer, capacity: capacity) }
     }
+
+    /// What a tensor whose memory was given back early points at (`Tensor.convertingStorageToBF16`): no
+    /// elements, at the start of 1 GiB of address space mapped with no access, so a read or
+    /// write through a stale `data` pointer faults at once instead of reading someone else's
+    /// buffer.
+    static let released: Storage = {
+        let bytes = 1 << 30
+        guard let p = mmap(nil, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), p != MAP_FAILED else {
+            fatalError("Storage: mmap of \(bytes) bytes of reserved address space failed (errno \(errno))")
+        }
+        return Storage(borrowing: p.bindMemory(to: Float.self, capacity: 1), count: 0, owner: nil)
+    }()
 }
 
 /// A size-bucketed free list of 64-byte-aligned Float32 buffers (power-of-two capacities).

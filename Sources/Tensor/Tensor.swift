@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKernels
+
 /// A dense, row-major Float32 tensor that records its own gradient function (a runtime tape).
 ///
 /// Every tensor is contiguous. `reshaped` shares storage; `permuted`, slicing and concatenation
@@ -34,6 +39,41 @@ public final class Tensor {
 
     /// Element pointer.
     @inline(__always) public var data: UnsafeMutablePointer<Float> { storage.pointer }
+
+    /// Whether `convertingStorageToBF16` took this tensor's memory back (its `data` is then unreadable).
+    public var isStorageReleased: Bool { storage === Storage.released }
+
+    /// Rounds this tensor's values to bf16 into the first half of its own memory and hands that
+    /// memory over as the returned buffer (same element indices, e.g. a packed `[N, 3C]` qkv
+    /// stays `[N, 3C]` with rows 3C apart); the pages of the second half go back to the system
+    /// (`madvise(MADV_DONTNEED)`; the pool's next user of the buffer gets them zeroed). For an op
+    /// that keeps only bf16 copies of its inputs for the backward (bf16 attention): the bf16
+    /// values are the bits `convertToBF16` gives, and the fp32 values are gone. Only when nothing
+    /// else can read them — the caller holds the only reference to the tensor (checked by the
+    /// caller, e.g. with a `consuming` parameter) and `canReleaseStorage`. The tensor keeps its
+    /// shape and gradient; its `data` then points at address space that faults on access.
+    func convertingStorageToBF16() -> BF16Buffer {
+        precondition(canReleaseStorage, "convertingStorageToBF16: storage shared or not from the pool")
+        let s = storage
+        storage = Storage.released
+        // In place, front to back, on one thread: element i's two bytes land on bytes that
+        // elements < i already vacated (the conversion reads each 16-lane block before writing it).
+        ck_f32_to_bf16(UnsafeMutableRawPointer(s.pointer).assumingMemoryBound(to: UInt16.self), s.pointer, 0, count)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let bytes = s.capacity * MemoryLayout<Float>.stride
+        let keep = (count * 2 + page - 1) / page * page
+        var returned = 0
+        if bytes >= BufferPool.mmapBytes, keep < bytes,  // pages of its own (below: malloc's, left alone)
+           madvise(UnsafeMutableRawPointer(s.pointer) + keep, bytes - keep, Int32(MADV_DONTNEED)) == 0 {
+            returned = bytes - keep
+        }
+        ReleasedActivations.note(returned: returned, keptBF16: count * 2)
+        return BF16Buffer(reusing: s, count: count)
+    }
+
+    /// Whether `convertingStorageToBF16` may take this tensor's memory: pool memory that only this tensor
+    /// references (the caller's side, the tensor's own references, is the caller's to check).
+    var canReleaseStorage: Bool { !isStorageReleased && storage.pooled && isKnownUniquelyReferenced(&storage) }
 
     /// A new tensor over `storage` (which must hold `shape`'s element count).
     public init(shape: [Int], storage: Storage, requiresGrad: Bool = false) {

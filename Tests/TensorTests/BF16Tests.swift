@@ -230,6 +230,77 @@ final class BF16Tests: XCTestCase {
         XCTAssertEqual(one.1, two.1)
     }
 
+    /// Attention's inputs converted to bf16 in their own memory for the backward (the caller
+    /// passed its only reference: a projection's fresh output) give the same bits as keeping the
+    /// fp32 inputs (`keep-attention-inputs`): outputs and every gradient, for separate q/k/v
+    /// (masked, with dropout) and a packed qkv large enough that its tail pages are returned.
+    /// An input the caller still holds is not touched.
+    func testAttentionInPlaceInputsMatchKept() throws {
+        try requireBF16()
+        let saved = MatmulPrecision.ablations
+        defer { MatmulPrecision.ablations = saved; MatmulPrecision.set(.fp32) }
+        MatmulPrecision.set(.bf16)
+        let c = 256, l = 64
+        let x = randomTensor([2, l, c], seed: 40), mem = randomTensor([2, 9, c], seed: 41)
+        let wq = randomTensor([c, c], seed: 42, scale: 0.05), wk = randomTensor([c, c], seed: 43, scale: 0.05)
+        let wv = randomTensor([c, c], seed: 44, scale: 0.05), wqkv = randomTensor([3 * c, c], seed: 45, scale: 0.05)
+        let bias = randomTensor([3 * c], seed: 46)
+        var maskValues = [Float](repeating: 0, count: 18)
+        maskValues[4] = -10000; maskValues[16] = -10000
+        let mask = Tensor(maskValues, shape: [2, 9])
+        let leaves = [x, mem, wq, wk, wv, wqkv, bias]
+        func run(_ f: () -> Tensor) -> [[Float]] {
+            for t in leaves { t.requiresGrad = true; t.gradStorage = nil }
+            let y = f()
+            (y * y).sum().backward()
+            return [y.scalars] + leaves.map { $0.grad?.scalars ?? [] }
+        }
+        let cross = {
+            Tensor.attention(q: x.linear(wq, nil), k: mem.linear(wk, nil), v: mem.linear(wv, nil), heads: 4, mask: mask,
+                             scale: 0.125, dropout: (0.2, 5))
+        }
+        let packed = { Tensor.attention(packedQKV: x.linear(wqkv, bias), heads: 4, scale: 0.125) }
+        for (name, f, tensors) in [("cross", cross, 3), ("packed", packed, 1)] {
+            MatmulPrecision.ablations = ["keep-attention-inputs"]
+            _ = ReleasedActivations.take()
+            let keptFP32 = run(f)
+            XCTAssertEqual(ReleasedActivations.take().tensors, 0, "\(name): the ablation converts nothing in place")
+            MatmulPrecision.ablations = []
+            let inPlace = run(f)
+            let r = ReleasedActivations.take()
+            XCTAssertEqual(r.tensors, tensors, "\(name): inputs converted in place")
+            XCTAssertEqual(inPlace, keptFP32, "\(name): outputs and gradients")
+            if name == "packed" {
+                XCTAssertEqual(r.keptBF16, 2 * l * 3 * c * 2, "packed: bf16 bytes kept")
+                XCTAssertGreaterThan(r.returned, 0, "packed: its 384 KiB buffer's second half goes back to the system")
+            }
+        }
+        // q held by the caller (read again below) stays fp32; k and v are converted.
+        func held(_ ablations: Set<String>) -> (outputs: [[Float]], converted: Int) {
+            MatmulPrecision.ablations = ablations
+            var converted = 0
+            let outputs = run {
+                let q = x.linear(wq, nil)
+                let before = q.scalars
+                let y = Tensor.attention(q: q, k: mem.linear(wk, nil), v: mem.linear(wv, nil), heads: 4, mask: mask, scale: 0.125)
+                converted = ReleasedActivations.take().tensors
+                XCTAssertFalse(q.isStorageReleased)
+                XCTAssertEqual(q.scalars, before, "held q: its values untouched")
+                return y
+            }
+            return (outputs, converted)
+        }
+        let heldInPlace = held([]), heldKept = held(["keep-attention-inputs"])
+        XCTAssertEqual(heldInPlace.converted, 2, "held q: only k and v converted")
+        XCTAssertEqual(heldKept.converted, 0)
+        XCTAssertEqual(heldInPlace.outputs, heldKept.outputs, "held q: the same bits")
+        // Without a gradient nothing is kept, so nothing is converted.
+        MatmulPrecision.ablations = []
+        for t in leaves { t.requiresGrad = false; t.gradStorage = nil }
+        _ = Tensor.attention(packedQKV: x.linear(wqkv, bias), heads: 4, scale: 0.125)
+        XCTAssertEqual(ReleasedActivations.take().tensors, 0, "no grad: nothing converted")
+    }
+
     /// Cached bf16 weights: one conversion serves every forward and the backward of a step; the
     /// first forward after a backward reconverts (the optimizer may have changed the weights);
     /// `invalidate()` after changing weights by hand; unpacked or frozen weights are never cached.

@@ -15,6 +15,19 @@ public func attentionForwardBF16(out: UnsafeMutablePointer<Float>, probs: Unsafe
     let qb = BF16Buffer(converting: q, rows: batch * lq, cols: hd, lds: ldq)
     let kb = BF16Buffer(converting: k, rows: batch * lk, cols: hd, lds: ldk)
     let vb = BF16Buffer(converting: v, rows: batch * lk, cols: hd, lds: ldv)
+    attentionForwardBF16(out: out, probs: probs, qb: qb.pointer, kb: kb.pointer, vb: vb.pointer, ld: hd, mask: mask, batch: batch,
+                         heads: heads, lq: lq, lk: lk, headDim: headDim, scale: scale, dropout: dropout)
+    withExtendedLifetime((qb, kb, vb)) {}
+}
+
+/// `attentionForwardBF16` on Q, K, V already rounded to bf16, each a `[B·L, H·D]` matrix with
+/// rows `ld` apart (the fp32 entry point passes dense copies, ld = H·D; `Tensor.attention` may
+/// pass a packed qkv converted in place, ld = 3·H·D).
+public func attentionForwardBF16(out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>?,
+                                 qb: UnsafePointer<UInt16>, kb: UnsafePointer<UInt16>, vb: UnsafePointer<UInt16>, ld: Int,
+                                 mask: UnsafePointer<Float>?, batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int,
+                                 scale: Float, dropout: (p: Float, seed: UInt64)? = nil) {
+    let hd = heads * headDim
     let inner = attentionInnerThreads(batch * heads)
     Threading.parallelForBLAS(batch * heads) { range in
         let dropped = dropout.map { _ in Storage(count: lq * lk, zeroed: false) }
@@ -23,8 +36,8 @@ public func attentionForwardBF16(out: UnsafeMutablePointer<Float>, probs: Unsafe
         for bh in range {
             let b = bh / heads, h = bh % heads
             let p = probs.map { $0 + bh * lq * lk } ?? scratch!.pointer
-            attentionProbabilitiesBF16(p, q: qb.pointer + b * lq * hd + h * headDim, k: kb.pointer + b * lk * hd + h * headDim,
-                                       ld: hd, mask: mask.map { $0 + b * lk }, lq: lq, lk: lk, headDim: headDim,
+            attentionProbabilitiesBF16(p, q: qb + b * lq * ld + h * headDim, k: kb + b * lk * ld + h * headDim,
+                                       ld: ld, mask: mask.map { $0 + b * lk }, lq: lq, lk: lk, headDim: headDim,
                                        scale: scale, threads: inner)
             var pv = UnsafePointer(p)
             if let dropout, let d = dropped?.pointer {
@@ -33,14 +46,13 @@ public func attentionForwardBF16(out: UnsafeMutablePointer<Float>, probs: Unsafe
                 pv = UnsafePointer(d)
             }
             ck_convert(pb.pointer, pv, lq * lk)
-            bf16gemm(m: lq, n: headDim, k: lk, a: pb.pointer, lda: lk, b: vb.pointer + b * lk * hd + h * headDim, ldb: hd,
+            bf16gemm(m: lq, n: headDim, k: lk, a: pb.pointer, lda: lk, b: vb + b * lk * ld + h * headDim, ldb: ld,
                      c: out + b * lq * hd + h * headDim, ldc: hd, threads: inner)
         }
         withExtendedLifetime(dropped) {}
         withExtendedLifetime(scratch) {}
         withExtendedLifetime(pb) {}
     }
-    withExtendedLifetime((qb, kb, vb)) {}
 }
 
 /// oneDNN's team size for GEMMs inside `Threading.parallelForBLAS(n)`: 1 when our threads split
@@ -85,6 +97,22 @@ public func attentionBackwardBF16(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMu
     let qb = BF16Buffer(converting: q, rows: batch * lq, cols: hd, lds: ldq)
     let kb = BF16Buffer(converting: k, rows: batch * lk, cols: hd, lds: ldk)
     let vb = BF16Buffer(converting: v, rows: batch * lk, cols: hd, lds: ldv)
+    attentionBackwardBF16(dq: dq, ldq: ldq, dk: dk, ldk: ldk, dv: dv, ldv: ldv, dout: dout, probs: probs,
+                          qb: qb.pointer, kb: kb.pointer, vb: vb.pointer, ld: hd, mask: mask, batch: batch, heads: heads,
+                          lq: lq, lk: lk, headDim: headDim, scale: scale, dropout: dropout)
+    withExtendedLifetime((qb, kb, vb)) {}
+}
+
+/// `attentionBackwardBF16` on Q, K, V already rounded to bf16 (`[B·L, H·D]` with rows `ld`
+/// apart, the bits the forward used); `ldq`, `ldk`, `ldv` are the row strides of `dq`, `dk`, `dv`.
+public func attentionBackwardBF16(dq: UnsafeMutablePointer<Float>?, ldq: Int, dk: UnsafeMutablePointer<Float>?, ldk: Int,
+                                  dv: UnsafeMutablePointer<Float>?, ldv: Int, dout: UnsafePointer<Float>,
+                                  probs: UnsafePointer<Float>?,
+                                  qb: UnsafePointer<UInt16>, kb: UnsafePointer<UInt16>, vb: UnsafePointer<UInt16>, ld: Int,
+                                  mask: UnsafePointer<Float>? = nil,
+                                  batch: Int, heads: Int, lq: Int, lk: Int, headDim: Int, scale: Float,
+                                  dropout: (p: Float, seed: UInt64)? = nil) {
+    let hd = heads * headDim
     let gb = BF16Buffer(converting: dout, count: batch * lq * hd)
     let inner = attentionInnerThreads(batch * heads)
     Threading.parallelForBLAS(batch * heads) { range in
@@ -95,18 +123,18 @@ public func attentionBackwardBF16(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMu
         for bh in range {
             let b = bh / heads, h = bh % heads
             let qo = b * lq * ldq + h * headDim, ko = b * lk * ldk + h * headDim, vo = b * lk * ldv + h * headDim
-            let qbo = b * lq * hd + h * headDim, kbo = b * lk * hd + h * headDim
+            let qbo = b * lq * ld + h * headDim, kbo = b * lk * ld + h * headDim, gbo = b * lq * hd + h * headDim
             let p: UnsafePointer<Float>
             if let probs {
                 p = probs + bh * lq * lk
             } else {
                 let r = scratch.pointer + lq * lk
-                attentionProbabilitiesBF16(r, q: qb.pointer + qbo, k: kb.pointer + kbo, ld: hd, mask: mask.map { $0 + b * lk },
+                attentionProbabilitiesBF16(r, q: qb + qbo, k: kb + kbo, ld: ld, mask: mask.map { $0 + b * lk },
                                            lq: lq, lk: lk, headDim: headDim, scale: scale, threads: inner)
                 p = UnsafePointer(r)
             }
-            let dob = gb.pointer + qbo
-            bf16gemm(transB: true, m: lq, n: lk, k: headDim, a: dob, lda: hd, b: vb.pointer + kbo, ldb: hd, c: dp, ldc: lk,
+            let dob = gb.pointer + gbo
+            bf16gemm(transB: true, m: lq, n: lk, k: headDim, a: dob, lda: hd, b: vb + kbo, ldb: ld, c: dp, ldc: lk,
                      threads: inner)
             var pUsed = p
             if let dropout, let ms = maskStorage?.pointer {
@@ -129,17 +157,17 @@ public func attentionBackwardBF16(dq: UnsafeMutablePointer<Float>?, dk: UnsafeMu
             guard dq != nil || dk != nil else { continue }
             ck_convert(pb.pointer, dp, lq * lk)  // bf16(dS)
             if let dq {
-                bf16gemm(m: lq, n: headDim, k: lk, alpha: scale, a: pb.pointer, lda: lk, b: kb.pointer + kbo, ldb: hd, beta: 1,
+                bf16gemm(m: lq, n: headDim, k: lk, alpha: scale, a: pb.pointer, lda: lk, b: kb + kbo, ldb: ld, beta: 1,
                          c: dq + qo, ldc: ldq, threads: inner)
             }
             if let dk {
-                bf16gemm(transA: true, m: lk, n: headDim, k: lq, alpha: scale, a: pb.pointer, lda: lk, b: qb.pointer + qbo,
-                         ldb: hd, beta: 1, c: dk + ko, ldc: ldk, threads: inner)
+                bf16gemm(transA: true, m: lk, n: headDim, k: lq, alpha: scale, a: pb.pointer, lda: lk, b: qb + qbo,
+                         ldb: ld, beta: 1, c: dk + ko, ldc: ldk, threads: inner)
             }
         }
         withExtendedLifetime(scratch) {}
         withExtendedLifetime(maskStorage) {}
         withExtendedLifetime(pb) {}
     }
-    withExtendedLifetime((qb, kb, vb, gb)) {}
+    withExtendedLifetime(gb) {}
 }

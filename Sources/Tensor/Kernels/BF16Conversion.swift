@@ -7,6 +7,7 @@ public final class BF16Buffer {
     private enum Backing {
         case scratch(ScratchArena, inBlock: Bool)
         case owned(RawAllocation)
+        case pooled(Storage)
     }
     private let backing: Backing
     /// Number of bf16 elements.
@@ -32,6 +33,14 @@ public final class BF16Buffer {
         let owner = RawAllocation(byteCount: max(count, 1) * 2)
         pointer = owner.pointer.bindMemory(to: UInt16.self, capacity: count)
         backing = .owned(owner)
+    }
+
+    /// `count` bf16 values already written at the start of `storage` (which becomes theirs).
+    init(reusing storage: Storage, count: Int) {
+        precondition(storage.count * 2 >= count, "BF16Buffer: storage of \(storage.count) floats < \(count) bf16")
+        self.count = count
+        pointer = UnsafeMutableRawPointer(storage.pointer).bindMemory(to: UInt16.self, capacity: count)
+        backing = .pooled(storage)
     }
 
     deinit {
