@@ -122,7 +122,7 @@ struct BenchStep: ParsableCommand {
                          BF16Weights.counters.conversions, BF16Weights.counters.hits, OneDNN.primitiveCount,
                          Double(OneDNN.threadScratchpadBytes) / 1048576))
             let r = ReleasedActivations.take()
-            print(String(format: "bf16 attention inputs converted in place: %d tensors a step, %.1f MiB of bf16 kept for the backward, %.1f MiB of their fp32 pages returned to the system",
+            print(String(format: "bf16 inputs saved for the backward converted in place (attention Q/K/V, addingLinear): %d tensors a step, %.1f MiB of bf16 kept, %.1f MiB of their buffers' pages returned to the system",
                          r.tensors / Int(bf16Steps), Double(r.keptBF16) / bf16Steps / 1048576, Double(r.returned) / bf16Steps / 1048576))
         }
         for p in variants {

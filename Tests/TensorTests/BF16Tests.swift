@@ -230,11 +230,12 @@ final class BF16Tests: XCTestCase {
         XCTAssertEqual(one.1, two.1)
     }
 
-    /// Attention's inputs converted to bf16 in their own memory for the backward (the caller
-    /// passed its only reference: a projection's fresh output) give the same bits as keeping the
-    /// fp32 inputs (`keep-attention-inputs`): outputs and every gradient, for separate q/k/v
-    /// (masked, with dropout) and a packed qkv large enough that its tail pages are returned.
-    /// An input the caller still holds is not touched.
+    /// Attention's and `addingLinear`'s saved inputs converted to bf16 in their own memory for
+    /// the backward (the caller passed its only reference: a projection's fresh output) give the
+    /// same bits as keeping the fp32 inputs (`keep-fp32-inputs`): outputs and every gradient, for
+    /// separate q/k/v (masked, with dropout), a packed qkv large enough that its tail pages are
+    /// returned, and attention feeding a projection. An input the caller still holds is not
+    /// touched; nothing is converted without a gradient or for an fp32 weight gradient.
     func testAttentionInPlaceInputsMatchKept() throws {
         try requireBF16()
         let saved = MatmulPrecision.ablations
@@ -260,8 +261,10 @@ final class BF16Tests: XCTestCase {
                              scale: 0.125, dropout: (0.2, 5))
         }
         let packed = { Tensor.attention(packedQKV: x.linear(wqkv, bias), heads: 4, scale: 0.125) }
-        for (name, f, tensors) in [("cross", cross, 3), ("packed", packed, 1)] {
-            MatmulPrecision.ablations = ["keep-attention-inputs"]
+        // A ViT block's attention half: the context goes straight into the output projection.
+        let block = { x.addingLinear(Tensor.attention(packedQKV: x.linear(wqkv, bias), heads: 4, scale: 0.125), wq, nil) }
+        for (name, f, tensors) in [("cross", cross, 3), ("packed", packed, 1), ("block", block, 2)] {
+            MatmulPrecision.ablations = ["keep-fp32-inputs"]
             _ = ReleasedActivations.take()
             let keptFP32 = run(f)
             XCTAssertEqual(ReleasedActivations.take().tensors, 0, "\(name): the ablation converts nothing in place")
@@ -290,7 +293,7 @@ final class BF16Tests: XCTestCase {
             }
             return (outputs, converted)
         }
-        let heldInPlace = held([]), heldKept = held(["keep-attention-inputs"])
+        let heldInPlace = held([]), heldKept = held(["keep-fp32-inputs"])
         XCTAssertEqual(heldInPlace.converted, 2, "held q: only k and v converted")
         XCTAssertEqual(heldKept.converted, 0)
         XCTAssertEqual(heldInPlace.outputs, heldKept.outputs, "held q: the same bits")
@@ -299,6 +302,12 @@ final class BF16Tests: XCTestCase {
         for t in leaves { t.requiresGrad = false; t.gradStorage = nil }
         _ = Tensor.attention(packedQKV: x.linear(wqkv, bias), heads: 4, scale: 0.125)
         XCTAssertEqual(ReleasedActivations.take().tensors, 0, "no grad: nothing converted")
+        for t in leaves { t.requiresGrad = true; t.gradStorage = nil }
+        wq.weightGradFP32 = true
+        defer { wq.weightGradFP32 = false }
+        let y = x.addingLinear(x.linear(wk, nil), wq, nil)
+        (y * y).sum().backward()
+        XCTAssertEqual(ReleasedActivations.take().tensors, 0, "fp32 weight gradient: the fp32 input kept")
     }
 
     /// Cached bf16 weights: one conversion serves every forward and the backward of a step; the

@@ -115,7 +115,7 @@ public final class ViTBlock: Module {
         let d = x.shape[2] / attn.heads
         let qkv = x.layerNormLinear(norm1.weight, norm1.bias, eps: norm1.eps, attn.qkv.weight, attn.qkv.bias)
         let ctx = Tensor.attention(packedQKV: consume qkv, heads: attn.heads, scale: 1 / Float(d).squareRoot())
-        let h = x.addingLinear(ctx, attn.proj.weight, attn.proj.bias)
+        let h = x.addingLinear(consume ctx, attn.proj.weight, attn.proj.bias)
         let pre = h.layerNormLinear(norm2.weight, norm2.bias, eps: norm2.eps, mlp.fc1.weight, mlp.fc1.bias)
         return h.addingLinear(pre, mlp.fc2.weight, mlp.fc2.bias, gelu: true)
     }

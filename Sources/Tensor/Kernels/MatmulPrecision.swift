@@ -70,8 +70,9 @@ public enum MatmulPrecision {
     /// at every GEMM instead of once per step (memory analysis: the cache's share of the RSS),
     /// `no-weight-split` keeps a bf16 copy of the linear and embedding weights instead of splitting
     /// them in place (`BF16Weights`; the same bits, 2 bytes a parameter more),
-    /// `keep-attention-inputs` keeps attention's fp32 Q, K, V for the backward instead of
-    /// converting them to bf16 in their own memory (`AttentionBF16Inputs`; the same bits).
+    /// `keep-fp32-inputs` keeps the fp32 inputs attention (Q, K, V) and `addingLinear` save for
+    /// the backward instead of converting them to bf16 in their own memory
+    /// (`Tensor.convertingStorageToBF16`; the same bits).
     nonisolated(unsafe) public static var ablations: Set<String> = {
         guard let v = getenv("ALBEF_BF16_ABLATE") else { return [] }
         return Set(String(cString: v).split(separator: ",").map(String.init))

@@ -12,23 +12,26 @@ extension Tensor {
     }
 
     /// out = (gelu?(a))·Wᵀ + b, the GELU output in a pooled temporary that is released at once.
+    /// `aBF16`: `a` already rounded to bf16 (no GELU; `a.data` is then not read).
     static func linearOfActivation(_ a: Tensor, gelu: Bool, _ weight: Tensor, _ bias: Tensor?, into out: UnsafeMutablePointer<Float>,
-                                   n: Int, inF: Int, outF: Int, bf16: Bool) {
+                                   n: Int, inF: Int, outF: Int, bf16: Bool, aBF16: UnsafePointer<UInt16>? = nil) {
+        precondition(aBF16 == nil || !gelu, "linearOfActivation: a bf16 input with GELU")
         let act = gelu ? Storage(count: a.count, zeroed: false) : nil
         if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
-        Tensor.linearForwardInPrecision(out: out, inp: act?.pointer ?? a.data, weight: weight, bias: bias?.data, n: n,
+        Tensor.linearForwardInPrecision(out: out, inp: act?.pointer ?? a.data, inpBF16: aBF16, weight: weight, bias: bias?.data, n: n,
                                         inFeatures: inF, outFeatures: outF, bf16: bf16)
     }
 
     /// Backward of `linearOfActivation` given d(out): the GELU output recomputed from `a`, then the
     /// linear's backward (dW, db, d(act)) and GELU's (da += d(act)·gelu'(a)).
     static func backwardLinearOfActivation(_ a: Tensor, gelu: Bool, _ weight: Tensor, _ bias: Tensor?, dout: UnsafePointer<Float>,
-                                           n: Int, inF: Int, outF: Int, bf16: Bool) {
+                                           n: Int, inF: Int, outF: Int, bf16: Bool, aBF16: UnsafePointer<UInt16>? = nil) {
         let act = gelu ? Storage(count: a.count, zeroed: false) : nil
         if let act { geluForward(out: act.pointer, inp: a.data, count: a.count) }
         let dact = gelu && a.requiresGrad ? Storage(count: a.count) : nil  // zeroed: linearBackward accumulates
         Tensor.linearBackwardInPrecision(dinp: gelu ? dact?.pointer : a.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
-                                         dout: dout, inp: act?.pointer ?? a.data, weight: weight, n: n, inFeatures: inF, outFeatures: outF,
+                                         dout: dout, inp: act?.pointer ?? a.data, inpBF16: aBF16, weight: weight, n: n,
+                                         inFeatures: inF, outFeatures: outF,
                                          bf16: bf16)
         if let dact, let da = a.gradIfNeeded { geluBackward(dinp: da, dout: dact.pointer, inp: a.data, count: a.count) }
     }
@@ -95,7 +98,7 @@ extension Tensor {
     /// transformer sublayer, without keeping the sublayer's output (or the GELU output): neither
     /// the addition's backward nor the linear's reads them.
     /// PyTorch counterpart: `x + proj(ctx)`, `x + fc2(F.gelu(h))` in a timm `Block`.
-    public func addingLinear(_ a: Tensor, _ weight: Tensor, _ bias: Tensor?, gelu: Bool = false) -> Tensor {
+    public func addingLinear(_ a: consuming Tensor, _ weight: Tensor, _ bias: Tensor?, gelu: Bool = false) -> Tensor {
         var unused = RandomGenerator(seed: 0)
         return addingLinear(a, weight, bias, gelu: gelu, dropout: 0, rng: &unused)
     }
@@ -103,7 +106,12 @@ extension Tensor {
     /// `self + dropout(linear(gelu?(a)))`, BERT's `BertSelfOutput`/`BertOutput` before the
     /// LayerNorm: the dropout mask is replayed from the generator state in the backward (the same
     /// draws as `Tensor.dropout`), and neither the linear's nor the dropout's output is kept.
-    public func addingLinear(_ a: Tensor, _ weight: Tensor, _ bias: Tensor?, gelu: Bool = false, dropout p: Float,
+    ///
+    /// `a` is consumed: in bf16 mode, without GELU, when the weight gradient runs in bf16 and the
+    /// caller passed its only reference (e.g. attention's fresh output), `a` is kept for the
+    /// backward only as the bf16 copy both GEMMs read, converted in its own memory
+    /// (`Tensor.convertingStorageToBF16`; ablation `keep-fp32-inputs`); the results are the same bits.
+    public func addingLinear(_ a: consuming Tensor, _ weight: Tensor, _ bias: Tensor?, gelu: Bool = false, dropout p: Float,
                              rng: inout RandomGenerator) -> Tensor {
         precondition(p >= 0 && p < 1, "addingLinear: dropout p must be in [0, 1), got \(p)")
         let (inF, outF, n) = Tensor.linearDimensions("addingLinear", input: a.shape, weight, bias)
@@ -111,14 +119,21 @@ extension Tensor {
         let start = rng
         let out = Tensor(uninitialized: shape)
         let bf16 = MatmulPrecision.isBF16
+        let grad = Tensor.needsGrad(self, a, weight, bias)
+        // Only the weight-gradient GEMM reads `a` again (d(a) = d(lin)·W does not).
+        let keptA = bf16 && grad && !gelu && Tensor.weightGradientInBF16(weight, bf16: true)
+            && !MatmulPrecision.ablated("keep-fp32-inputs") && isKnownUniquelyReferenced(&a) && a.canReleaseStorage
+            ? a.convertingStorageToBF16() : nil
+        let a = consume a  // the backward captures it
         do {
             let lin = Storage(count: count, zeroed: false)
-            Tensor.linearOfActivation(a, gelu: gelu, weight, bias, into: lin.pointer, n: n, inF: inF, outF: outF, bf16: bf16)
+            Tensor.linearOfActivation(a, gelu: gelu, weight, bias, into: lin.pointer, n: n, inF: inF, outF: outF, bf16: bf16,
+                                      aBF16: keptA.map { UnsafePointer($0.pointer) })
             let x = data, l = lin.pointer, y = out.data
             if p > 0 { applyDropout(p, rng: &rng, count: count) { i, m in l[i] = l[i] * m } }
             Threading.parallelFor(count, grain: 1 << 14) { r in for i in r { y[i] = x[i] + l[i] } }
         }
-        if Tensor.needsGrad(self, a, weight, bias) {
+        if grad {
             let x = self
             out.record([self, a, weight] + (bias.map { [$0] } ?? [])) { o in
                 let og = o.gradPointer
@@ -130,7 +145,8 @@ extension Tensor {
                     applyDropout(p, rng: &r, count: x.count) { i, m in mg[i] = og[i] * m }
                 }
                 Tensor.backwardLinearOfActivation(a, gelu: gelu, weight, bias, dout: masked?.pointer ?? og, n: n, inF: inF, outF: outF,
-                                                  bf16: bf16)
+                                                  bf16: bf16, aBF16: keptA.map { UnsafePointer($0.pointer) })
+                withExtendedLifetime(keptA) {}
             }
         }
         return out

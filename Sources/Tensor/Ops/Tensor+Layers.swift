@@ -46,7 +46,7 @@ extension Tensor {
     /// `release`: which of q, k, v the caller holds no other reference to (they may be one
     /// tensor). In bf16 mode with a bf16 backward those keep their bf16 copy for the backward
     /// and give their fp32 storage back when the forward is done (unless the
-    /// `keep-attention-inputs` ablation is set).
+    /// `keep-fp32-inputs` ablation is set).
     static func attentionCore(q: Tensor, qOff: Int, ldq: Int, k: Tensor, kOff: Int, ldk: Int,
                               v: Tensor, vOff: Int, ldv: Int, batch: Int, heads: Int, lq: Int, lk: Int,
                               width: Int, mask: Tensor?, scale: Float, dropout: (p: Float, seed: UInt64)? = nil,
@@ -62,7 +62,7 @@ extension Tensor {
         let bf16Backward = bf16 && !MatmulPrecision.ablated("backward-fp32")
         // Inputs converted to bf16 in their own memory and kept so for the backward (the fp32
         // values are then gone); `kept.ld` is the row stride of every bf16 operand.
-        let kept = bf16 && grad && bf16Backward && !MatmulPrecision.ablated("keep-attention-inputs")
+        let kept = bf16 && grad && bf16Backward && !MatmulPrecision.ablated("keep-fp32-inputs")
             ? AttentionBF16Inputs(keeping: q, ldq: ldq, k: k, ldk: ldk, v: v, ldv: ldv, width: width, release: release)
             : AttentionBF16Inputs(width: width)
         if bf16 {
@@ -208,8 +208,8 @@ struct AttentionBF16Inputs {
     }
 }
 
-/// What bf16 attention's in-place conversion of its inputs (`Tensor.convertingStorageToBF16`)
-/// did since the last `take`: tensors converted, bytes of their buffers given back to the
+/// What the in-place bf16 conversions of saved inputs (`Tensor.convertingStorageToBF16`, by
+/// attention and `addingLinear`) did since the last `take`: tensors converted, bytes of their buffers given back to the
 /// system, bytes of bf16 kept (bench-step prints it per step).
 public enum ReleasedActivations {
     nonisolated(unsafe) private static var lock: pthread_mutex_t = {
