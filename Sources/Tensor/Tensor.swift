@@ -27,6 +27,10 @@ public final class Tensor {
     public var gradientBinder: ((Tensor) -> Void)?
     var parents: [Tensor] = []
     var backwardFn: ((Tensor) -> Void)?
+    /// Whether `backwardFn` reads this tensor's values (softmax, layer norm, activations do; the
+    /// linear ops and attention read only its gradient). Such a tensor's storage is never
+    /// converted away (`canReleaseStorage`).
+    var backwardReadsOutput = true
     /// In bf16 mode, linear layers with this tensor as their weight compute its gradient
     /// (`dW += doutᵀ·inp`) in fp32 instead of on bf16 operands (config `bf16_fp32_weight_grads`).
     public var weightGradFP32 = false
@@ -71,9 +75,12 @@ public final class Tensor {
         return BF16Buffer(reusing: s, count: count)
     }
 
-    /// Whether `convertingStorageToBF16` may take this tensor's memory: pool memory that only this tensor
-    /// references (the caller's side, the tensor's own references, is the caller's to check).
-    var canReleaseStorage: Bool { !isStorageReleased && storage.pooled && isKnownUniquelyReferenced(&storage) }
+    /// Whether `convertingStorageToBF16` may take this tensor's memory: pool memory that only this
+    /// tensor references, and no recorded backward of the op that produced it reads its values
+    /// (the caller's side, the tensor's own references, is the caller's to check).
+    var canReleaseStorage: Bool {
+        !isStorageReleased && storage.pooled && (backwardFn == nil || !backwardReadsOutput) && isKnownUniquelyReferenced(&storage)
+    }
 
     /// A new tensor over `storage` (which must hold `shape`'s element count).
     public init(shape: [Int], storage: Storage, requiresGrad: Bool = false) {
@@ -169,12 +176,14 @@ public final class Tensor {
         return false
     }
 
-    /// Registers `fn` as the backward of `self`, produced from `inputs`.
+    /// Registers `fn` as the backward of `self`, produced from `inputs`. `readsOutput: false`
+    /// promises that `fn` reads only `self`'s gradient, not its values.
     @inline(__always)
-    func record(_ inputs: [Tensor], _ fn: @escaping (Tensor) -> Void) {
+    func record(_ inputs: [Tensor], readsOutput: Bool = true, _ fn: @escaping (Tensor) -> Void) {
         requiresGrad = true
         parents = inputs
         backwardFn = fn
+        backwardReadsOutput = readsOutput
     }
 
     /// Reverse-mode differentiation from this scalar: seeds d(self)/d(self) = 1 (or `seed`),

@@ -235,7 +235,8 @@ final class BF16Tests: XCTestCase {
     /// same bits as keeping the fp32 inputs (`keep-fp32-inputs`): outputs and every gradient, for
     /// separate q/k/v (masked, with dropout), a packed qkv large enough that its tail pages are
     /// returned, and attention feeding a projection. An input the caller still holds is not
-    /// touched; nothing is converted without a gradient or for an fp32 weight gradient.
+    /// touched, and so is one whose producer's backward reads it (softmax); nothing is converted
+    /// without a gradient or for an fp32 weight gradient.
     func testAttentionInPlaceInputsMatchKept() throws {
         try requireBF16()
         let saved = MatmulPrecision.ablations
@@ -308,6 +309,13 @@ final class BF16Tests: XCTestCase {
         let y = x.addingLinear(x.linear(wk, nil), wq, nil)
         (y * y).sum().backward()
         XCTAssertEqual(ReleasedActivations.take().tensors, 0, "fp32 weight gradient: the fp32 input kept")
+        // A softmax output's own backward reads its values: never converted, even as a sole reference.
+        for t in leaves { t.gradStorage = nil }
+        let z = Tensor.attention(q: x.linear(wq, nil).softmax(), k: mem.linear(wk, nil), v: mem.linear(wv, nil), heads: 4,
+                                 mask: mask, scale: 0.125)
+        (z * z).sum().backward()
+        XCTAssertEqual(ReleasedActivations.take().tensors, 2, "softmax output: only k and v converted")
+        XCTAssertNotNil(x.grad)
     }
 
     /// Cached bf16 weights: one conversion serves every forward and the backward of a step; the

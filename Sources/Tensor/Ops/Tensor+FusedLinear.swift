@@ -47,7 +47,7 @@ extension Tensor {
         Tensor.linearOfActivation(self, gelu: true, weight, bias, into: out.data, n: n, inF: inF, outF: outF, bf16: bf16)
         if Tensor.needsGrad(self, weight, bias) {
             let h = self
-            out.record([self, weight] + (bias.map { [$0] } ?? [])) { o in
+            out.record([self, weight] + (bias.map { [$0] } ?? []), readsOutput: false) { o in
                 Tensor.backwardLinearOfActivation(h, gelu: true, weight, bias, dout: o.gradPointer, n: n, inF: inF, outF: outF, bf16: bf16)
             }
         }
@@ -76,7 +76,7 @@ extension Tensor {
                                             inFeatures: c, outFeatures: outF, bf16: bf16)
         }
         if Tensor.needsGrad(self, gamma, beta, weight, bias) {
-            out.record([self, gamma, beta, weight] + (bias.map { [$0] } ?? [])) { o in
+            out.record([self, gamma, beta, weight] + (bias.map { [$0] } ?? []), readsOutput: false) { o in
                 let normed = Storage(count: x.count, zeroed: false)
                 normalise(into: normed)
                 let needNormGrad = x.requiresGrad || gamma.requiresGrad || beta.requiresGrad
@@ -135,7 +135,7 @@ extension Tensor {
         }
         if grad {
             let x = self
-            out.record([self, a, weight] + (bias.map { [$0] } ?? [])) { o in
+            out.record([self, a, weight] + (bias.map { [$0] } ?? []), readsOutput: false) { o in
                 let og = o.gradPointer
                 if let dx = x.gradIfNeeded { saxpy(x.count, alpha: 1, x: og, y: dx) }
                 // Through the dropout: d(linear output) = dout ⊙ mask, the mask replayed.

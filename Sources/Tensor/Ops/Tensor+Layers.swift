@@ -79,7 +79,7 @@ extension Tensor {
         }
         if grad {
             let inputs = [q, k, v].reduce(into: [Tensor]()) { acc, t in if !acc.contains(where: { $0 === t }) { acc.append(t) } }
-            out.record(inputs) { o in
+            out.record(inputs, readsOutput: false) { o in
                 if bf16Backward {
                     let ops = kept.operands(q: q, qOff: qOff, ldq: ldq, k: k, kOff: kOff, ldk: ldk, v: v, vOff: vOff, ldv: ldv,
                                             rowsQ: batch * lq, rowsK: batch * lk)
@@ -209,8 +209,8 @@ struct AttentionBF16Inputs {
 }
 
 /// What the in-place bf16 conversions of saved inputs (`Tensor.convertingStorageToBF16`, by
-/// attention and `addingLinear`) did since the last `take`: tensors converted, bytes of their buffers given back to the
-/// system, bytes of bf16 kept (bench-step prints it per step).
+/// attention and `addingLinear`) did since the last `take`: tensors converted, bytes of their
+/// buffers given back to the system, bytes of bf16 kept (bench-step prints it per step).
 public enum ReleasedActivations {
     nonisolated(unsafe) private static var lock: pthread_mutex_t = {
         var m = pthread_mutex_t()

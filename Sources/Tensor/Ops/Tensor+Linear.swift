@@ -8,7 +8,7 @@ extension Tensor {
         Tensor.linearForwardInPrecision(out: out.data, inp: data, weight: weight, bias: bias?.data, n: n,
                                         inFeatures: inF, outFeatures: outF, bf16: bf16)
         if Tensor.needsGrad(self, weight, bias) {
-            out.record([self, weight] + (bias.map { [$0] } ?? [])) { o in
+            out.record([self, weight] + (bias.map { [$0] } ?? []), readsOutput: false) { o in
                 Tensor.linearBackwardInPrecision(dinp: self.gradIfNeeded, dweight: weight.gradIfNeeded, dbias: bias?.gradIfNeeded,
                                                  dout: o.gradPointer, inp: self.data, weight: weight, n: n,
                                                  inFeatures: inF, outFeatures: outF, bf16: bf16)
