@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "CControlProto", linkerSettings: [.linkedLibrary("protobuf-c")]),
         .target(name: "CImage", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]),
         // Bandwidth-bound kernels (GELU, layer norm, softmax), AVX-512 / AVX2+FMA with a portable fallback.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=on"])]),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=on"])], linkerSettings: [.linkedLibrary("dl")]),
         // oneDNN's bf16 matmul (Debian libdnnl-dev 2.6, which ships no pkg-config file): a C shim
         // that opens libdnnl.so.2 on first use (so OMP_WAIT_POLICY can be set before libgomp
         // loads, and fp32 runs never load it), caches primitives and returns status codes.

@@ -70,6 +70,14 @@ int ck_cpu_has_amx_bf16(void);
 /// its heaps. Zeros where unavailable.
 void ck_malloc_stats(size_t *in_use, size_t *mmapped, size_t *free_in_heap);
 
+/// Sets how long OpenBLAS's idle server threads spin (calling sched_yield) before they sleep:
+/// 2^log2_cycles cycles (OpenBLAS's OPENBLAS_THREAD_TIMEOUT, 4…30; its default 28 is ~0.1 s, so
+/// between GEMMs a rank's BLAS thread never sleeps and takes CPU from the rank's other threads).
+/// Sets the variable, has OpenBLAS re-read it and restarts its server threads. Returns 1 when
+/// set, 0 when the environment already sets it (left alone), -1 when this OpenBLAS lacks the
+/// entry points. Call before other threads use BLAS.
+int ck_openblas_set_thread_timeout(int log2_cycles);
+
 #ifdef __cplusplus
 }
 #endif
