@@ -51,7 +51,7 @@ public final class Tensor {
     /// memory over as the returned buffer (same element indices, e.g. a packed `[N, 3C]` qkv
     /// stays `[N, 3C]` with rows 3C apart); the pages of the second half go back to the system
     /// (`madvise(MADV_DONTNEED)`; the pool's next user of the buffer gets them zeroed). For an op
-    /// that keeps only bf16 copies of its inputs for the backward (bf16 attention): the bf16
+    /// that keeps only bf16 copies of its inputs for the backward (bf16 attention, `addingLinear`): the bf16
     /// values are the bits `convertToBF16` gives, and the fp32 values are gone. Only when nothing
     /// else can read them — the caller holds the only reference to the tensor (checked by the
     /// caller, e.g. with a `consuming` parameter) and `canReleaseStorage`. The tensor keeps its
@@ -63,7 +63,7 @@ public final class Tensor {
         // In place, front to back, on one thread: element i's two bytes land on bytes that
         // elements < i already vacated (the conversion reads each 16-lane block before writing it).
         ck_f32_to_bf16(UnsafeMutableRawPointer(s.pointer).assumingMemoryBound(to: UInt16.self), s.pointer, 0, count)
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let page = Tensor.pageBytes
         let bytes = s.capacity * MemoryLayout<Float>.stride
         let keep = (count * 2 + page - 1) / page * page
         var returned = 0
@@ -74,6 +74,8 @@ public final class Tensor {
         ReleasedActivations.note(returned: returned, keptBF16: count * 2)
         return BF16Buffer(reusing: s, count: count)
     }
+
+    static let pageBytes = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     /// Whether `convertingStorageToBF16` may take this tensor's memory: pool memory that only this
     /// tensor references, and no recorded backward of the op that produced it reads its values

@@ -26,15 +26,14 @@ public func linearForwardBF16(out: UnsafeMutablePointer<Float>, inp x: UnsafePoi
 /// Linear layer backward in bf16 mixed precision, accumulating into fp32 gradients:
 /// `dinp += bf16(dout) · bf16(W)`, `dweight += bf16(dout)ᵀ · bf16(inp)`, `dbias += Σ_rows dout`
 /// (the bias gradient from the fp32 `dout`, as autocast's fp32 reduction). `weight` (the `[O, I]`
-/// weight in bf16, rows `ldw` apart) is needed only with `dinp`; the input only with `dweight`,
-/// as fp32 `inp` or already rounded, `inpBF16` (dense `[N, I]`; the same bits).
+/// weight in bf16, rows `ldw` apart) is needed only with `dinp`. `inpBF16`: the input already
+/// rounded to bf16 (dense `[N, I]`), read by the weight-gradient GEMM instead of `inp`.
 public func linearBackwardBF16(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
                                dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
-                               inp: UnsafePointer<Float>?, inpBF16: UnsafePointer<UInt16>? = nil,
+                               inp: UnsafePointer<Float>, inpBF16: UnsafePointer<UInt16>? = nil,
                                weight: UnsafePointer<UInt16>?, ldw: Int,
                                n: Int, inFeatures: Int, outFeatures: Int) {
     precondition(dinp == nil || weight != nil, "linearBackwardBF16: dinp needs the bf16 weight")
-    precondition(dweight == nil || inp != nil || inpBF16 != nil, "linearBackwardBF16: dweight needs the input")
     // dout (N, O) fp32, inp (N, I) fp32, weight (O, I) bf16
     if dinp != nil || dweight != nil {
         let g = BF16Buffer(converting: dout, count: n * outFeatures)
@@ -43,7 +42,7 @@ public func linearBackwardBF16(dinp: UnsafeMutablePointer<Float>?, dweight: Unsa
                      beta: 1, c: dinp, ldc: inFeatures)
         }
         if let dweight {
-            let x = inpBF16 == nil ? BF16Buffer(converting: inp!, count: n * inFeatures) : nil
+            let x = inpBF16 == nil ? BF16Buffer(converting: inp, count: n * inFeatures) : nil
             bf16gemm(transA: true, m: outFeatures, n: inFeatures, k: n, a: g.pointer, lda: outFeatures,
                      b: inpBF16 ?? UnsafePointer(x!.pointer), ldb: inFeatures, beta: 1, c: dweight, ldc: inFeatures)
             withExtendedLifetime(x) {}

@@ -50,7 +50,7 @@ extension Tensor {
     static func attentionCore(q: Tensor, qOff: Int, ldq: Int, k: Tensor, kOff: Int, ldk: Int,
                               v: Tensor, vOff: Int, ldv: Int, batch: Int, heads: Int, lq: Int, lk: Int,
                               width: Int, mask: Tensor?, scale: Float, dropout: (p: Float, seed: UInt64)? = nil,
-                              release: (q: Bool, k: Bool, v: Bool) = (false, false, false)) -> Tensor {
+                              release: (q: Bool, k: Bool, v: Bool)) -> Tensor {
         let d = width / heads
         let out = Tensor(uninitialized: [batch, lq, width])
         let grad = Tensor.needsGrad(q, k, v)
@@ -62,9 +62,9 @@ extension Tensor {
         let bf16Backward = bf16 && !MatmulPrecision.ablated("backward-fp32")
         // Inputs converted to bf16 in their own memory and kept so for the backward (the fp32
         // values are then gone); `kept.ld` is the row stride of every bf16 operand.
-        let kept = bf16 && grad && bf16Backward && !MatmulPrecision.ablated("keep-fp32-inputs")
-            ? AttentionBF16Inputs(keeping: q, ldq: ldq, k: k, ldk: ldk, v: v, ldv: ldv, width: width, release: release)
-            : AttentionBF16Inputs(width: width)
+        let keep = bf16 && grad && bf16Backward && !MatmulPrecision.ablated("keep-fp32-inputs")
+        let kept = AttentionBF16Inputs(keeping: q, ldq: ldq, k: k, ldk: ldk, v: v, ldv: ldv, width: width,
+                                       release: keep ? release : (false, false, false))
         if bf16 {
             let ops = kept.operands(q: q, qOff: qOff, ldq: ldq, k: k, kOff: kOff, ldk: ldk, v: v, vOff: vOff, ldv: ldv,
                                     rowsQ: batch * lq, rowsK: batch * lk)
@@ -169,13 +169,10 @@ struct AttentionBF16Inputs {
     let ld: Int
     let width: Int
 
-    /// Nothing kept: every operand a dense copy.
-    init(width: Int) { q = nil; k = nil; v = nil; ld = width; self.width = width }
-
     /// Converts those of q, k, v in place that `release` says the caller holds no other
     /// reference to and whose storage nothing else shares; none if their strides would differ
     /// (a converted input keeps its stride, a copy is dense). A tensor passed as two of them
-    /// (a packed qkv) is converted once.
+    /// (a packed qkv) is converted once. With `release` all false nothing is kept.
     init(keeping q: Tensor, ldq: Int, k: Tensor, ldk: Int, v: Tensor, ldv: Int, width: Int, release: (q: Bool, k: Bool, v: Bool)) {
         self.width = width
         let rel = (q: release.q && q.canReleaseStorage, k: release.k && k.canReleaseStorage, v: release.v && v.canReleaseStorage)
@@ -193,18 +190,17 @@ struct AttentionBF16Inputs {
     /// Pointers to the bf16 Q, K, V at their offsets (the kept ones, or fresh dense copies of the
     /// fp32 inputs, `rows × width`), and the buffers that own them, to keep alive while in use.
     func operands(q: Tensor, qOff: Int, ldq: Int, k: Tensor, kOff: Int, ldk: Int, v: Tensor, vOff: Int, ldv: Int,
-                  rowsQ: Int, rowsK: Int) -> (q: UnsafePointer<UInt16>, k: UnsafePointer<UInt16>, v: UnsafePointer<UInt16>, owners: [BF16Buffer]) {
-        var owners: [BF16Buffer] = []
-        func operand(_ kept: BF16Buffer?, _ t: Tensor, _ off: Int, _ lds: Int, rows: Int) -> UnsafePointer<UInt16> {
-            if let kept { owners.append(kept); return UnsafePointer(kept.pointer + off) }
+                  rowsQ: Int, rowsK: Int) -> (q: UnsafePointer<UInt16>, k: UnsafePointer<UInt16>, v: UnsafePointer<UInt16>,
+                                              owners: (BF16Buffer, BF16Buffer, BF16Buffer)) {
+        func operand(_ kept: BF16Buffer?, _ t: Tensor, _ off: Int, _ lds: Int, rows: Int) -> (UnsafePointer<UInt16>, BF16Buffer) {
+            if let kept { return (UnsafePointer(kept.pointer + off), kept) }
             let b = BF16Buffer(converting: t.data + off, rows: rows, cols: width, lds: lds)
-            owners.append(b)
-            return UnsafePointer(b.pointer)
+            return (UnsafePointer(b.pointer), b)
         }
         let qp = operand(self.q, q, qOff, ldq, rows: rowsQ)
         let kp = operand(self.k, k, kOff, ldk, rows: rowsK)
         let vp = operand(self.v, v, vOff, ldv, rows: rowsK)
-        return (qp, kp, vp, owners)
+        return (qp.0, kp.0, vp.0, (qp.1, kp.1, vp.1))
     }
 }
 
